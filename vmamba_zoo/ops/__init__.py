@@ -1,0 +1,11 @@
+"""Ops: cross-scan, selective scan and cross-merge as ``torch.library`` custom ops.
+
+Each op has a pure-PyTorch reference backend (any device) and room for kernel backends;
+see :mod:`vmamba_zoo.ops.backends` for how one is chosen.
+"""
+from .backends import available_backends, register_backend
+from .cross_scan import SCAN_DIRECTIONS, cross_merge, cross_scan
+from .selective_scan import selective_scan
+
+__all__ = ["SCAN_DIRECTIONS", "available_backends", "cross_merge", "cross_scan", "register_backend",
+           "selective_scan"]

@@ -1,0 +1,80 @@
+"""Backend dispatch for the custom ops.
+
+Every op (``selective_scan_fwd``, ``cross_scan`` ...) has one or more implementations
+("backends"): ``reference`` (pure PyTorch, any device) always exists; the kernel work adds
+``triton`` and ``cuda`` by calling :func:`register_backend`. The custom op's implementation asks
+:func:`resolve` for a function at call time, so ``torch.compile`` sees one opaque op whatever
+backend runs underneath.
+
+Choice order: the op's ``backend`` argument, then ``VMAMBA_ZOO_<OP>_BACKEND``, then
+``VMAMBA_ZOO_BACKEND``, then ``auto`` (highest-priority backend that supports the inputs).
+A requested backend that cannot run the inputs falls back to ``auto`` with one warning.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Dict, Sequence
+
+import torch
+
+__all__ = ["register_backend", "resolve", "available_backends", "BackendSpec"]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    fn: Callable
+    priority: int  # higher wins in auto mode
+    supports: Callable[[Sequence[torch.Tensor]], bool]  # can this backend run these inputs?
+
+
+_REGISTRY: Dict[str, Dict[str, BackendSpec]] = {}
+_WARNED: set = set()
+
+
+def _always(_tensors) -> bool:
+    return True
+
+
+def register_backend(op: str, name: str, fn: Callable, *, priority: int = 0,
+                     supports: Callable[[Sequence[torch.Tensor]], bool] = _always) -> None:
+    """Register ``fn`` as backend ``name`` of ``op`` (replaces an earlier one of that name)."""
+    _REGISTRY.setdefault(op, {})[name] = BackendSpec(name, fn, priority, supports)
+
+
+def available_backends(op: str) -> list[str]:
+    return sorted(_REGISTRY.get(op, {}), key=lambda n: -_REGISTRY[op][n].priority)
+
+
+def _requested(op: str, backend: str) -> str:
+    if backend and backend != "auto":
+        return backend
+    env_op = os.environ.get(f"VMAMBA_ZOO_{op.upper()}_BACKEND", "")
+    return env_op or os.environ.get("VMAMBA_ZOO_BACKEND", "") or "auto"
+
+
+def resolve(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> Callable:
+    """Return the implementation of ``op`` to run on ``tensors``."""
+    specs = _REGISTRY.get(op)
+    if not specs:
+        raise RuntimeError(f"no backend registered for op {op!r}")
+    want = _requested(op, backend)
+    if want != "auto":
+        spec = specs.get(want)
+        if spec is None:
+            raise ValueError(f"unknown backend {want!r} for op {op!r}; available: {available_backends(op)}")
+        if spec.supports(tensors):
+            return spec.fn
+        key = (op, want, tuple(t.device.type for t in tensors))
+        if key not in _WARNED:
+            _WARNED.add(key)
+            warnings.warn(f"vmamba_zoo: backend {want!r} cannot run {op} on these inputs "
+                          f"(devices {sorted({t.device.type for t in tensors})}, dtypes "
+                          f"{sorted({str(t.dtype) for t in tensors})}); falling back to auto selection",
+                          RuntimeWarning, stacklevel=3)
+    for spec in sorted(specs.values(), key=lambda s: -s.priority):
+        if spec.supports(tensors):
+            return spec.fn
+    raise RuntimeError(f"no backend of {op!r} supports these inputs")

@@ -1,0 +1,110 @@
+"""``vmamba_zoo::selective_scan_fwd`` / ``_bwd`` custom ops and the public ``selective_scan``.
+
+The ops are opaque to torch.compile (fake implementations give the shapes) and differentiable
+through ``register_autograd``, whose backward is itself a custom op, so a CUDA or Triton
+backend plugs into both directions by registering under the names ``selective_scan_fwd`` and
+``selective_scan_bwd`` (see :mod:`vmamba_zoo.ops.backends`).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import reference
+from .backends import register_backend, resolve
+
+__all__ = ["selective_scan"]
+
+register_backend("selective_scan_fwd", "reference", reference.selective_scan_fwd, priority=0)
+register_backend("selective_scan_bwd", "reference", reference.selective_scan_bwd, priority=0)
+
+
+def _out_dtype(u: Tensor, fp32_output: bool) -> torch.dtype:
+    return torch.promote_types(u.dtype, torch.float32) if fp32_output else u.dtype
+
+
+@torch.library.custom_op("vmamba_zoo::selective_scan_fwd", mutates_args=())
+def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                        z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
+                        fp32_output: bool, backend: str) -> Tensor:
+    fn = resolve("selective_scan_fwd", backend, (u, delta, A, B, C))
+    return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output)
+
+
+@_selective_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, backend):
+    return u.new_empty(u.shape, dtype=_out_dtype(u, fp32_output))
+
+
+def _empty(ref: Tensor) -> Tensor:
+    return ref.new_empty(0)
+
+
+@torch.library.custom_op("vmamba_zoo::selective_scan_bwd", mutates_args=())
+def _selective_scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                        D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                        delta_softplus: bool, backend: str
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    fn = resolve("selective_scan_bwd", backend, (dout, u, delta, A, B, C))
+    grads = fn(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    # optional inputs that were absent get an empty gradient (custom ops return tensors only)
+    return tuple(_empty(u) if g is None else g for g in grads)
+
+
+@_selective_scan_bwd.register_fake
+def _(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
+    return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
+            torch.empty_like(C), _empty(u) if D is None else torch.empty_like(D),
+            _empty(u) if z is None else torch.empty_like(z),
+            _empty(u) if delta_bias is None else torch.empty_like(delta_bias))
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, backend = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+    ctx.delta_softplus, ctx.backend = delta_softplus, backend
+
+
+def _backward(ctx, dout):
+    u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+    grads = torch.ops.vmamba_zoo.selective_scan_bwd(dout.contiguous(), u, delta, A, B, C, D, z, delta_bias,
+                                                    ctx.delta_softplus, ctx.backend)
+    du, ddelta, dA, dB, dC, dD, dz, ddelta_bias = grads
+    return (du, ddelta, dA, dB, dC, None if D is None else dD, None if z is None else dz,
+            None if delta_bias is None else ddelta_bias, None, None, None)
+
+
+_selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
+                   z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
+                   fp32_output: bool = True, backend: str = "auto") -> Tensor:
+    """Selective scan over ``u`` (batch, K*D, L) with B, C (batch, K, N, L) shared per group of D channels.
+
+    Returns y (batch, K*D, L), in float32 (float64 for float64 inputs) when ``fp32_output``, else
+    in ``u``'s dtype. See :mod:`vmamba_zoo.ops.reference.selective_scan` for the recurrence.
+    ``backend``: "auto", "reference", or a registered kernel backend.
+    """
+    if u.dim() != 3:
+        raise ValueError(f"selective_scan: u must be (batch, K*D, L), got shape {tuple(u.shape)}")
+    batch, channels, length = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"selective_scan: delta shape {tuple(delta.shape)} != u shape {tuple(u.shape)}")
+    if A.dim() != 2 or A.shape[0] != channels:
+        raise ValueError(f"selective_scan: A must be ({channels}, d_state), got {tuple(A.shape)}")
+    d_state = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if t.dim() != 4 or t.shape[0] != batch or t.shape[2] != d_state or t.shape[3] != length:
+            raise ValueError(f"selective_scan: {name} must be ({batch}, K, {d_state}, {length}), got {tuple(t.shape)}")
+        if channels % t.shape[1]:
+            raise ValueError(f"selective_scan: {channels} channels do not split into {t.shape[1]} groups of {name}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and t.shape != (channels,):
+            raise ValueError(f"selective_scan: {name} must be ({channels},), got {tuple(t.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"selective_scan: z shape {tuple(z.shape)} != u shape {tuple(u.shape)}")
+    return torch.ops.vmamba_zoo.selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                   fp32_output, backend)

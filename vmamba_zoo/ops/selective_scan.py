@@ -21,8 +21,9 @@ register_backend("selective_scan_fwd", "reference", reference.selective_scan_fwd
 register_backend("selective_scan_bwd", "reference", reference.selective_scan_bwd, priority=0)
 
 
-def _out_dtype(u: Tensor, fp32_output: bool) -> torch.dtype:
-    return torch.promote_types(u.dtype, torch.float32) if fp32_output else u.dtype
+def _out_dtype(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, fp32_output: bool) -> torch.dtype:
+    # as the reference: the state precision, promoted over all of u, delta, A, B, C (at least float32)
+    return reference.selective_scan._compute_dtype(u, delta, A, B, C) if fp32_output else u.dtype
 
 
 @torch.library.custom_op("vmamba_zoo::selective_scan_fwd", mutates_args=())
@@ -35,7 +36,7 @@ def _selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tenso
 
 @_selective_scan_fwd.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, backend):
-    return u.new_empty(u.shape, dtype=_out_dtype(u, fp32_output))
+    return u.new_empty(u.shape, dtype=_out_dtype(u, delta, A, B, C, fp32_output))
 
 
 def _empty(ref: Tensor) -> Tensor:
@@ -49,16 +50,17 @@ def _selective_scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Te
                         ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     fn = resolve("selective_scan_bwd", backend, (dout, u, delta, A, B, C))
     grads = fn(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    # optional inputs that were absent get an empty gradient (custom ops return tensors only)
-    return tuple(_empty(u) if g is None else g for g in grads)
+    # optional inputs that were absent get an empty gradient (custom ops return tensors only);
+    # contiguous whatever the backend's layout, as the fake implementation promises
+    return tuple(_empty(u) if g is None else g.contiguous() for g in grads)
 
 
 @_selective_scan_bwd.register_fake
 def _(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
-    return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
-            torch.empty_like(C), _empty(u) if D is None else torch.empty_like(D),
-            _empty(u) if z is None else torch.empty_like(z),
-            _empty(u) if delta_bias is None else torch.empty_like(delta_bias))
+    def like(t):
+        return torch.empty_like(t, memory_format=torch.contiguous_format)
+    return (like(u), like(delta), like(A), like(B), like(C), _empty(u) if D is None else like(D),
+            _empty(u) if z is None else like(z), _empty(u) if delta_bias is None else like(delta_bias))
 
 
 def _setup_context(ctx, inputs, output):

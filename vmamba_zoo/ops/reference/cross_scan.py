@@ -27,7 +27,8 @@ def cross_scan(x: Tensor, directions: int, channels_last: bool) -> Tensor:
     batch, channels, height, width = x.shape
     rows = x.reshape(batch, channels, height * width)
     if directions == 1:
-        return rows.unsqueeze(1).clone()  # custom ops must not return views of their inputs
+        # a copy (custom ops must not return views of their inputs), contiguous as the fake promises
+        return rows.unsqueeze(1).clone(memory_format=torch.contiguous_format)
     if directions == 2:
         return torch.stack([rows, rows.flip(-1)], dim=1)
     cols = x.transpose(2, 3).reshape(batch, channels, height * width)

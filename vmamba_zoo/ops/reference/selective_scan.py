@@ -95,7 +95,6 @@ def selective_scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Ten
     ``dD``/``dz``/``ddelta_bias`` are None when the input was None.
     """
     dtype, u_f, delta_raw, delta_f, B_x, C_x, decay, drive = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
-    groups = B.shape[1]
     states = linear_scan(decay, drive)
     dy = dout.to(dtype)
     dz = None
@@ -112,7 +111,7 @@ def selective_scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Ten
     if D is not None:
         dD = (dy * u_f).sum((0, 2)).to(D.dtype)
         du = dy * D.to(dtype)[:, None]
-    dC = _sum_groups(states * dy.unsqueeze(2), groups).to(C.dtype)
+    dC = _sum_groups(states * dy.unsqueeze(2), C.shape[1]).to(C.dtype)
     # adjoint scan, reversed in time: g_t = decay_{t+1} * g_{t+1} + dy_t * C_t
     next_decay = F.pad(decay[..., 1:], (0, 1))
     adj = linear_scan(next_decay.flip(-1), (dy.unsqueeze(2) * C_x).flip(-1)).flip(-1)
@@ -122,7 +121,7 @@ def selective_scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Ten
     ddelta = (ddecay * A.to(dtype)[None, :, :, None]).sum(2) + adj_B * u_f
     du = du + adj_B * delta_f
     dA = (ddecay * delta_f.unsqueeze(2)).sum((0, 3)).to(A.dtype)
-    dB = _sum_groups(adj * (delta_f * u_f).unsqueeze(2), groups).to(B.dtype)
+    dB = _sum_groups(adj * (delta_f * u_f).unsqueeze(2), B.shape[1]).to(B.dtype)
     if delta_softplus:
         ddelta = ddelta * torch.sigmoid(delta_raw)
     ddelta_bias = ddelta.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None

@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# parity data from the original release lives beside the clone (../shared/reference)
+REFERENCE_DIR = Path(os.environ.get("VMAMBA_ZOO_REFERENCE", REPO_ROOT.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE_DIR / "summary.json").is_file():
+        pytest.fail(f"reference data not found at {REFERENCE_DIR} (expected ../shared/reference beside the "
+                    f"repository, or set VMAMBA_ZOO_REFERENCE)")
+    return REFERENCE_DIR
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

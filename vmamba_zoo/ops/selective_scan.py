@@ -14,6 +14,7 @@ from torch import Tensor
 
 from . import reference
 from .backends import register_backend, resolve
+from .reference.selective_scan import _compute_dtype
 
 __all__ = ["selective_scan"]
 
@@ -23,7 +24,7 @@ register_backend("selective_scan_bwd", "reference", reference.selective_scan_bwd
 
 def _out_dtype(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, fp32_output: bool) -> torch.dtype:
     # as the reference: the state precision, promoted over all of u, delta, A, B, C (at least float32)
-    return reference.selective_scan._compute_dtype(u, delta, A, B, C) if fp32_output else u.dtype
+    return _compute_dtype(u, delta, A, B, C) if fp32_output else u.dtype
 
 
 @torch.library.custom_op("vmamba_zoo::selective_scan_fwd", mutates_args=())

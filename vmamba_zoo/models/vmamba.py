@@ -398,14 +398,14 @@ def vmamba_vanilla_tiny(pretrained: bool = False, **kwargs) -> VMamba:
 
 @register_model
 def vmamba_vanilla_small(pretrained: bool = False, **kwargs) -> VMamba:
-    """First-release VMamba-S: 44.7M params, 11.2 GMACs, 83.5% ImageNet top-1."""
+    """First-release VMamba-S: 44.4M params, 11.2 GMACs, 83.5% ImageNet top-1."""
     args = dict(dims=96, depths=(2, 2, 27, 2), drop_path_rate=0.3, **VANILLA_ARGS)
     return _create_vmamba("vmamba_vanilla_small", pretrained, **dict(args, **kwargs))
 
 
 @register_model
 def vmamba_vanilla_base(pretrained: bool = False, **kwargs) -> VMamba:
-    """First-release VMamba-B: 76.5M params, 18.0 GMACs, 83.7% ImageNet top-1."""
+    """First-release VMamba-B: 76.3M params, 18.0 GMACs, 83.7% ImageNet top-1."""
     args = dict(dims=128, depths=(2, 2, 27, 2), drop_path_rate=0.6, **VANILLA_ARGS)
     return _create_vmamba("vmamba_vanilla_base", pretrained, **dict(args, **kwargs))
 

@@ -37,9 +37,10 @@ def ss2d_scan(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
     x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)
     dts, Bs, Cs = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=2)
     dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)
+    state_dtype = torch.promote_types(A_logs.dtype, torch.float32)  # SSM parameters stay >= float32
     ys = selective_scan(
-        xs.reshape(batch, -1, length), dts.reshape(batch, -1, length), -torch.exp(A_logs.float()),
-        Bs.contiguous(), Cs.contiguous(), Ds.float(), None, dt_projs_bias.reshape(-1).float(),
+        xs.reshape(batch, -1, length), dts.reshape(batch, -1, length), -torch.exp(A_logs.to(state_dtype)),
+        Bs.contiguous(), Cs.contiguous(), Ds.to(state_dtype), None, dt_projs_bias.reshape(-1).to(state_dtype),
         delta_softplus=True, fp32_output=True, backend=backend)
     return cross_merge(ys.view(batch, scan_directions, channels, length), height, width, scan_directions,
                        channels_last=True, backend=backend)

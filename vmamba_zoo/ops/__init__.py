@@ -3,6 +3,7 @@
 Each op has a pure-PyTorch reference backend (any device) and room for kernel backends;
 see :mod:`vmamba_zoo.ops.backends` for how one is chosen.
 """
+from . import triton_backend  # noqa: F401  (registers the Triton kernels when triton is installed)
 from .backends import available_backends, register_backend
 from .cross_scan import SCAN_DIRECTIONS, cross_merge, cross_scan
 from .selective_scan import selective_scan

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -28,6 +28,7 @@ class BackendSpec:
     fn: Callable
     priority: int  # higher wins in auto mode
     supports: Callable[[Sequence[torch.Tensor]], bool]  # can this backend run these inputs?
+    auto_supports: Callable[[Sequence[torch.Tensor]], bool]  # ... and should auto mode pick it for them?
 
 
 _REGISTRY: Dict[str, Dict[str, BackendSpec]] = {}
@@ -39,9 +40,14 @@ def _always(_tensors) -> bool:
 
 
 def register_backend(op: str, name: str, fn: Callable, *, priority: int = 0,
-                     supports: Callable[[Sequence[torch.Tensor]], bool] = _always) -> None:
-    """Register ``fn`` as backend ``name`` of ``op`` (replaces an earlier one of that name)."""
-    _REGISTRY.setdefault(op, {})[name] = BackendSpec(name, fn, priority, supports)
+                     supports: Callable[[Sequence[torch.Tensor]], bool] = _always,
+                     auto_supports: Optional[Callable[[Sequence[torch.Tensor]], bool]] = None) -> None:
+    """Register ``fn`` as backend ``name`` of ``op`` (replaces an earlier one of that name).
+
+    ``auto_supports`` (default: ``supports``) narrows what auto mode picks it for, e.g. a Triton kernel
+    that runs on the CPU only in the (slow) interpreter, when asked for by name.
+    """
+    _REGISTRY.setdefault(op, {})[name] = BackendSpec(name, fn, priority, supports, auto_supports or supports)
 
 
 def available_backends(op: str) -> list[str]:
@@ -75,6 +81,6 @@ def resolve(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> Callable:
                           f"{sorted({str(t.dtype) for t in tensors})}); falling back to auto selection",
                           RuntimeWarning, stacklevel=3)
     for spec in sorted(specs.values(), key=lambda s: -s.priority):
-        if spec.supports(tensors):
+        if spec.auto_supports(tensors):
             return spec.fn
     raise RuntimeError(f"no backend of {op!r} supports these inputs")

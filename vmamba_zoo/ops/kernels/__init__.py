@@ -1,0 +1,1 @@
+"""Kernel backends (Triton; CUDA later). Imported lazily: see :mod:`vmamba_zoo.ops.triton_backend`."""

@@ -1,0 +1,250 @@
+"""FLOPs (multiply-accumulates, the papers' convention) and parameter counts, two independent ways.
+
+Convention (VMamba paper, as fvcore counts): one multiply-add = 1 "FLOP" (we call it a MAC);
+matmuls, convolutions, einsums and LayerNorm (5 per element with affine, fvcore's estimate) count;
+elementwise activations / additions do not; the head is included. A selective scan call counts
+``9*B*L*D*N + B*D*L`` (``+ B*D*L`` more with a z input) where ``D`` is all of its channels (K*d_inner),
+exactly as the VMamba authors' ``flops_selective_scan_fn``; cross_scan / cross_merge count 0.
+
+* :func:`count_macs_fvcore`: fvcore ``FlopCountAnalysis`` (jit trace, needs real tensors) with handles
+  for our custom ops and for ``aten::scaled_dot_product_attention`` (fvcore has none, so without it
+  timm's Swin / DeiT attention would be left out).
+* :func:`count_macs_torch`: ``torch.utils.flop_counter.FlopCounterMode`` (works on the meta device).
+  It reports FLOPs = 2 * MACs for matmul/conv/einsum(bmm)/sdpa; we divide by 2. It does not count
+  LayerNorm at all, fvcore does (5*numel), so we add a LayerNorm formula in fvcore's convention
+  (``_layer_norm_flop``, given as 2x because the whole total is halved) - with that, the two agree on
+  VMamba exactly up to rounding. Remaining known differences for other timm models: fvcore also counts
+  batch/group/instance norm, upsampling and adaptive_avg_pool2d, FlopCounterMode does not. And torch
+  lowers an einsum whose contracted index has size 1 to a broadcast multiply, which FlopCounterMode
+  does not count: the dt projection of models with dt_rank 1 (dims 16, i.e. test_vmamba's first
+  stage) is missing there (0.3% of test_vmamba; released models have dt_rank >= 6 and agree to 1e-5).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from collections import Counter
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+__all__ = ["selective_scan_macs", "count_params", "count_macs_fvcore", "count_macs_torch", "create_model_for_size",
+           "model_complexity", "complexity_table", "plot_sweep", "FVCORE_OP_NAMES"]
+
+SCAN_OP = "vmamba_zoo::selective_scan_fwd"
+FVCORE_OP_NAMES = {"selective_scan": SCAN_OP, "cross_scan": "vmamba_zoo::cross_scan",
+                   "cross_merge": "vmamba_zoo::cross_merge"}
+
+
+def selective_scan_macs(batch: int, channels: int, length: int, d_state: int, with_D: bool = True,
+                        with_Z: bool = False) -> int:
+    """MACs of one selective scan as the VMamba authors count it (``channels`` = all K*d_inner channels)."""
+    macs = 9 * batch * length * channels * d_state
+    if with_D:
+        macs += batch * channels * length
+    if with_Z:
+        macs += batch * channels * length
+    return macs
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------- fvcore
+def _fvcore_shape(value) -> Optional[List[int]]:
+    from fvcore.nn.jit_handles import get_shape
+    return get_shape(value)
+
+
+def _fvcore_scan(inputs: List[Any], outputs: List[Any]) -> int:
+    # schema: u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, backend
+    batch, channels, length = _fvcore_shape(inputs[0])
+    d_state = _fvcore_shape(inputs[2])[1]
+    return selective_scan_macs(batch, channels, length, d_state, with_D=_fvcore_shape(inputs[5]) is not None,
+                               with_Z=_fvcore_shape(inputs[6]) is not None)
+
+
+def _fvcore_zero(inputs, outputs) -> int:
+    return 0
+
+
+def _fvcore_sdpa(inputs: List[Any], outputs: List[Any]) -> int:
+    q, k, v = (_fvcore_shape(t) for t in inputs[:3])
+    # q (..., Lq, E), k (..., Lk, E), v (..., Lk, Ev): QK^T and AV
+    return math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+
+
+def _fvcore_einsum(inputs: List[Any], outputs: List[Any]) -> int:
+    # fvcore's own handle parses numpy's einsum_path printout, which has 4 significant digits;
+    # a two-operand einsum without "..." costs exactly the product of all its index sizes
+    from fvcore.nn.jit_handles import einsum_flop_jit
+    equation = inputs[0].toIValue().replace(" ", "")
+    shapes = [_fvcore_shape(v) for v in inputs[1].node().inputs()]
+    lhs = equation.split("->")[0].split(",")
+    if len(lhs) != 2 or "." in equation or any(s is None or len(s) != len(t) for s, t in zip(shapes, lhs)):
+        return einsum_flop_jit(inputs, outputs)
+    sizes = {}
+    for term, shape in zip(lhs, shapes):
+        sizes.update(zip(term, shape))
+    return math.prod(sizes.values())
+
+
+FVCORE_HANDLES = {
+    "aten::einsum": _fvcore_einsum,
+    SCAN_OP: _fvcore_scan,
+    "vmamba_zoo::cross_scan": _fvcore_zero,
+    "vmamba_zoo::cross_merge": _fvcore_zero,
+    "aten::scaled_dot_product_attention": _fvcore_sdpa,
+}
+
+
+def count_macs_fvcore(model: nn.Module, inputs: Union[Tensor, Tuple[Tensor, ...]], by_operator: bool = False
+                      ) -> Union[int, Tuple[int, Dict[str, int]]]:
+    """Total MACs of ``model(*inputs)`` by fvcore with handles for our ops. Runs a jit trace (real tensors)."""
+    from fvcore.nn import FlopCountAnalysis
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # jit tracer warnings about python shape checks
+            analysis = FlopCountAnalysis(model, inputs).set_op_handle(**FVCORE_HANDLES)
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            total = int(round(analysis.total()))
+            ops = {k: int(round(v)) for k, v in analysis.by_operator().items()}
+    finally:
+        model.train(was_training)
+    return (total, ops) if by_operator else total
+
+
+# ------------------------------------------------------------------------------------- FlopCounterMode
+def _ensure_torch_scan_formula() -> None:
+    """Register the selective-scan FLOP formula with torch's flop counter (once; FLOPs = 2 * MACs)."""
+    from torch.utils.flop_counter import flop_registry, register_flop_formula
+    target = torch.ops.vmamba_zoo.selective_scan_fwd
+    if target in flop_registry:
+        return
+
+    @register_flop_formula(target)
+    def _scan_flop(u, delta, A, B, C, D=None, z=None, delta_bias=None, *args, out_shape=None, **kwargs) -> int:
+        batch, channels, length = u
+        return 2 * selective_scan_macs(batch, channels, length, A[1], with_D=D is not None, with_Z=z is not None)
+
+
+def _layer_norm_flop(input_shape, normalized_shape, weight=None, bias=None, *args, out_shape=None, **kwargs) -> int:
+    # fvcore's norm_flop_counter: 5 per element with an affine weight, 4 without; doubled (see module doc)
+    return 2 * math.prod(input_shape) * (5 if weight is not None else 4)
+
+
+def count_macs_torch(model: nn.Module, inputs: Union[Tensor, Tuple[Tensor, ...]], by_operator: bool = False
+                     ) -> Union[int, Tuple[int, Dict[str, int]]]:
+    """Total MACs of ``model(*inputs)`` by ``FlopCounterMode`` (FLOPs / 2), LayerNorm counted as fvcore does.
+
+    Works with meta tensors (model and inputs on ``device='meta'``), so full-size models cost nothing.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    _ensure_torch_scan_formula()
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    mapping = {torch.ops.aten.native_layer_norm: _layer_norm_flop}  # FlopCounterMode shape-wraps it
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False, custom_mapping=mapping)
+        with torch.no_grad(), counter:
+            model(*inputs)
+    finally:
+        model.train(was_training)
+    total = counter.get_total_flops()
+    if by_operator:
+        ops = {str(k): v // 2 for k, v in counter.get_flop_counts().get("Global", {}).items()}
+        return total // 2, ops
+    return total // 2
+
+
+# ------------------------------------------------------------------------------------------- models
+def create_model_for_size(name: str, img_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
+                          **kwargs) -> nn.Module:
+    """``timm.create_model(name)`` ready for ``img_size`` inputs: models with a fixed input size (Swin,
+    DeiT, ...) get ``img_size=``; resolution-free ones (ours, convnets) are created as they are."""
+    import timm
+    import vmamba_zoo  # noqa: F401  registers our models
+
+    if not timm.is_model(name):
+        raise ValueError(f"unknown model {name!r}: not a registered timm model "
+                         f"(ours: {', '.join(timm.list_models('*vmamba*'))})")
+    if img_size is not None and img_size != _default_size(name):
+        try:
+            with torch.device(device):
+                return timm.create_model(name, img_size=img_size, **kwargs)
+        except TypeError:
+            pass  # the model takes no img_size: it works at any resolution
+    with torch.device(device):
+        return timm.create_model(name, **kwargs)
+
+
+def _default_size(name: str) -> Optional[int]:
+    import timm
+    try:
+        return timm.get_pretrained_cfg(name).input_size[-1]
+    except Exception:
+        return None
+
+
+def model_complexity(name: str, img_size: int = 224, method: str = "fvcore", batch: int = 1,
+                     model: Optional[nn.Module] = None, **kwargs) -> Dict[str, Any]:
+    """``{'model', 'img_size', 'params', 'macs'}`` for a registered timm model at ``img_size`` x ``img_size``.
+
+    method "fvcore" traces on CPU with real tensors; "torch" uses FlopCounterMode on the meta device.
+    """
+    if method not in ("fvcore", "torch"):
+        raise ValueError(f"method must be 'fvcore' or 'torch', got {method!r}")
+    device = "cpu" if method == "fvcore" else "meta"
+    if model is None:
+        model = create_model_for_size(name, img_size, device=device, **kwargs)
+    x = torch.randn(batch, 3, img_size, img_size, device=next(iter(model.parameters())).device)
+    count = count_macs_fvcore if method == "fvcore" else count_macs_torch
+    return {"model": name, "img_size": img_size, "params": count_params(model), "macs": count(model, x)}
+
+
+def complexity_table(names: Sequence[str], sizes: Sequence[int], method: str = "fvcore"
+                     ) -> Tuple[str, Dict[str, Dict[int, Dict[str, Any]]]]:
+    """Table text (model, params, GMACs at each size) and the raw results {name: {size: result}}."""
+    results: Dict[str, Dict[int, Dict[str, Any]]] = {}
+    for name in names:
+        results[name] = {size: model_complexity(name, size, method=method) for size in sizes}
+    header = ["model", "params (M)"] + [f"GMACs@{s}" for s in sizes]
+    rows = []
+    for name in names:
+        first = results[name][sizes[0]]
+        rows.append([name, f"{first['params'] / 1e6:.2f}"] + [f"{results[name][s]['macs'] / 1e9:.2f}" for s in sizes])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    return "\n".join(lines), results
+
+
+def plot_sweep(results: Dict[str, Dict[int, Dict[str, Any]]], path: str, key: str = "macs", scale: float = 1e9,
+               ylabel: str = "GMACs", title: str = "Complexity vs input size") -> str:
+    """PNG of ``key`` vs input size (one line per model). Returns the path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, per_size in results.items():
+        sizes = sorted(s for s in per_size if per_size[s].get(key) is not None)
+        ax.plot(sizes, [per_size[s][key] / scale for s in sizes], marker="o", label=name)
+    ax.set_xlabel("input size (pixels per side)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,98 @@
+"""Selective-scan kernels against the memory floor, and model throughput per scan backend, on one GPU.
+
+PYTHONPATH=. python benchmarks/scan_kernels.py   (prints tables; commit the output with device + date)
+"""
+import statistics
+
+import timm
+import torch
+
+import vmamba_zoo  # noqa: F401
+from vmamba_zoo.analysis.throughput import measure_throughput
+from vmamba_zoo.ops import available_backends, selective_scan
+
+
+def cuda_time(fn, repeats=10, warmup=3):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def copy_bandwidth():
+    x = torch.randn(512 * 2 ** 20 // 4, device="cuda")
+    y = torch.empty_like(x)
+    t = cuda_time(lambda: y.copy_(x))
+    return 2 * x.numel() * 4 / t / 1e9
+
+
+def scan_case(batch, groups, group_size, d_state, length, act_dtype=torch.float16):
+    channels = groups * group_size
+    dev = "cuda"
+    u = torch.randn(batch, channels, length, device=dev, dtype=act_dtype)
+    delta = (0.5 * torch.randn(batch, channels, length, device=dev)).to(act_dtype)
+    A = -torch.exp(torch.randn(channels, d_state, device=dev))
+    B = torch.randn(batch, groups, d_state, length, device=dev, dtype=act_dtype)
+    C = torch.randn_like(B)
+    D = torch.randn(channels, device=dev)
+    bias = 0.3 * torch.randn(channels, device=dev)
+    return [t.requires_grad_() for t in (u, delta, A, B, C, D, bias)]
+
+
+def bench_scan(copy_gbs):
+    cases = {"VMamba-T stage0": (128, 4, 96, 1, 3136), "VMamba-T stage2": (128, 4, 384, 1, 196),
+             "VMamba-S stage0": (128, 4, 192, 1, 3136), "vanilla-T stage0 (N=16)": (32, 4, 192, 16, 3136)}
+    print(f"\nselective scan, fp16 activations, fp32 output; copy bandwidth {copy_gbs:.0f} GB/s")
+    print(f"{'case':<26}{'backend':<11}{'fwd ms':>9}{'fwd GB/s':>10}{'% copy':>8}{'bwd ms':>9}{'bwd GB/s':>10}{'% copy':>8}")
+    for name, shape in cases.items():
+        u, delta, A, B, C, D, bias = scan_case(*shape)
+        elems = u.numel()
+        # floor: fwd reads u, delta (2 B each) + B, C; writes y (4 B). bwd reads dout (4), u, delta; writes du, ddelta.
+        bc_bytes = 2 * B.numel() * B.element_size()
+        fwd_bytes = elems * (2 + 2 + 4) + bc_bytes
+        bwd_bytes = elems * (4 + 2 + 2 + 2 + 2) + 2 * bc_bytes
+        for backend in available_backends("selective_scan_fwd"):
+            def fwd():
+                return selective_scan(u, delta, A, B, C, D, None, bias, True, True, backend)
+            y = fwd()
+            g = torch.randn_like(y)
+
+            def bwd():
+                torch.autograd.grad(y, (u, delta, A, B, C, D, bias), g, retain_graph=True)
+            try:
+                tf, tb = cuda_time(fwd), cuda_time(bwd)
+            except torch.OutOfMemoryError:
+                print(f"{name:<26}{backend:<11}  out of memory")
+                continue
+            gf, gb = fwd_bytes / tf / 1e9, bwd_bytes / tb / 1e9
+            print(f"{name:<26}{backend:<11}{tf * 1e3:>9.2f}{gf:>10.0f}{100 * gf / copy_gbs:>7.0f}%"
+                  f"{tb * 1e3:>9.2f}{gb:>10.0f}{100 * gb / copy_gbs:>7.0f}%")
+            del y
+            torch.cuda.empty_cache()
+
+
+def bench_models(batch=128):
+    print(f"\nmodels: batch {batch}, 224x224, fp16 autocast (train = fwd + bwd + SGD step)")
+    print(f"{'model':<34}{'infer img/s':>12}{'train img/s':>12}{'train GiB':>10}")
+    runs = [("vmamba_tiny", dict(scan_backend=b)) for b in available_backends("selective_scan_fwd")]
+    runs += [("swin_tiny_patch4_window7_224", {}), ("convnext_tiny", {})]
+    for name, kwargs in runs:
+        label = name + (f" [{kwargs['scan_backend']}]" if kwargs else "")
+        infer = measure_throughput(timm.create_model(name, **kwargs), batch, 224, "fp16", "cuda", False, 3, 10)
+        train = measure_throughput(timm.create_model(name, **kwargs), batch, 224, "fp16", "cuda", True, 3, 10)
+        print(f"{label:<34}{infer['img_per_s']:>12.0f}{train['img_per_s']:>12.0f}"
+              f"{train['peak_memory'] / 2 ** 30:>10.1f}")
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    print(torch.cuda.get_device_name(), "torch", torch.__version__)
+    bench_scan(copy_bandwidth())
+    bench_models()

@@ -13,11 +13,11 @@ demo: setup
 
 test: setup
 	@bash scripts/fetch_timm_tests.sh $(PY)
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not gpu" tests
 
 # everything but timm's own suite (quick local loop)
 test-fast: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/test_timm_suite.py
+	$(PY) -m pytest -q -p no:cacheprovider -m "not gpu" tests --ignore=tests/test_timm_suite.py
 
 clean-venv:
 	rm -rf $(VENV)

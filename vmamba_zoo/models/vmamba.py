@@ -145,18 +145,26 @@ class VMambaHead(nn.Module):
         super().__init__()
         self.dim = dim
         self.norm = nn.LayerNorm(dim, eps=eps, **dd) if norm else nn.Identity()
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True, input_fmt="NHWC")
+        self.global_pool = self._make_pool(global_pool)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     def reset(self, num_classes: int, global_pool: Optional[str] = None, device=None, dtype=None) -> None:
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True, input_fmt="NHWC")
+            self.global_pool = self._make_pool(global_pool)
         self.fc = nn.Identity()
         if num_classes > 0:
             self.fc = nn.Linear(self.dim, num_classes, device=device, dtype=dtype)
             trunc_normal_(self.fc.weight, std=0.02)
             nn.init.zeros_(self.fc.bias)
+        self.train(self.training)  # new modules follow the model's train/eval mode
+
+    @staticmethod
+    def _make_pool(global_pool: str) -> SelectAdaptivePool2d:
+        # concat pooling would double the width the classifier is sized for: refuse it (as timm's ConvNeXt)
+        assert "catavgmax" not in (global_pool or ""), "VMamba's head does not support catavgmax pooling"
+        # global_pool='' keeps the unpooled (batch, H, W, C) map (timm contract): only flatten a pooled map
+        return SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool), input_fmt="NHWC")
 
     def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.drop(self.global_pool(self.norm(x)))
@@ -304,6 +312,7 @@ class VMamba(nn.Module):
             # features now end at an earlier stage: the head (sized for the last one) goes
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
             self.head = VMambaHead(self.num_features, 0, "", norm=False, device=ref.device, dtype=ref.dtype)
+            self.head.train(self.training)
             self.num_classes = 0
         else:
             if prune_norm:
@@ -311,6 +320,7 @@ class VMamba(nn.Module):
             if prune_head:
                 self.reset_classifier(0, "")
         self.stages = self.stages[:max_index + 1]
+        self.stages.training = self.training  # slicing makes a new container in train mode
         return take_indices
 
     def forward_features(self, x: Tensor) -> Tensor:

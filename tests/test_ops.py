@@ -535,6 +535,23 @@ def test_unsupported_backend_falls_back_with_one_warning():
     assert calls == []
 
 
+def test_backend_of_another_op_falls_back_with_one_warning():
+    """A backend registered for one op only (a model-wide backend choice) runs where it exists and falls
+    back, warning once, for the ops that lack it; a name no op knows stays an error."""
+    calls = []
+    register_backend("cross_merge", "mergeonly", _plus_one_backend(calls), priority=-1)
+    x = image(3, 4, False)
+    with pytest.warns(RuntimeWarning, match="'mergeonly' has no implementation of cross_scan"):
+        out = cross_scan(x, 4, backend="mergeonly")
+    torch.testing.assert_close(out, reference.cross_scan(x, 4, False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cross_scan(x, 4, backend="mergeonly")
+    assert calls == []
+    with pytest.raises(ValueError, match="unknown backend 'nosuch'"):
+        cross_scan(x, 4, backend="nosuch")
+
+
 def test_supports_receives_the_inputs():
     """supports() is called with the op's tensors, so a backend can accept some inputs and not others."""
     calls, seen = [], []

@@ -69,16 +69,19 @@ def resolve(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> Callable:
     want = _requested(op, backend)
     if want != "auto":
         spec = specs.get(want)
-        if spec is None:
+        if spec is None and not any(want in other for other in _REGISTRY.values()):
             raise ValueError(f"unknown backend {want!r} for op {op!r}; available: {available_backends(op)}")
-        if spec.supports(tensors):
+        if spec is not None and spec.supports(tensors):
             return spec.fn
+        # a backend one op lacks (e.g. a model-wide "cuda" while only the scan has a CUDA kernel), or one
+        # that cannot run these inputs: fall back, saying so once
         key = (op, want, tuple(t.device.type for t in tensors))
         if key not in _WARNED:
             _WARNED.add(key)
-            warnings.warn(f"vmamba_zoo: backend {want!r} cannot run {op} on these inputs "
-                          f"(devices {sorted({t.device.type for t in tensors})}, dtypes "
-                          f"{sorted({str(t.dtype) for t in tensors})}); falling back to auto selection",
+            reason = (f"has no implementation of {op}" if spec is None else
+                      f"cannot run {op} on these inputs (devices {sorted({t.device.type for t in tensors})}, "
+                      f"dtypes {sorted({str(t.dtype) for t in tensors})})")
+            warnings.warn(f"vmamba_zoo: backend {want!r} {reason}; falling back to auto selection",
                           RuntimeWarning, stacklevel=3)
     for spec in sorted(specs.values(), key=lambda s: -s.priority):
         if spec.auto_supports(tensors):

@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Train a VMamba detector (mmdet) with mmengine's Runner.
+
+    python tools/det_train.py CONFIG [--work-dir DIR] [--cfg-options k=v ...] [--resume [auto|PATH]] [--amp] [--launcher {none,pytorch,slurm,mpi}]
+
+Several GPUs / nodes: tools/dist_launch.sh tools/det_train.py CONFIG GPUS [args] (see configs/README.md).
+"""
+import sys
+
+from vmamba_zoo.mm.runner import train_main
+
+
+def main(argv=None):
+    return train_main(argv, task="det")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

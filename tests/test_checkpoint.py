@@ -143,3 +143,23 @@ def test_describe_state_dict_of_original_layout(reference_dir):
 def test_create_from_original_rejects_unsupported(v2_ratio1, bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         create_from_original(dict(v2_ratio1["config"], **bad))
+
+
+def test_url_is_downloaded_once_then_loaded(tmp_path, monkeypatch, v2_ratio1):
+    """An http(s) checkpoint goes through torch.hub's download (once) and the same strict loader."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    source = tmp_path / "served.pth"
+    torch.save({"model": v2_ratio1["state_dict"]["model"]}, source)
+    fetched = []
+
+    def fake_download(url, dst, progress=True):
+        fetched.append(url)
+        with open(dst, "wb") as f:
+            f.write(source.read_bytes())
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    url = "https://example.invalid/releases/download/%23v2cls/vssm_mini.pth"
+    for _ in range(2):
+        model = load_original_checkpoint(create_from_original(v2_ratio1["config"]), url)
+    assert fetched == [url]
+    assert torch.equal(model.stem.conv1.weight, v2_ratio1["state_dict"]["model"]["patch_embed.0.weight"])

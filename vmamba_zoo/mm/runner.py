@@ -4,7 +4,7 @@
 - Resuming works under torch's ``weights_only=True`` default of ``torch.load``: the few classes mmengine
   pickles into its checkpoints are allow-listed with ``torch.serialization.add_safe_globals``
   (:func:`allow_mmengine_checkpoints`); arbitrary unpickling stays off.
-- A Pretrained ``init_cfg`` whose checkpoint is an http(s) URL is downloaded once with ``torch.hub``
+- A Pretrained ``init_cfg`` whose checkpoint is an http(s) URL is downloaded once (``download_checkpoint``, torch.hub)
   (into ``torch.hub.get_dir()/checkpoints``) and replaced by the local path before the model is built,
   so the backbone's strict loader reads a file (:func:`resolve_pretrained_urls`).
 """
@@ -15,6 +15,8 @@ import os
 import pickle
 import os.path as osp
 from typing import List, Optional, Sequence
+
+from ..models.checkpoint import download_checkpoint
 
 __all__ = ["allow_mmengine_checkpoints", "resolve_pretrained_urls", "build_train_parser", "build_test_parser",
            "train_main", "test_main", "SAFE_GLOBALS"]
@@ -65,24 +67,13 @@ def allow_mmengine_checkpoints() -> list:
     return SAFE_GLOBALS
 
 
-def _download(url: str) -> str:
-    import torch
-    from urllib.parse import unquote, urlparse
-    folder = osp.join(torch.hub.get_dir(), "checkpoints")
-    os.makedirs(folder, exist_ok=True)
-    path = osp.join(folder, osp.basename(unquote(urlparse(url).path)))
-    if not osp.isfile(path):
-        torch.hub.download_url_to_file(url, path, progress=True)  # writes a temp file, then renames
-    return path
-
-
 def resolve_pretrained_urls(node) -> None:
     """In place: every ``dict(type='Pretrained', checkpoint='http(s)://...')`` under a config node gets the
     path of the file downloaded (once) by torch.hub instead of the URL."""
     if isinstance(node, dict):
         ckpt = node.get("checkpoint")
         if node.get("type") == "Pretrained" and isinstance(ckpt, str) and ckpt.startswith(("http://", "https://")):
-            node["checkpoint"] = _download(ckpt)
+            node["checkpoint"] = download_checkpoint(ckpt)
         for value in node.values():
             resolve_pretrained_urls(value)
     elif isinstance(node, (list, tuple)):

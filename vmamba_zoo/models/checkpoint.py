@@ -16,7 +16,7 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["checkpoint_filter_fn", "load_checkpoint_file", "load_original_checkpoint", "remap_original_keys",
+__all__ = ["checkpoint_filter_fn", "download_checkpoint", "load_checkpoint_file", "load_original_checkpoint", "remap_original_keys",
            "describe_state_dict", "unwrap_state_dict", "is_original_layout", "CheckpointMismatchError"]
 
 StateDict = Dict[str, Tensor]
@@ -26,9 +26,23 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model it is loaded into."""
 
 
+def download_checkpoint(url: str) -> str:
+    """Download ``url`` once into torch.hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``); the path."""
+    from urllib.parse import unquote, urlparse
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, os.path.basename(unquote(urlparse(url).path)))
+    if not os.path.isfile(path):
+        torch.hub.download_url_to_file(url, path, progress=True)  # writes a temporary file, then renames
+    return path
+
+
 def load_checkpoint_file(path: Union[str, os.PathLike]) -> dict:
-    """Load a .safetensors file, or a torch file with ``weights_only=True`` (no arbitrary unpickling)."""
+    """Load a .safetensors file, or a torch file with ``weights_only=True`` (no arbitrary unpickling).
+    An http(s) URL is downloaded first (once, see :func:`download_checkpoint`)."""
     path = os.fspath(path)
+    if path.startswith(("http://", "https://")):
+        path = download_checkpoint(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.endswith(".safetensors"):

@@ -3,15 +3,24 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 __all__ = ["MANIFEST_PATH", "load_manifest", "manifest_entries", "manifest_entry", "find_by_filename"]
 
-# the repository's checkpoints/ folder (the package is installed editable); VMAMBA_ZOO_MANIFEST overrides
-MANIFEST_PATH = Path(os.environ.get("VMAMBA_ZOO_MANIFEST",
-                                    Path(__file__).resolve().parent.parent / "checkpoints" / "manifest.json"))
+
+
+def _default_manifest() -> Path:
+    # the repository's checkpoints/ folder (source tree, editable install), else the copy a wheel
+    # installs under <prefix>/share/vmamba_zoo (setup.cfg data_files); VMAMBA_ZOO_MANIFEST overrides both
+    in_repo = Path(__file__).resolve().parent.parent / "checkpoints" / "manifest.json"
+    installed = Path(sys.prefix) / "share" / "vmamba_zoo" / "manifest.json"
+    return in_repo if in_repo.is_file() or not installed.is_file() else installed
+
+
+MANIFEST_PATH = Path(os.environ.get("VMAMBA_ZOO_MANIFEST", _default_manifest()))
 
 
 @lru_cache(maxsize=None)

@@ -31,9 +31,10 @@ SEG_CONFIGS = sorted(glob.glob(osp.join(ROOT, "configs", "mmseg", "*.py")))
 DET_T = osp.join(ROOT, "configs", "mmdet", "mask-rcnn_vmamba-t_fpn_1x_coco.py")
 SEG_T = osp.join(ROOT, "configs", "mmseg", "upernet_vmamba-t_8xb2-160k_ade20k-512x512.py")
 RELEASE = "https://github.com/MzeroMiko/VMamba/releases/download/%23v2cls/"
-EXPECTED = {"-t_": ("tiny", 0.2, 96, RELEASE + "vssm1_tiny_0230s_ckpt_epoch_264.pth"),
-            "-s_": ("small", 0.3, 96, RELEASE + "vssm_small_0229_ckpt_epoch_222.pth"),
-            "-b_": ("base", 0.5, 128, RELEASE + "vssm_base_0229_ckpt_epoch_237.pth")}
+# drop-path rates of the original release's vssm1 configs: detection T/S/B 0.2/0.2/0.6, segmentation 0.2/0.3/0.6
+EXPECTED = {"-t_": ("tiny", {"mmdet": 0.2, "mmseg": 0.2}, 96, RELEASE + "vssm1_tiny_0230s_ckpt_epoch_264.pth"),
+            "-s_": ("small", {"mmdet": 0.2, "mmseg": 0.3}, 96, RELEASE + "vssm_small_0229_ckpt_epoch_222.pth"),
+            "-b_": ("base", {"mmdet": 0.6, "mmseg": 0.6}, 128, RELEASE + "vssm_base_0229_ckpt_epoch_237.pth")}
 
 
 def _tool(name):
@@ -57,7 +58,8 @@ def test_real_config_builds_and_forwards(path):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     cfg = Config.fromfile(path)
-    size, dpr, dim, url = _expected(path)
+    size, dprs, dim, url = _expected(path)
+    dpr = dprs["mmdet" if "mmdet" in path else "mmseg"]
     bb = cfg.model.backbone
     assert (bb.type, bb.size, bb.drop_path_rate, tuple(bb.out_indices)) == ("VMambaBackbone", size, dpr, (0, 1, 2, 3))
     assert bb.init_cfg == dict(type="Pretrained", checkpoint=url)

@@ -157,15 +157,19 @@ def test_concat_pooling_refused():
         _make().reset_classifier(7, "catavgmax")
 
 
-def test_drop_rate():
-    model = _make(drop_rate=0.5)
-    assert model.head.drop.p == 0.5
+def _assert_random_in_train_only(model):
     x = _image()
     with torch.no_grad():
         model.train()
         assert not torch.equal(model(x), model(x))
         model.eval()
         assert torch.equal(model(x), model(x))
+
+
+def test_drop_rate():
+    model = _make(drop_rate=0.5)
+    assert model.head.drop.p == 0.5
+    _assert_random_in_train_only(model)
 
 
 def test_drop_path_rate():
@@ -180,12 +184,7 @@ def test_drop_path_rate():
     with torch.device("meta"):
         tiny = timm.create_model("vmamba_tiny")
     assert tiny.stages[3].blocks[-1].drop_path1.drop_prob == pytest.approx(0.2)
-    x = _image()
-    with torch.no_grad():
-        model.train()
-        assert not torch.equal(model(x), model(x))
-        model.eval()
-        assert torch.equal(model(x), model(x))
+    _assert_random_in_train_only(model)
 
 
 def test_unknown_kwarg_raises_type_error():

@@ -64,32 +64,37 @@ def _load_step(u_ptr, dt_ptr, b_ptr, bias, A_rows, pos, L, HAS_BIAS: tl.constexp
 
 
 @triton.jit
-def _ss_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
-                   L, channels, group_size, n_chunks,
-                   N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-                   HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                   WRITE_OUT: tl.constexpr, WRITE_STATES: tl.constexpr):
+def _block_setup(A_ptr, D_ptr, bias_ptr, L, channels, group_size, n_chunks, N: tl.constexpr,
+                 BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Indices and per-channel parameters of this program's (batch, channel block)."""
     pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    groups = channels // group_size
-    d0 = pid_d * BLOCK_D
+    d0 = tl.program_id(1) * BLOCK_D
     group = d0 // group_size
     chan = d0 + tl.arange(0, BLOCK_D)
     rows = tl.arange(0, BLOCK_D * N)
-    row_chan = d0 + rows // N
-    row_state = rows % N
     cols = tl.arange(0, BLOCK_L)
     ch_off = (pid_b * channels + chan).to(tl.int64) * L
-    st_off = ((pid_b * groups + group) * N + tl.arange(0, N)).to(tl.int64) * L
-    A_rows = tl.load(A_ptr + row_chan * N + row_state).to(tl.float32)
+    st_off = ((pid_b * (channels // group_size) + group) * N + tl.arange(0, N)).to(tl.int64) * L
+    state_off = (pid_b * channels * N + d0 * N + rows).to(tl.int64) * n_chunks  # (batch, KD*N, n_chunks)
+    A_rows = tl.load(A_ptr + (d0 + rows // N) * N + rows % N).to(tl.float32)
     bias = tl.zeros([BLOCK_D], tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + chan).to(tl.float32)
     Dv = tl.zeros([BLOCK_D], tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + chan).to(tl.float32)
+    return pid_b, d0, chan, rows, cols, ch_off, st_off, state_off, A_rows, bias, Dv
+
+
+@triton.jit
+def _ss_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
+                   L, channels, group_size, n_chunks,
+                   N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+                   HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                   WRITE_OUT: tl.constexpr, WRITE_STATES: tl.constexpr):
+    pid_b, d0, chan, rows, cols, ch_off, st_off, state_off, A_rows, bias, Dv = _block_setup(
+        A_ptr, D_ptr, bias_ptr, L, channels, group_size, n_chunks, N, BLOCK_D, BLOCK_L, HAS_D, HAS_BIAS)
     carry = tl.zeros([BLOCK_D * N], tl.float32)
-    state_off = (pid_b * channels * N + d0 * N + rows).to(tl.int64) * n_chunks
     for chunk in range(0, n_chunks):
         pos = chunk * BLOCK_L + cols
         if WRITE_STATES:
@@ -117,29 +122,10 @@ def _ss_bwd_kernel(dout_ptr, u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                    L, channels, group_size, n_chunks,
                    N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    n_dblocks = tl.num_programs(1)
-    groups = channels // group_size
-    d0 = pid_d * BLOCK_D
-    group = d0 // group_size
-    chan = d0 + tl.arange(0, BLOCK_D)
-    rows = tl.arange(0, BLOCK_D * N)
-    row_chan = d0 + rows // N
-    row_state = rows % N
-    cols = tl.arange(0, BLOCK_L)
-    states = tl.arange(0, N)
-    ch_off = (pid_b * channels + chan).to(tl.int64) * L
-    st_off = ((pid_b * groups + group) * N + states).to(tl.int64) * L
-    part_off = ((pid_b * n_dblocks + pid_d) * N + states).to(tl.int64) * L
-    A_rows = tl.load(A_ptr + row_chan * N + row_state).to(tl.float32)
-    bias = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + chan).to(tl.float32)
-    Dv = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + chan).to(tl.float32)
-    state_off = (pid_b * channels * N + d0 * N + rows).to(tl.int64) * n_chunks
+    pid_b, d0, chan, rows, cols, ch_off, st_off, state_off, A_rows, bias, Dv = _block_setup(
+        A_ptr, D_ptr, bias_ptr, L, channels, group_size, n_chunks, N, BLOCK_D, BLOCK_L, HAS_D, HAS_BIAS)
+    # per-(batch, channel block) partial sums of dB, dC: (batch, n_dblocks, N, L)
+    part_off = ((pid_b * tl.num_programs(1) + tl.program_id(1)) * N + tl.arange(0, N)).to(tl.int64) * L
     adj_carry = tl.zeros([BLOCK_D * N], tl.float32)  # a_{t+1} * g_{t+1} at the next chunk's first position
     dA_acc = tl.zeros([BLOCK_D * N], tl.float32)
     dD_acc = tl.zeros([BLOCK_D], tl.float32)

@@ -92,7 +92,34 @@ def bench_models(batch=128):
         torch.cuda.empty_cache()
 
 
+def tune(copy_gbs):
+    """Sweep the Triton tile (rows = BLOCK_D*N, BLOCK_L, num_warps) on two scan shapes."""
+    from vmamba_zoo.ops.kernels import triton_selective_scan as kern
+    default = dict(kern.TILE)
+    cases = {"T stage0 N=1": (128, 4, 96, 1, 3136), "vanilla stage0 N=16": (32, 4, 192, 16, 3136)}
+    print(f"\ntile sweep (fwd / bwd ms), copy bandwidth {copy_gbs:.0f} GB/s")
+    for rows in (16, 32, 64, 128):
+        for block_l in (32, 64, 128, 256):
+            for warps in (2, 4, 8):
+                kern.TILE.update(rows=rows, block_l=block_l, num_warps=warps)
+                line = []
+                for name, shape in cases.items():
+                    u, delta, A, B, C, D, bias = scan_case(*shape)
+                    y = selective_scan(u, delta, A, B, C, D, None, bias, True, True, "triton")
+                    g = torch.randn_like(y)
+                    tf = cuda_time(lambda: selective_scan(u, delta, A, B, C, D, None, bias, True, True, "triton"), 5, 2)
+                    tb = cuda_time(lambda: torch.autograd.grad(y, (u, delta, A, B, C, D, bias), g, retain_graph=True), 5, 2)
+                    line.append(f"{name}: {tf * 1e3:6.2f} / {tb * 1e3:6.2f}")
+                print(f"rows {rows:>3} block_l {block_l:>3} warps {warps}  " + "   ".join(line), flush=True)
+    kern.TILE.update(default)
+
+
 if __name__ == "__main__":
+    import sys
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
-    bench_scan(copy_bandwidth())
-    bench_models()
+    bandwidth = copy_bandwidth()
+    if "--tune" in sys.argv:
+        tune(bandwidth)
+    else:
+        bench_scan(bandwidth)
+        bench_models()

@@ -64,6 +64,19 @@ def _load_step(u_ptr, dt_ptr, b_ptr, bias, A_rows, pos, L, HAS_BIAS: tl.constexp
 
 
 @triton.jit
+def _load_decay(dt_ptr, bias, A_rows, pos, L, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                BLOCK_D: tl.constexpr, N: tl.constexpr, BLOCK_L: tl.constexpr, ch_off):
+    """Only the decay a = exp(delta*A) at ``pos`` (0 outside the sequence)."""
+    valid = (pos >= 0) & (pos < L)
+    dt = tl.load(dt_ptr + ch_off[:, None] + pos[None, :], mask=valid[None, :], other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dt = dt + bias[:, None]
+    if SOFTPLUS:
+        dt = _softplus(dt)
+    return tl.where(valid[None, :], tl.exp(_expand(dt, BLOCK_D, N, BLOCK_L) * A_rows[:, None]), 0.0)
+
+
+@triton.jit
 def _block_setup(A_ptr, D_ptr, bias_ptr, L, channels, group_size, n_chunks, N: tl.constexpr,
                  BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
     """Indices and per-channel parameters of this program's (batch, channel block)."""
@@ -136,14 +149,10 @@ def _ss_bwd_kernel(dout_ptr, u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
         valid = pos < L
         u, dt_raw, dt, Bv, a, drive = _load_step(u_ptr, dt_ptr, B_ptr, bias, A_rows, pos, L, HAS_BIAS, SOFTPLUS,
                                                  BLOCK_D, N, BLOCK_L, ch_off, st_off)
-        # states before each position: scan of the previous position's (a, drive), started at the saved carry
+        # states of the chunk, rescanned from the state saved at its start
         h0 = tl.load(states_ptr + state_off + chunk)
-        _, _, _, _, a_prev, drive_prev = _load_step(u_ptr, dt_ptr, B_ptr, bias, A_rows, pos - 1, L, HAS_BIAS,
-                                                    SOFTPLUS, BLOCK_D, N, BLOCK_L, ch_off, st_off)
-        a_prev = tl.where(cols[None, :] == 0, 0.0, a_prev)
-        drive_prev = tl.where(cols[None, :] == 0, h0[:, None], drive_prev)
-        _, h_prev = tl.associative_scan((a_prev, drive_prev), axis=1, combine_fn=_first_order)
-        h = a * h_prev + drive
+        _, h = tl.associative_scan((a, tl.where(cols[None, :] == 0, drive + a * h0[:, None], drive)), axis=1,
+                                   combine_fn=_first_order)
         Cv = tl.load(C_ptr + st_off[:, None] + pos[None, :], mask=valid[None, :], other=0.0).to(tl.float32)
         C_rows = _expand_states(Cv, BLOCK_D, N, BLOCK_L)
         dy = tl.load(dout_ptr + ch_off[:, None] + pos[None, :], mask=valid[None, :], other=0.0).to(tl.float32)
@@ -158,15 +167,14 @@ def _ss_bwd_kernel(dout_ptr, u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
         tl.store(dC_part_ptr + part_off[:, None] + pos[None, :],
                  _sum_channels(h * _expand(dy, BLOCK_D, N, BLOCK_L), BLOCK_D, N, BLOCK_L), mask=valid[None, :])
         # adjoint g_t = a_{t+1} g_{t+1} + dy_t C_t, scanned backwards; a_next loaded one position ahead
-        _, _, _, _, a_next, _ = _load_step(u_ptr, dt_ptr, B_ptr, bias, A_rows, pos + 1, L, HAS_BIAS, SOFTPLUS,
-                                           BLOCK_D, N, BLOCK_L, ch_off, st_off)
+        a_next = _load_decay(dt_ptr, bias, A_rows, pos + 1, L, HAS_BIAS, SOFTPLUS, BLOCK_D, N, BLOCK_L, ch_off)
         source = _expand(dy, BLOCK_D, N, BLOCK_L) * C_rows
         source = tl.where(cols[None, :] == BLOCK_L - 1, source + adj_carry[:, None], source)
         a_next = tl.where(cols[None, :] == BLOCK_L - 1, 0.0, a_next)
         _, g = tl.associative_scan((a_next, source), axis=1, combine_fn=_first_order, reverse=True)
         adj_carry = tl.sum(tl.where(cols[None, :] == 0, a * g, 0.0), axis=1)
         B_rows = _expand_states(Bv, BLOCK_D, N, BLOCK_L)
-        g_decay = g * h_prev * a  # d/d(delta*A)
+        g_decay = g * (h - drive)  # g * a * h_{t-1}: the gradient w.r.t. delta*A, without dividing by a
         dt_rows = _expand(dt, BLOCK_D, N, BLOCK_L)
         dA_acc += tl.sum(g_decay * dt_rows, axis=1)
         gB = _sum_states(g * B_rows, BLOCK_D, N, BLOCK_L)
@@ -185,13 +193,17 @@ def _ss_bwd_kernel(dout_ptr, u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
     tl.store(dbias_part_ptr + pid_b * channels + chan, dbias_acc)
 
 
+# (rows = BLOCK_D * N, BLOCK_L, num_warps); benchmarks/scan_kernels.py --tune sweeps them
+TILE = {"rows": 64, "block_l": 128, "num_warps": 4}
+
+
 def _block_sizes(group_size: int, d_state: int, length: int):
-    """Largest power-of-two channel block dividing the group, capped so a tile stays ~4K fp32 per row set."""
-    rows_cap = max(1, 64 // d_state) if d_state <= 64 else 1
+    """Largest power-of-two channel block dividing the group with BLOCK_D * N <= TILE['rows']."""
+    rows_cap = max(1, TILE["rows"] // d_state)
     block_d = 1
     while block_d * 2 <= rows_cap and group_size % (block_d * 2) == 0:
         block_d *= 2
-    block_l = min(128, max(16, triton.next_power_of_2(length)))
+    block_l = min(TILE["block_l"], max(16, triton.next_power_of_2(length)))
     return block_d, block_l
 
 
@@ -232,7 +244,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32
                          length, channels, group_size, n_chunks,
                          N=d_state, BLOCK_D=block_d, BLOCK_L=block_l, HAS_D=D is not None, HAS_Z=z is not None,
                          HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, WRITE_OUT=True,
-                         WRITE_STATES=False)
+                         WRITE_STATES=False, num_warps=TILE["num_warps"])
     return out
 
 
@@ -246,7 +258,7 @@ def selective_scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus
     opt = dict(D=D if D is not None else dummy, z=z if z is not None else dummy,
                bias=delta_bias if delta_bias is not None else dummy)
     flags = dict(N=d_state, BLOCK_D=block_d, BLOCK_L=block_l, HAS_D=D is not None, HAS_Z=z is not None,
-                 HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus)
+                 HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, num_warps=TILE["num_warps"])
     # pass 1: the state at the start of every chunk (recomputed rather than saved by the forward)
     states = torch.empty(batch, channels * d_state, n_chunks, device=dev, dtype=f32)
     _ss_fwd_kernel[grid](u, delta, A, B, C, opt["D"], opt["z"], opt["bias"], dummy, states,

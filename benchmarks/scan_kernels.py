@@ -101,7 +101,7 @@ def tune(copy_gbs):
     for rows in (16, 32, 64, 128):
         for block_l in (32, 64, 128, 256):
             for warps in (2, 4, 8):
-                kern.TILE.update(rows=rows, block_l=block_l, num_warps=warps)
+                kern.TILE.update(rows=rows, block_l=block_l, num_warps=warps, num_warps_large_state=warps)
                 line = []
                 for name, shape in cases.items():
                     u, delta, A, B, C, D, bias = scan_case(*shape)

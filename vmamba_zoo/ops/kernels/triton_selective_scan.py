@@ -193,8 +193,9 @@ def _ss_bwd_kernel(dout_ptr, u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
     tl.store(dbias_part_ptr + pid_b * channels + chan, dbias_acc)
 
 
-# (rows = BLOCK_D * N, BLOCK_L, num_warps); benchmarks/scan_kernels.py --tune sweeps them
-TILE = {"rows": 64, "block_l": 128, "num_warps": 4}
+# (rows = BLOCK_D * N, BLOCK_L, num_warps): `benchmarks/scan_kernels.py --tune` on nvidia-h200 (2026-11-22)
+# found short chunks of few rows best (T stage 0: bwd 14.9 -> 3.5 ms); 2 warps suit d_state >= 8.
+TILE = {"rows": 16, "block_l": 32, "num_warps": 4, "num_warps_large_state": 2}
 
 
 def _block_sizes(group_size: int, d_state: int, length: int):
@@ -209,6 +210,10 @@ def _block_sizes(group_size: int, d_state: int, length: int):
 
 def _contig(t):
     return None if t is None else t.contiguous()
+
+
+def _num_warps(d_state: int) -> int:
+    return TILE["num_warps"] if d_state < 8 else TILE["num_warps_large_state"]
 
 
 def _prepare(u, delta, A, B, C, D, z, delta_bias):
@@ -244,7 +249,7 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32
                          length, channels, group_size, n_chunks,
                          N=d_state, BLOCK_D=block_d, BLOCK_L=block_l, HAS_D=D is not None, HAS_Z=z is not None,
                          HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, WRITE_OUT=True,
-                         WRITE_STATES=False, num_warps=TILE["num_warps"])
+                         WRITE_STATES=False, num_warps=_num_warps(d_state))
     return out
 
 
@@ -258,7 +263,7 @@ def selective_scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus
     opt = dict(D=D if D is not None else dummy, z=z if z is not None else dummy,
                bias=delta_bias if delta_bias is not None else dummy)
     flags = dict(N=d_state, BLOCK_D=block_d, BLOCK_L=block_l, HAS_D=D is not None, HAS_Z=z is not None,
-                 HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, num_warps=TILE["num_warps"])
+                 HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, num_warps=_num_warps(d_state))
     # pass 1: the state at the start of every chunk (recomputed rather than saved by the forward)
     states = torch.empty(batch, channels * d_state, n_chunks, device=dev, dtype=f32)
     _ss_fwd_kernel[grid](u, delta, A, B, C, opt["D"], opt["z"], opt["bias"], dummy, states,

@@ -20,7 +20,7 @@ def test_fvcore_agrees_with_flop_counter_mode(name, size, tol):
     x = torch.randn(1, 3, size, size)
     fv, fv_ops = count_macs_fvcore(model, x, by_operator=True)
     tc, tc_ops = count_macs_torch(model, x, by_operator=True)
-    assert fv_ops["selective_scan_fwd"] == tc_ops["vmamba_zoo.selective_scan_fwd"] > 0
+    assert fv_ops["ss2d_scan_fwd"] == tc_ops["vmamba_zoo.ss2d_scan_fwd"] > 0
     assert fv_ops["layer_norm"] == tc_ops["aten.native_layer_norm"]
     assert abs(fv - tc) / fv < tol, (fv, tc, fv_ops, tc_ops)
     if name == "vmamba_tiny":  # dt_rank >= 6: no size-1 einsum lowered to mul, the two agree exactly
@@ -54,9 +54,9 @@ def test_single_ss2d_scan_counted_by_hand_formula(method, z_gate, d_state, ratio
     d_inner, k, length = int(ratio * dim), 4, h * w
     scan = 9 * batch * length * (k * d_inner) * d_state + batch * (k * d_inner) * length
     assert scan == selective_scan_macs(batch, k * d_inner, length, d_state)
-    key = "selective_scan_fwd" if method == "fvcore" else "vmamba_zoo.selective_scan_fwd"
-    assert ops[key] == scan
     r = mixer.dt_rank
+    key = "ss2d_scan_fwd" if method == "fvcore" else "vmamba_zoo.ss2d_scan_fwd"
+    assert ops[key] == scan + batch * k * length * d_inner * r  # the fused op includes the dt projection
     expected = (batch * length * dim * d_inner * (2 if z_gate else 1)        # in_proj
                 + batch * length * d_inner * 9                               # depthwise 3x3 conv
                 + batch * k * length * d_inner * (r + 2 * d_state)           # x_proj

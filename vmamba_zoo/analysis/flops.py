@@ -35,7 +35,8 @@ __all__ = ["selective_scan_macs", "count_params", "count_macs_fvcore", "count_ma
            "model_complexity", "complexity_table", "plot_sweep", "FVCORE_OP_NAMES"]
 
 SCAN_OP = "vmamba_zoo::selective_scan_fwd"
-FVCORE_OP_NAMES = {"selective_scan": SCAN_OP, "cross_scan": "vmamba_zoo::cross_scan",
+SS2D_OP = "vmamba_zoo::ss2d_scan_fwd"
+FVCORE_OP_NAMES = {"selective_scan": SCAN_OP, "ss2d_scan": SS2D_OP, "cross_scan": "vmamba_zoo::cross_scan",
                    "cross_merge": "vmamba_zoo::cross_merge"}
 
 
@@ -48,6 +49,12 @@ def selective_scan_macs(batch: int, channels: int, length: int, d_state: int, wi
     if with_Z:
         macs += batch * channels * length
     return macs
+
+
+def ss2d_scan_macs(batch: int, directions: int, channels: int, length: int, d_state: int, dt_rank: int) -> int:
+    """MACs of the fused SS2D scan op: the delta projection (an einsum in the original) + the selective scan."""
+    return batch * directions * channels * dt_rank * length + selective_scan_macs(
+        batch, directions * channels, length, d_state, with_D=True)
 
 
 def count_params(model: nn.Module) -> int:
@@ -66,6 +73,12 @@ def _fvcore_scan(inputs: List[Any], outputs: List[Any]) -> int:
     d_state = _fvcore_shape(inputs[2])[1]
     return selective_scan_macs(batch, channels, length, d_state, with_D=_fvcore_shape(inputs[5]) is not None,
                                with_Z=_fvcore_shape(inputs[6]) is not None)
+
+
+def _fvcore_ss2d(inputs: List[Any], outputs: List[Any]) -> int:
+    # schema: x, dts (B, K, R, L), dt_weight (K, D, R), dt_bias, A (K*D, N), Bs, Cs, Ds, directions, ...
+    batch, directions, dt_rank, length = _fvcore_shape(inputs[1])
+    return ss2d_scan_macs(batch, directions, _fvcore_shape(inputs[2])[1], length, _fvcore_shape(inputs[4])[1], dt_rank)
 
 
 def _fvcore_zero(inputs, outputs) -> int:
@@ -96,6 +109,7 @@ def _fvcore_einsum(inputs: List[Any], outputs: List[Any]) -> int:
 FVCORE_HANDLES = {
     "aten::einsum": _fvcore_einsum,
     SCAN_OP: _fvcore_scan,
+    SS2D_OP: _fvcore_ss2d,
     "vmamba_zoo::cross_scan": _fvcore_zero,
     "vmamba_zoo::cross_merge": _fvcore_zero,
     "aten::scaled_dot_product_attention": _fvcore_sdpa,
@@ -129,6 +143,11 @@ def _ensure_torch_scan_formula() -> None:
     target = torch.ops.vmamba_zoo.selective_scan_fwd
     if target in flop_registry:
         return
+
+    @register_flop_formula(torch.ops.vmamba_zoo.ss2d_scan_fwd)
+    def _ss2d_flop(x, dts, dt_weight, dt_bias, A, *args, out_shape=None, **kwargs) -> int:
+        batch, directions, dt_rank, length = dts
+        return 2 * ss2d_scan_macs(batch, directions, dt_weight[1], length, A[1], dt_rank)
 
     @register_flop_formula(target)
     def _scan_flop(u, delta, A, B, C, D=None, z=None, delta_bias=None, *args, out_shape=None, **kwargs) -> int:

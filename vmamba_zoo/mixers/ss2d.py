@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import Tensor
 
-from ..ops import cross_merge, cross_scan, selective_scan
-from ..ops.reference.cross_scan import SCAN_DIRECTIONS
+from ..ops import ss2d_selective_scan
+from ..ops.reference.cross_scan import SCAN_DIRECTIONS, scan_order
 
 __all__ = ["SS2D", "ss2d_scan"]
 
@@ -25,25 +25,25 @@ __all__ = ["SS2D", "ss2d_scan"]
 @register_notrace_function  # shape arithmetic: one leaf node under torch.fx tracing
 def ss2d_scan(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor,
               Ds: Tensor, scan_directions: int = 4, backend: str = "auto") -> Tensor:
-    """Cross-scan -> selective scan -> cross-merge of a (batch, D, H, W) map.
+    """Cross-scan -> selective scan -> cross-merge of a (batch, H, W, D) map.
 
     Returns (batch, H, W, D) in float32 (the scan state precision).
     x_proj_weight (K, R+2N, D), dt_projs_weight (K, D, R), dt_projs_bias (K, D), A_logs (K*D, N), Ds (K*D).
     """
-    batch, channels, height, width = x.shape
+    batch, height, width, channels = x.shape
     length = height * width
     dt_rank, d_state = dt_projs_weight.shape[2], A_logs.shape[1]
-    xs = cross_scan(x, scan_directions, channels_last=False, backend=backend)  # (batch, K, D, L)
-    x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)
+    # the per-direction projection of every pixel, computed once in pixel order, then put in each scan order
+    # (a few channels: cheap) instead of projecting K directional copies of the map
+    proj = torch.einsum("bld,kcd->bkcl", x.reshape(batch, length, channels), x_proj_weight)
+    order = scan_order(height, width, scan_directions, device=x.device)
+    x_dbl = proj.gather(3, order[None, :, None, :].expand(batch, -1, proj.shape[2], -1))
     dts, Bs, Cs = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=2)
-    dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)
     state_dtype = torch.promote_types(A_logs.dtype, torch.float32)  # SSM parameters stay >= float32
-    ys = selective_scan(
-        xs.reshape(batch, -1, length), dts.reshape(batch, -1, length), -torch.exp(A_logs.to(state_dtype)),
-        Bs.contiguous(), Cs.contiguous(), Ds.to(state_dtype), None, dt_projs_bias.reshape(-1).to(state_dtype),
-        delta_softplus=True, fp32_output=True, backend=backend)
-    return cross_merge(ys.view(batch, scan_directions, channels, length), height, width, scan_directions,
-                       channels_last=True, backend=backend)
+    return ss2d_selective_scan(
+        x, dts.contiguous(), dt_projs_weight, dt_projs_bias.reshape(-1).to(state_dtype),
+        -torch.exp(A_logs.to(state_dtype)), Bs.contiguous(), Cs.contiguous(), Ds.to(state_dtype),
+        scan_directions, channels_last=True, backend=backend)
 
 
 class SS2D(nn.Module):
@@ -110,7 +110,7 @@ class SS2D(nn.Module):
         z: Optional[Tensor] = None
         if self.z_gate:
             x, z = x.chunk(2, dim=-1)
-        x = self.act(self.conv(x.permute(0, 3, 1, 2)))
+        x = self.act(self.conv(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)  # conv keeps NHWC memory: no copy
         y = ss2d_scan(x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds,
                       self.scan_directions, self.backend)
         y = self.out_norm(y.to(self.out_norm.weight.dtype))  # the scan returns float32 whatever the model dtype

@@ -7,6 +7,7 @@ from . import triton_backend  # noqa: F401  (registers the Triton kernels when t
 from .backends import available_backends, register_backend
 from .cross_scan import SCAN_DIRECTIONS, cross_merge, cross_scan
 from .selective_scan import selective_scan
+from .ss2d import ss2d_selective_scan
 
 __all__ = ["SCAN_DIRECTIONS", "available_backends", "cross_merge", "cross_scan", "register_backend",
-           "selective_scan"]
+           "selective_scan", "ss2d_selective_scan"]

@@ -52,10 +52,10 @@ def cross_merge(y: Tensor, height: int, width: int, directions: int, channels_la
     return out.clone(memory_format=torch.contiguous_format) if directions == 1 else out.contiguous()
 
 
-def scan_order(height: int, width: int, directions: int) -> Tensor:
-    """(K, L) pixel index (row-major) visited at each step of each direction; for oracles and docs."""
+def scan_order(height: int, width: int, directions: int, device=None) -> Tensor:
+    """(K, L) pixel index (row-major) visited at each step of each direction."""
     _check_directions(directions)
-    idx = torch.arange(height * width).view(height, width)
+    idx = torch.arange(height * width, device=device).view(height, width)
     rows, cols = idx.reshape(-1), idx.t().reshape(-1)
     orders = {1: [rows], 2: [rows, rows.flip(0)], 4: [rows, cols, rows.flip(0), cols.flip(0)]}[directions]
     return torch.stack(orders)

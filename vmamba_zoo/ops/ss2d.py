@@ -1,0 +1,64 @@
+"""``vmamba_zoo::ss2d_scan_fwd``: the whole SS2D scan (cross-scan, delta projection, selective scan,
+cross-merge) as one custom op, so a kernel can fuse it. Its backward composes the finer ops."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import reference
+from .backends import register_backend, resolve
+from .reference.cross_scan import SCAN_DIRECTIONS
+
+__all__ = ["ss2d_selective_scan"]
+
+register_backend("ss2d_scan_fwd", "reference", reference.ss2d.ss2d_scan_fwd, priority=0)
+
+
+@torch.library.custom_op("vmamba_zoo::ss2d_scan_fwd", mutates_args=())
+def _ss2d_scan_fwd(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor, Cs: Tensor,
+                   Ds: Tensor, directions: int, channels_last: bool, backend: str) -> Tensor:
+    fn = resolve("ss2d_scan_fwd", backend, (x, dts, Bs, Cs))
+    return fn(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last)
+
+
+@_ss2d_scan_fwd.register_fake
+def _(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend):
+    return x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, torch.float32))
+
+
+def _setup(ctx, inputs, output):
+    x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend = inputs
+    ctx.save_for_backward(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds)
+    ctx.args = (directions, channels_last)
+
+
+def _backward(ctx, dy):
+    grads = reference.ss2d.ss2d_scan_bwd(dy, *ctx.saved_tensors, *ctx.args)
+    return (*grads, None, None, None)
+
+
+_ss2d_scan_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+def ss2d_selective_scan(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor,
+                        Cs: Tensor, Ds: Tensor, directions: int = 4, channels_last: bool = False,
+                        backend: str = "auto") -> Tensor:
+    """Merged SS2D scan output (float32) of an image ``x`` (batch, D, H, W), or (batch, H, W, D) when
+    ``channels_last``, in the same layout.
+
+    dts (batch, K, R, L): per-direction low-rank delta inputs in scan order; dt_weight (K, D, R);
+    dt_bias (K*D,); A (K*D, N); Bs, Cs (batch, K, N, L) in scan order; Ds (K*D,). Delta is
+    softplus(dt_weight @ dts + dt_bias).
+    """
+    if directions not in SCAN_DIRECTIONS:
+        raise ValueError(f"scan_directions must be one of {SCAN_DIRECTIONS}, got {directions}")
+    if x.dim() != 4:
+        raise ValueError(f"ss2d_selective_scan expects a 4D image, got shape {tuple(x.shape)}")
+    channels = x.shape[3] if channels_last else x.shape[1]
+    length = x.shape[1] * x.shape[2] if channels_last else x.shape[2] * x.shape[3]
+    if dts.dim() != 4 or dts.shape[1] != directions or dts.shape[3] != length:
+        raise ValueError(f"dts must be (batch, {directions}, R, {length}), got {tuple(dts.shape)}")
+    if dt_weight.shape != (directions, channels, dts.shape[2]):
+        raise ValueError(f"dt_weight must be ({directions}, {channels}, {dts.shape[2]}), got {tuple(dt_weight.shape)}")
+    return torch.ops.vmamba_zoo.ss2d_scan_fwd(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last,
+                                              backend)

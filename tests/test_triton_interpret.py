@@ -58,6 +58,15 @@ def test_triton_matches_oracle_fwd_bwd(interpreter, batch, groups, group_size, d
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5 * b.abs().max().item(), msg=name)
 
 
+def test_non_power_of_two_state_falls_back_to_reference(interpreter):
+    """d_state 3 cannot be tiled by the kernels: a request for Triton runs the reference, with a warning."""
+    data = _inputs(1, 2, 2, 3, 9, seed=3)
+    with pytest.warns(RuntimeWarning, match="'triton' cannot run selective_scan_fwd"):
+        y = selective_scan(**{k: v.float() for k, v in data.items()}, delta_softplus=True, backend="triton")
+    ref = selective_scan_naive(**data, delta_softplus=True)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=1e-5)
+
+
 def test_triton_runs_interpreted(interpreter):
     """Guard: the kernels really are interpreter functions here (so the test above ran Triton code)."""
     assert type(interpreter._ss_fwd_kernel).__name__ == "InterpretedFunction"
@@ -67,6 +76,37 @@ def test_triton_is_not_picked_automatically_on_cpu(interpreter):
     """Auto mode on CPU tensors never chooses the Triton interpreter; asking by name does."""
     from vmamba_zoo.ops import reference
     from vmamba_zoo.ops.backends import resolve
-    x = torch.zeros(1)
-    assert resolve("selective_scan_fwd", "auto", (x,)) is reference.selective_scan_fwd
-    assert resolve("selective_scan_fwd", "triton", (x,)) is not reference.selective_scan_fwd
+    u, A, B = torch.zeros(1, 2, 3), torch.zeros(2, 4), torch.zeros(1, 1, 4, 3)
+    assert resolve("selective_scan_fwd", "auto", (u, u, A, B, B)) is reference.selective_scan_fwd
+    assert resolve("selective_scan_fwd", "triton", (u, u, A, B, B)) is not reference.selective_scan_fwd
+
+
+@pytest.mark.parametrize("directions", [1, 2, 4])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("hw,channels,d_state,dt_rank", [((5, 7), 4, 1, 3), ((3, 12), 2, 4, 2), ((6, 6), 8, 2, 1)])
+def test_triton_fused_ss2d_matches_reference(directions, channels_last, hw, channels, d_state, dt_rank):
+    """The fused SS2D forward (gather by index map, delta on the fly, merged in place) equals the composition
+    of the reference ops; its backward (which composes the finer ops) gives the reference gradients."""
+    from vmamba_zoo.ops import ss2d_selective_scan
+    h, w = hw
+    g = torch.Generator().manual_seed(h * w + directions)
+    batch, k, length = 2, directions, h * w
+    x = torch.randn(batch, h, w, channels, generator=g) if channels_last else torch.randn(batch, channels, h, w,
+                                                                                          generator=g)
+    args = dict(dts=torch.randn(batch, k, dt_rank, length, generator=g),
+                dt_weight=0.5 * torch.randn(k, channels, dt_rank, generator=g),
+                dt_bias=0.3 * torch.randn(k * channels, generator=g),
+                A=-torch.exp(torch.randn(k * channels, d_state, generator=g)),
+                Bs=torch.randn(batch, k, d_state, length, generator=g),
+                Cs=torch.randn(batch, k, d_state, length, generator=g), Ds=torch.randn(k * channels, generator=g))
+    outs, grads = {}, {}
+    grad_out = torch.randn(x.shape, generator=g)
+    for backend in ("reference", "triton"):
+        inputs = {"x": x.clone().requires_grad_(), **{n: t.clone().requires_grad_() for n, t in args.items()}}
+        y = ss2d_selective_scan(inputs["x"], **{n: inputs[n] for n in args}, directions=directions,
+                                channels_last=channels_last, backend=backend)
+        outs[backend] = y
+        grads[backend] = torch.autograd.grad(y, list(inputs.values()), grad_out)
+    torch.testing.assert_close(outs["triton"], outs["reference"], rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads["triton"], grads["reference"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -17,6 +17,7 @@ from .backends import register_backend
 
 TRITON_PRIORITY = 10
 _KERNELS = "vmamba_zoo.ops.kernels.triton_selective_scan"
+_SS2D_KERNELS = "vmamba_zoo.ops.kernels.triton_ss2d"
 
 
 def triton_available() -> bool:
@@ -27,23 +28,45 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
 def _on_cuda(tensors: Sequence[torch.Tensor]) -> bool:
     return {t.device.type for t in tensors} == {"cuda"}
 
 
-def _supports(tensors: Sequence[torch.Tensor]) -> bool:
+def _device_ok(tensors: Sequence[torch.Tensor]) -> bool:
     return _on_cuda(tensors) or ({t.device.type for t in tensors} == {"cpu"} and _interpreting())
 
 
-def _lazy(name: str):
+# the kernels tile the state dimension: d_state must be a power of two (other sizes use the reference)
+def _scan_supports(tensors):  # (u, delta, A, B, C) / (dout, u, delta, A, B, C)
+    return _device_ok(tensors) and _pow2(tensors[-3].shape[1])
+
+
+def _scan_auto(tensors):
+    return _on_cuda(tensors) and _scan_supports(tensors)
+
+
+def _ss2d_supports(tensors):  # (x, dts, Bs, Cs)
+    return _device_ok(tensors) and _pow2(tensors[2].shape[2])
+
+
+def _ss2d_auto(tensors):
+    return _on_cuda(tensors) and _ss2d_supports(tensors)
+
+
+def _lazy(name: str, module: str = _KERNELS):
     def call(*args):
-        return getattr(importlib.import_module(_KERNELS), name)(*args)
+        return getattr(importlib.import_module(module), name)(*args)
     call.__name__ = name
     return call
 
 
 if triton_available():
-    register_backend("selective_scan_fwd", "triton", _lazy("selective_scan_fwd"), priority=TRITON_PRIORITY,
-                     supports=_supports, auto_supports=_on_cuda)
-    register_backend("selective_scan_bwd", "triton", _lazy("selective_scan_bwd"), priority=TRITON_PRIORITY,
-                     supports=_supports, auto_supports=_on_cuda)
+    for _op in ("selective_scan_fwd", "selective_scan_bwd"):
+        register_backend(_op, "triton", _lazy(_op), priority=TRITON_PRIORITY, supports=_scan_supports,
+                         auto_supports=_scan_auto)
+    register_backend("ss2d_scan_fwd", "triton", _lazy("ss2d_scan_fwd", _SS2D_KERNELS), priority=TRITON_PRIORITY,
+                     supports=_ss2d_supports, auto_supports=_ss2d_auto)

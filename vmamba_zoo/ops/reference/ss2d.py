@@ -41,7 +41,8 @@ def ss2d_scan_bwd(dy: Tensor, x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias
         dys.reshape(batch, k * channels, length), xs.reshape(batch, k * channels, length),
         delta.reshape(batch, k * channels, length), A, Bs, Cs, Ds, None, dt_bias, True, "auto")
     dx = ops.cross_merge(du.view(batch, k, channels, length), height, width, directions, channels_last, "auto")
-    ddelta = ddelta.view(batch, k, channels, length).float()
-    ddts = torch.einsum("bkdl,kdr->bkrl", ddelta, dt_weight.float()).to(dts.dtype)
-    ddt_weight = torch.einsum("bkdl,bkrl->kdr", ddelta, dts.float()).to(dt_weight.dtype)
+    # the two projections' gradients in the activations' dtype, as autograd of the forward einsum would
+    ddelta = ddelta.view(batch, k, channels, length).to(dts.dtype)
+    ddts = torch.einsum("bkdl,kdr->bkrl", ddelta, dt_weight.to(dts.dtype))
+    ddt_weight = torch.einsum("bkdl,bkrl->kdr", ddelta, dts).to(dt_weight.dtype)
     return dx.to(x.dtype), ddts, ddt_weight, dbias, dA, dB, dC, dD

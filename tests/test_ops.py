@@ -450,14 +450,15 @@ def _plus_one_backend(calls):
 def dummy():
     """A 'dummy' cross_scan backend outranking 'reference'; the fixture value is the list of its calls."""
     calls = []
-    register_backend("cross_scan", "dummy", _plus_one_backend(calls), priority=10)
+    register_backend("cross_scan", "dummy", _plus_one_backend(calls), priority=100)  # above any kernel backend
     return calls
 
 
 def test_higher_priority_backend_wins_in_auto(dummy):
     """auto mode runs the highest-priority backend that supports the inputs."""
     x = image(3, 4, False)
-    assert backends.available_backends("cross_scan") == ["dummy", "reference"]
+    names = backends.available_backends("cross_scan")
+    assert names[0] == "dummy" and names[-1] == "reference"  # kernel backends (triton) may sit between
     torch.testing.assert_close(cross_scan(x, 4), reference.cross_scan(x, 4, False) + 1)
     assert len(dummy) == 1
 
@@ -515,7 +516,7 @@ def test_unknown_backend_raises_listing_available(dummy, monkeypatch, how):
     x = image(3, 4, False)
     if how == "env":
         monkeypatch.setenv("VMAMBA_ZOO_BACKEND", "nope")
-    with pytest.raises(ValueError, match=r"unknown backend 'nope'.*available: \['dummy', 'reference'\]"):
+    with pytest.raises(ValueError, match=r"unknown backend 'nope'.*available: \['dummy', .*'reference'\]"):
         cross_scan(x, 4, backend="nope" if how == "argument" else "auto")
 
 

@@ -18,7 +18,6 @@ from .backends import register_backend
 TRITON_PRIORITY = 10
 _KERNELS = "vmamba_zoo.ops.kernels.triton_selective_scan"
 _SS2D_KERNELS = "vmamba_zoo.ops.kernels.triton_ss2d"
-_CROSS_KERNELS = "vmamba_zoo.ops.kernels.triton_cross_scan"
 
 
 def triton_available() -> bool:
@@ -69,8 +68,5 @@ if triton_available():
     for _op in ("selective_scan_fwd", "selective_scan_bwd"):
         register_backend(_op, "triton", _lazy(_op), priority=TRITON_PRIORITY, supports=_scan_supports,
                          auto_supports=_scan_auto)
-    for _op in ("cross_scan", "cross_merge"):
-        register_backend(_op, "triton", _lazy(_op, _CROSS_KERNELS), priority=TRITON_PRIORITY, supports=_device_ok,
-                         auto_supports=_on_cuda)
     register_backend("ss2d_scan_fwd", "triton", _lazy("ss2d_scan_fwd", _SS2D_KERNELS), priority=TRITON_PRIORITY,
                      supports=_ss2d_supports, auto_supports=_ss2d_auto)

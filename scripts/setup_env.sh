@@ -11,10 +11,18 @@ PY="${PYTHON:-python3}"
 stamp="$VENV/.vmamba_zoo_env_v1"
 req_hash=$(cat "$here/setup.cfg" "$0" | sha256sum | cut -c1-16)
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$req_hash" ]; then
-  # environment already complete: only (re)install our package in editable mode if needed
-  "$VENV/bin/python" -c "import vmamba_zoo" 2>/dev/null || \
+# the shared venv may hold an editable install of another clone (CI clones anew): point it at this one
+ensure_editable() {
+  local where
+  where=$(cd / && "$VENV/bin/python" -c "import vmamba_zoo, os; print(os.path.dirname(os.path.dirname(os.path.realpath(vmamba_zoo.__file__))))" 2>/dev/null || true)
+  if [ "$where" != "$(realpath "$here")" ]; then
+    echo "[setup] installing vmamba_zoo from $here (editable)"
     "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$here"
+  fi
+}
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$req_hash" ]; then
+  ensure_editable  # environment already complete
   exit 0
 fi
 
@@ -54,6 +62,6 @@ if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops" 2>/dev/null; then
 fi
 echo "[setup] mmdet 3.3.0, mmsegmentation 1.2.2"
 pip install -q mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex
-pip install -q --no-deps --no-build-isolation -e "$here"
+ensure_editable
 echo "$req_hash" > "$stamp"
 echo "[setup] environment ready: $VENV"

@@ -20,7 +20,8 @@ import vmamba_zoo  # noqa: F401  (registers the models)
 
 RELEASED = ["vmamba_tiny", "vmamba_small", "vmamba_base",
             "vmamba_vanilla_tiny", "vmamba_vanilla_small", "vmamba_vanilla_base"]
-ALL_NAMES = RELEASED + ["test_vmamba"]
+MIXER_VARIANTS = ["vmamba_tiny_mamba", "vmamba_tiny_lstm", "vmamba_tiny_xlstm", "vmamba_tiny_attn"]  # untrained
+ALL_NAMES = RELEASED + ["test_vmamba"] + MIXER_VARIANTS
 RELEASES_URL = "https://github.com/MzeroMiko/VMamba/releases/download/"
 TEST_DIMS = [16, 32, 64, 128]  # test_vmamba's stage widths
 # first-release layout on test_vmamba's sizes: patch stem, patch merging, z gate, no MLP

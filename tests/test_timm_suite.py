@@ -50,7 +50,8 @@ PYTHON = sys.executable  # the venv's python when pytest is run with it; it has 
 
 OUR_MODELS = sorted(timm.list_models(module="vmamba"))
 EXPECTED_MODELS = {"vmamba_tiny", "vmamba_small", "vmamba_base", "vmamba_vanilla_tiny", "vmamba_vanilla_small",
-                   "vmamba_vanilla_base", "test_vmamba"}
+                   "vmamba_vanilla_base", "test_vmamba", "vmamba_tiny_mamba", "vmamba_tiny_lstm", "vmamba_tiny_xlstm",
+                   "vmamba_tiny_attn"}
 # too slow on 2 CPU cores for the budget (see the module docstring); everything else of ours runs
 SLOW_EXCLUDES = ["test_model_forward[1-vmamba_vanilla_small]", "test_model_forward[1-vmamba_vanilla_base]"]
 # timm tests that must run (and pass) on every one of our names unless excluded above
@@ -88,7 +89,8 @@ def test_timm_test_models_suite_on_our_models():
     assert set(OUR_MODELS) == EXPECTED_MODELS, f"registered vmamba models changed: {OUR_MODELS}"
     suite = _fetch_timm_tests()
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR)] + [p for p in [env.get("PYTHONPATH")] if p])
+    # REPO too: the subprocess must import this checkout's vmamba_zoo, not whatever the venv has installed
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
     cmd = [PYTHON, "-m", "pytest", "tests/test_models.py", "-p", PLUGIN, "-p", "no:cacheprovider",
            "--rootdir", str(suite), "-k", _keyword_expression(), "-v", "-rfEs", "--durations=10",
            "-W", "ignore::UserWarning"]

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..ops import ss2d_selective_scan
 from ..ops.reference.cross_scan import SCAN_DIRECTIONS, scan_order
+from .base import TokenMixer, register_mixer
 
 __all__ = ["SS2D", "ss2d_scan"]
 
@@ -46,8 +47,14 @@ def ss2d_scan(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
         scan_directions, channels_last=True, backend=backend)
 
 
-class SS2D(nn.Module):
+@register_mixer("ss2d")
+class SS2D(TokenMixer):
     """2D selective-scan mixer (VMamba). Channel-last in and out.
+
+    Per direction k of the cross-scan and channel d (the selective scan, N = d_state):
+        h_t = exp(delta_t A_d) h_{t-1} + delta_t B_t u_t,   y_t = C_t . h_t + D_d u_t,
+    with delta_t = softplus(dt_proj(x_proj(u_t)) + bias) and B_t, C_t = x_proj(u_t); the K outputs are
+    summed back onto their pixels. FLOPs: the scan op's registered formula, projections natively.
 
     Args:
         dim: input/output channels.
@@ -61,6 +68,9 @@ class SS2D(nn.Module):
         proj_drop: dropout after out_proj.
         backend: op backend ("auto", "reference", or a registered kernel backend).
     """
+
+    model_options = ("d_state", "ssm_ratio", "dt_rank", "conv_kernel", "conv_bias", "z_gate", "scan_directions",
+                     "backend")
 
     def __init__(self, dim: int, d_state: int = 1, ssm_ratio: float = 1.0, dt_rank: Union[int, str] = "auto",
                  conv_kernel: int = 3, conv_bias: bool = False, z_gate: bool = False, scan_directions: int = 4,

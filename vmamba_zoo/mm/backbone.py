@@ -31,6 +31,8 @@ SIZES: Dict[str, str] = {
     "tiny": "vmamba_tiny", "small": "vmamba_small", "base": "vmamba_base",
     "vanilla_tiny": "vmamba_vanilla_tiny", "vanilla_small": "vmamba_vanilla_small",
     "vanilla_base": "vmamba_vanilla_base", "test": "test_vmamba",
+    "tiny_mamba": "vmamba_tiny_mamba", "tiny_lstm": "vmamba_tiny_lstm", "tiny_xlstm": "vmamba_tiny_xlstm",
+    "tiny_attn": "vmamba_tiny_attn",
 }
 NUM_STAGES = 4
 _PRETRAINED_KEYS = {"type", "checkpoint", "use_ema", "prefix", "map_location"}
@@ -45,7 +47,8 @@ class VMambaBackbone(BaseModule):
 
     Args:
         size: architecture preset, a key of :data:`SIZES` ('tiny', 'small', 'base', 'vanilla_tiny',
-            'vanilla_small', 'vanilla_base', 'test') or its timm name ('vmamba_tiny', ...).
+            'vanilla_small', 'vanilla_base', 'test', and the other-mixer 'tiny_mamba', 'tiny_lstm',
+            'tiny_xlstm', 'tiny_attn') or its timm name ('vmamba_tiny', ...).
         out_indices: stages to return (0..3), in increasing order. Stages after the last one are not built.
         frozen_stages: -1 freezes nothing; k >= 0 freezes the stem and stages 0..k-1 (with their output
             norms): no gradients, and kept in eval mode by ``train()``. Stage i begins with its
@@ -56,7 +59,8 @@ class VMambaBackbone(BaseModule):
         with_cp: activation checkpointing of every block (the classifier's ``set_grad_checkpointing``).
         dims, depths, d_state, ssm_ratio, dt_rank, conv_kernel, conv_bias, z_gate, scan_directions,
         mlp_ratio, stem_type, downsample_type, proj_drop_rate, drop_path_rate, norm_eps, in_chans,
-        scan_backend: override the preset (None keeps it); meanings as in :class:`VMamba`.
+        scan_backend, mixers, mixer_kwargs: override the preset (None keeps it); meanings as in :class:`VMamba`
+            (e.g. ``mixers=('ss2d', 'ss2d', 'xlstm', 'attention')``; lists from configs are fine).
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH, use_ema=False, prefix='backbone.')`` loads
             our / timm-style / original-release classifier files or detector / segmentor files (keys
             under ``prefix``), strictly: a file of another architecture raises CheckpointMismatchError.
@@ -75,7 +79,9 @@ class VMambaBackbone(BaseModule):
                  stem_type: Optional[str] = None, downsample_type: Optional[str] = None,
                  proj_drop_rate: Optional[float] = None, drop_path_rate: Optional[float] = None,
                  norm_eps: Optional[float] = None, in_chans: Optional[int] = None,
-                 scan_backend: Optional[str] = None, init_cfg: Union[None, dict, Sequence[dict]] = None):
+                 scan_backend: Optional[str] = None, mixers: Union[None, str, Sequence[str]] = None,
+                 mixer_kwargs: Union[None, dict, Sequence[Optional[dict]]] = None,
+                 init_cfg: Union[None, dict, Sequence[dict]] = None):
         super().__init__(init_cfg=init_cfg)
         name = SIZES.get(size, size if size in SIZES.values() else None)
         if name is None:
@@ -91,7 +97,7 @@ class VMambaBackbone(BaseModule):
                          conv_kernel=conv_kernel, conv_bias=conv_bias, z_gate=z_gate, scan_directions=scan_directions,
                          mlp_ratio=mlp_ratio, stem_type=stem_type, downsample_type=downsample_type,
                          proj_drop_rate=proj_drop_rate, drop_path_rate=drop_path_rate, norm_eps=norm_eps,
-                         in_chans=in_chans, scan_backend=scan_backend)
+                         in_chans=in_chans, scan_backend=scan_backend, mixers=mixers, mixer_kwargs=mixer_kwargs)
         overrides = {k: v for k, v in overrides.items() if v is not None}
         classifier = timm.create_model(name, num_classes=0, **overrides)
         classifier.set_grad_checkpointing(with_cp)

@@ -23,7 +23,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from torch import Tensor
 
-from ..mixers import SS2D
+from ..mixers import create_mixer, get_mixer
 from .checkpoint import checkpoint_filter_fn
 
 __all__ = ["VMamba", "MIN_INPUT_SIZE"]
@@ -95,14 +95,17 @@ class PatchMerging(nn.Module):
 
 
 class VSSBlock(nn.Module):
-    """x + DropPath(mixer(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0. NHWC."""
+    """x + DropPath(mixer(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0. NHWC.
+
+    ``mixer`` names a registered token mixer (:mod:`vmamba_zoo.mixers`), built with ``mixer_kwargs``.
+    """
 
     def __init__(self, dim: int, mixer_kwargs: dict, mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 proj_drop: float = 0.0, eps: float = 1e-5, device=None, dtype=None):
+                 proj_drop: float = 0.0, eps: float = 1e-5, mixer: str = "ss2d", device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps, **dd)
-        self.mixer = SS2D(dim, proj_drop=proj_drop, **mixer_kwargs, **dd)
+        self.mixer = create_mixer(mixer, dim, proj_drop=proj_drop, **mixer_kwargs, **dd)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.mlp: Optional[nn.Module] = None
         if mlp_ratio > 0:
@@ -121,11 +124,12 @@ class VMambaStage(nn.Module):
     """[downsample] -> blocks. The stage output (what detection backbones take) is the blocks' output."""
 
     def __init__(self, in_dim: int, dim: int, depth: int, downsample: Optional[type], drop_path: Sequence[float],
-                 block_kwargs: dict, eps: float = 1e-5, device=None, dtype=None):
+                 block_kwargs: Union[dict, Sequence[dict]], eps: float = 1e-5, device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         self.downsample = downsample(in_dim, dim, eps=eps, **dd) if downsample is not None else nn.Identity()
-        self.blocks = nn.Sequential(*[VSSBlock(dim, drop_path=drop_path[i], eps=eps, **block_kwargs, **dd)
+        per_block = [block_kwargs] * depth if isinstance(block_kwargs, dict) else list(block_kwargs)
+        self.blocks = nn.Sequential(*[VSSBlock(dim, drop_path=drop_path[i], eps=eps, **per_block[i], **dd)
                                       for i in range(depth)])
         self.grad_checkpointing = False
 
@@ -192,6 +196,23 @@ def _to_stage_tuple(value, name: str) -> Tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+def _stage_mixers(mixers, mixer_kwargs) -> Tuple[Tuple[str, ...], Tuple[dict, ...]]:
+    """``mixers`` (a name or 4 names) and ``mixer_kwargs`` (None, a dict for every stage, or 4 dicts/None)
+    -> 4 registered names and 4 dicts. Lists are accepted (YAML / mmengine configs give lists)."""
+    names = (mixers,) * 4 if isinstance(mixers, str) else tuple(mixers)
+    if len(names) != 4 or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"mixers must be a mixer name or 4 stage names, got {mixers!r}")
+    for name in names:
+        get_mixer(name)  # a ValueError listing the registered names
+    if mixer_kwargs is None or isinstance(mixer_kwargs, dict):
+        kwargs = (dict(mixer_kwargs or {}),) * 4
+    else:
+        kwargs = tuple(dict(k or {}) for k in mixer_kwargs)
+        if len(kwargs) != 4:
+            raise ValueError(f"mixer_kwargs must be a dict or 4 stage dicts, got {mixer_kwargs!r}")
+    return names, kwargs
+
+
 class VMamba(nn.Module):
     """VMamba backbone + classifier.
 
@@ -199,7 +220,12 @@ class VMamba(nn.Module):
         in_chans, num_classes, global_pool, drop_rate, drop_path_rate: as every timm model.
         dims: stage widths, or the first stage's width (then doubled per stage).
         depths: VSS blocks per stage.
-        d_state, ssm_ratio, dt_rank, conv_kernel, conv_bias, z_gate, scan_directions: SS2D options.
+        mixers: token mixer of each stage, a registered name (:func:`vmamba_zoo.mixers.list_mixers`:
+            "ss2d", "mamba", "lstm", "xlstm", "attention") or 4 names, e.g. ("ss2d", "ss2d", "xlstm", "attention").
+        mixer_kwargs: options of the mixers, a dict for every stage or 4 dicts (None = defaults).
+        d_state, ssm_ratio, dt_rank, conv_kernel, conv_bias, z_gate, scan_directions: SS2D options (ss2d
+            stages; mixer_kwargs of a stage override them). Other mixers take their options from
+            mixer_kwargs only, plus ``scan_backend`` and the block index where they declare them.
         mlp_ratio: MLP hidden width / dim after each mixer; 0 disables the MLP (first release).
         stem_type: "conv" (two 3x3 stride-2 convs, v2) or "patch" (4x4 stride-4, first release).
         downsample_type: "conv" (3x3 stride-2 conv, v2) or "patch_merging" (first release).
@@ -214,7 +240,8 @@ class VMamba(nn.Module):
                  conv_bias: bool = False, z_gate: bool = False, scan_directions: int = 4, mlp_ratio: float = 4.0,
                  stem_type: str = "conv", downsample_type: str = "conv", drop_rate: float = 0.0,
                  proj_drop_rate: float = 0.0, drop_path_rate: float = 0.1, norm_eps: float = 1e-5,
-                 scan_backend: str = "auto", device=None, dtype=None):
+                 scan_backend: str = "auto", mixers: Union[str, Sequence[str]] = "ss2d",
+                 mixer_kwargs: Union[None, dict, Sequence[Optional[dict]]] = None, device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         if isinstance(dims, int):
@@ -228,18 +255,27 @@ class VMamba(nn.Module):
             raise ValueError(f"downsample_type must be one of {sorted(downsamples)}, got {downsample_type!r}")
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         self.dims, self.depths = dims, depths
+        self.mixers, self.mixer_kwargs = _stage_mixers(mixers, mixer_kwargs)
         self.output_fmt = "NHWC"
         self.num_features = self.head_hidden_size = dims[-1]
 
         self.stem = stems[stem_type](in_chans, dims[0], eps=norm_eps, **dd)
-        mixer_kwargs = dict(d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, conv_kernel=conv_kernel,
-                            conv_bias=conv_bias, z_gate=z_gate, scan_directions=scan_directions,
-                            backend=scan_backend)
-        block_kwargs = dict(mixer_kwargs=mixer_kwargs, mlp_ratio=mlp_ratio, proj_drop=proj_drop_rate)
+        model_options = dict(d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, conv_kernel=conv_kernel,
+                             conv_bias=conv_bias, z_gate=z_gate, scan_directions=scan_directions,
+                             backend=scan_backend)
+
+        def block_kwargs(stage: int, block_index: int) -> dict:
+            mixer = self.mixers[stage]
+            options = dict(model_options, block_index=block_index)
+            kwargs = {k: options[k] for k in get_mixer(mixer).model_options}
+            return dict(mixer=mixer, mixer_kwargs=dict(kwargs, **self.mixer_kwargs[stage]), mlp_ratio=mlp_ratio,
+                        proj_drop=proj_drop_rate)
+
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").split(list(depths))
         self.stages = nn.Sequential(*[
             VMambaStage(dims[max(i - 1, 0)], dims[i], depths[i], downsamples[downsample_type] if i else None,
-                        dpr[i].tolist(), block_kwargs, eps=norm_eps, **dd)
+                        dpr[i].tolist(), [block_kwargs(i, sum(depths[:i]) + j) for j in range(depths[i])],
+                        eps=norm_eps, **dd)
             for i in range(4)])
         self.feature_info = [dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f"stages.{i}") for i in range(4)]
         self.head = VMambaHead(dims[-1], num_classes, global_pool, drop_rate, eps=norm_eps, **dd)
@@ -356,6 +392,8 @@ default_cfgs = generate_default_cfgs({
                                       first_conv="stem.conv"),
     "vmamba_vanilla_base.in1k": _cfg(url=f"{_RELEASES}/%23v0cls/vssmbase_dp06_ckpt_epoch_241.pth",
                                      first_conv="stem.conv"),
+    **{f"{name}.untrained": _cfg() for name in ("vmamba_tiny_mamba", "vmamba_tiny_lstm", "vmamba_tiny_xlstm",
+                                                  "vmamba_tiny_attn")},
     "test_vmamba.untrained": _cfg(input_size=(3, 160, 160), test_input_size=(3, 160, 160), pool_size=(5, 5),
                                   crop_pct=0.95),
 })
@@ -418,6 +456,44 @@ def vmamba_vanilla_base(pretrained: bool = False, **kwargs) -> VMamba:
     """First-release VMamba-B: 76.3M params, 18.0 GMACs, 83.7% ImageNet top-1."""
     args = dict(dims=128, depths=(2, 2, 27, 2), drop_path_rate=0.6, **VANILLA_ARGS)
     return _create_vmamba("vmamba_vanilla_base", pretrained, **dict(args, **kwargs))
+
+
+# VMamba-T with other token mixers: vmamba_tiny's stem, stages, MLPs and drop-path, only the mixers differ;
+# options chosen to land within 10% of VMamba-T's 30.2M parameters (untrained: no weights released).
+def _tiny_with_mixers(variant: str, pretrained: bool, mixers, mixer_kwargs, **kwargs) -> VMamba:
+    args = dict(dims=96, depths=(2, 2, 8, 2), ssm_ratio=1.0, drop_path_rate=0.2, mixers=mixers,
+                mixer_kwargs=mixer_kwargs, **V2_ARGS)
+    return _create_vmamba(variant, pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def vmamba_tiny_mamba(pretrained: bool = False, **kwargs) -> VMamba:
+    """VMamba-T with Mamba (S6, d_state 16, expand 1) blocks, bidirectional rows as Vision Mamba: 32.5M params."""
+    return _tiny_with_mixers("vmamba_tiny_mamba", pretrained, "mamba", dict(scan_directions=2), **kwargs)
+
+
+@register_model
+def vmamba_tiny_lstm(pretrained: bool = False, **kwargs) -> VMamba:
+    """VMamba-T with LSTMs over rows and columns, both ways (hidden dim / 4 per direction): 30.1M params."""
+    return _tiny_with_mixers("vmamba_tiny_lstm", pretrained, "lstm", dict(scan_directions=4, hidden_ratio=0.25),
+                             **kwargs)
+
+
+@register_model
+def vmamba_tiny_xlstm(pretrained: bool = False, **kwargs) -> VMamba:
+    """VMamba-T with xLSTM: mLSTM in stages 0-2, sLSTM in stage 3 (a sequential recurrence, cheap at stride 32);
+    one scan direction alternating per block as Vision-LSTM: 29.8M params."""
+    mlstm = dict(cell="mlstm", scan_directions=1, inner_ratio=0.5, num_heads=4)
+    return _tiny_with_mixers("vmamba_tiny_xlstm", pretrained, "xlstm",
+                             (mlstm, mlstm, mlstm, dict(mlstm, cell="slstm")), **kwargs)
+
+
+@register_model
+def vmamba_tiny_attn(pretrained: bool = False, **kwargs) -> VMamba:
+    """VMamba-T with self-attention: 7x7 windows in stages 0-1, global in stages 2-3, head width 32, queries and
+    keys at half width (qk_ratio 0.5; full width would be 33.8M, +12%): 31.4M params."""
+    local, world = dict(window_size=7, qk_ratio=0.5), dict(window_size=0, qk_ratio=0.5)
+    return _tiny_with_mixers("vmamba_tiny_attn", pretrained, "attention", (local, local, world, world), **kwargs)
 
 
 @register_model

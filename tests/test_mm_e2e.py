@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -24,6 +23,7 @@ pytest.importorskip("mmseg")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
+from _tooling import load_tool as _tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET_CONFIGS = sorted(glob.glob(osp.join(ROOT, "configs", "mmdet", "*.py")))
@@ -37,11 +37,6 @@ EXPECTED = {"-t_": ("tiny", {"mmdet": 0.2, "mmseg": 0.2}, 96, RELEASE + "vssm1_t
             "-b_": ("base", {"mmdet": 0.6, "mmseg": 0.6}, 128, RELEASE + "vssm_base_0229_ckpt_epoch_237.pth")}
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", osp.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def _expected(path):

@@ -1,5 +1,4 @@
 """tools/flops.py, tools/throughput.py, tools/convert_checkpoint.py and the checkpoint manifest."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,15 +11,11 @@ from vmamba_zoo import create_from_original, load_original_checkpoint
 from vmamba_zoo.analysis.convert import convert_checkpoint, match_registered_models
 from vmamba_zoo.checkpoints_manifest import find_by_filename, manifest_entries, manifest_entry
 from vmamba_zoo.models import CheckpointMismatchError
+from _tooling import load_tool as _tool
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def test_flops_cli_table_and_plot(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """tools/validate.py (ours / timm-style / {'model','model_ema'} checkpoints, --ema, resolution and crop, class
 count mismatch) and tools/erf.py (PNG + npy, centre-peaked map)."""
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -14,15 +13,11 @@ from vmamba_zoo.train.erf import compute_erf, erf_summary
 from vmamba_zoo.train.validate import validate
 
 from test_train import CONFIGS, make_folder_dataset
+from _tooling import load_tool as _tool
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,22 @@ import torch
 from torch import Tensor
 
 
-def _image_size(x: Tensor, channels_last: bool):
-    return (x.shape[1], x.shape[2]) if channels_last else (x.shape[2], x.shape[3])
+def _scan_inputs(x: Tensor, dts: Tensor, dt_weight: Tensor, directions: int, channels_last: bool):
+    """Sizes, and the selective scan's u (the directional copies) and delta, both (batch, K*D, L)."""
+    height, width = (x.shape[1], x.shape[2]) if channels_last else (x.shape[2], x.shape[3])
+    batch, k, _, length = dts.shape
+    channels = dt_weight.shape[1]
+    xs = torch.ops.vmamba_zoo.cross_scan(x, directions, channels_last, "auto")
+    delta = torch.einsum("bkrl,kdr->bkdl", dts, dt_weight.to(dts.dtype))
+    return (batch, k, channels, length, height, width, xs.reshape(batch, k * channels, length),
+            delta.reshape(batch, k * channels, length))
 
 
 def ss2d_scan_fwd(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor, Cs: Tensor,
                   Ds: Tensor, directions: int, channels_last: bool) -> Tensor:
     ops = torch.ops.vmamba_zoo
-    height, width = _image_size(x, channels_last)
-    batch, k, _, length = dts.shape
-    channels = dt_weight.shape[1]
-    xs = ops.cross_scan(x, directions, channels_last, "auto")
-    delta = torch.einsum("bkrl,kdr->bkdl", dts, dt_weight.to(dts.dtype))
-    ys = ops.selective_scan_fwd(xs.reshape(batch, k * channels, length), delta.reshape(batch, k * channels, length),
-                                A, Bs, Cs, Ds, None, dt_bias, True, True, "auto")
+    batch, k, channels, length, height, width, u, delta = _scan_inputs(x, dts, dt_weight, directions, channels_last)
+    ys = ops.selective_scan_fwd(u, delta, A, Bs, Cs, Ds, None, dt_bias, True, True, "auto")
     return ops.cross_merge(ys.view(batch, k, channels, length), height, width, directions, channels_last, "auto")
 
 
@@ -31,15 +33,10 @@ def ss2d_scan_bwd(dy: Tensor, x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias
                   Cs: Tensor, Ds: Tensor, directions: int, channels_last: bool):
     """Gradients (dx, ddts, ddt_weight, ddt_bias, dA, dBs, dCs, dDs), recomputing the directional copies."""
     ops = torch.ops.vmamba_zoo
-    height, width = _image_size(x, channels_last)
-    batch, k, _, length = dts.shape
-    channels = dt_weight.shape[1]
-    xs = ops.cross_scan(x, directions, channels_last, "auto")
-    delta = torch.einsum("bkrl,kdr->bkdl", dts, dt_weight.to(dts.dtype))
+    batch, k, channels, length, height, width, u, delta = _scan_inputs(x, dts, dt_weight, directions, channels_last)
     dys = ops.cross_scan(dy.contiguous(), directions, channels_last, "auto")  # cross-merge's adjoint
     du, ddelta, dA, dB, dC, dD, _, dbias = ops.selective_scan_bwd(
-        dys.reshape(batch, k * channels, length), xs.reshape(batch, k * channels, length),
-        delta.reshape(batch, k * channels, length), A, Bs, Cs, Ds, None, dt_bias, True, "auto")
+        dys.reshape(batch, k * channels, length), u, delta, A, Bs, Cs, Ds, None, dt_bias, True, "auto")
     dx = ops.cross_merge(du.view(batch, k, channels, length), height, width, directions, channels_last, "auto")
     # the two projections' gradients in the activations' dtype, as autograd of the forward einsum would
     ddelta = ddelta.view(batch, k, channels, length).to(dts.dtype)

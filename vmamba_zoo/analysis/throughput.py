@@ -40,38 +40,7 @@ def _maxrss_bytes() -> Optional[int]:
         return None
 
 
-def measure_throughput(model: nn.Module, batch_size: int = 64, img_size: int = 224, dtype: str = "fp32",
-                       device: Optional[str] = None, train: bool = False, warmup: int = 5, iters: int = 20,
-                       in_chans: int = 3) -> Dict[str, Any]:
-    """Images per second and peak memory of ``model`` (inference: no_grad forward; train: forward,
-    backward of the mean output and an SGD step). ``dtype`` "fp16"/"bf16" run under autocast."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if warmup < 0 or iters < 1 or batch_size < 1:
-        raise ValueError("need warmup >= 0, iters >= 1, batch_size >= 1")
-    dev = torch.device(device or default_device())
-    model = model.to(dev).train(train)
-    x = torch.randn(batch_size, in_chans, img_size, img_size, device=dev)
-    use_amp = dtype != "fp32"
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6) if train else None
-
-    def step():
-        with torch.autocast(dev.type, dtype=DTYPES[dtype], enabled=use_amp):
-            if train:
-                out = model(x)
-                loss = out.float().mean()
-            else:
-                with torch.no_grad():
-                    model(x)
-        if train:
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
-    rss_before = _maxrss_bytes()
+def _timed(step, warmup: int, iters: int, dev: torch.device) -> float:
     for _ in range(warmup):
         step()
     _sync(dev)
@@ -79,7 +48,79 @@ def measure_throughput(model: nn.Module, batch_size: int = 64, img_size: int = 2
     for _ in range(iters):
         step()
     _sync(dev)
-    elapsed = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def _graphed_inference(run, dev: torch.device):
+    """Capture ``run`` (an inference forward on static inputs) in a CUDA graph; return its replay."""
+    side = torch.cuda.Stream(dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):  # warm up on a side stream, as capture requires
+        for _ in range(3):
+            run()
+    torch.cuda.current_stream(dev).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
+
+
+def measure_throughput(model: nn.Module, batch_size: int = 64, img_size: int = 224, dtype: str = "fp32",
+                       device: Optional[str] = None, train: bool = False, warmup: int = 5, iters: int = 20,
+                       in_chans: int = 3, train_step: str = "sgd", compile: bool = False,
+                       cuda_graph: bool = False) -> Dict[str, Any]:
+    """Images per second and peak memory of ``model``. ``dtype`` "fp16"/"bf16" run under autocast.
+
+    Inference: eval, no_grad forward. Train: forward, backward of the mean output, then with
+    ``train_step="sgd"`` an SGD step, with ``"scaler"`` a GradScaler-scaled backward and no optimizer step
+    (the setting of the published speed comparisons). ``compile``: torch.compile the model first (compile
+    time reported separately, not timed). ``cuda_graph``: replay inference from a captured CUDA graph.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if warmup < 0 or iters < 1 or batch_size < 1:
+        raise ValueError("need warmup >= 0, iters >= 1, batch_size >= 1")
+    if train_step not in ("sgd", "scaler"):
+        raise ValueError(f"train_step must be 'sgd' or 'scaler', got {train_step!r}")
+    dev = torch.device(device or default_device())
+    if cuda_graph and (train or dev.type != "cuda"):
+        raise ValueError("cuda_graph is for inference on a CUDA device")
+    model = model.to(dev).train(train)
+    runner = torch.compile(model) if compile else model
+    x = torch.randn(batch_size, in_chans, img_size, img_size, device=dev)
+    use_amp = dtype != "fp32"
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6) if train and train_step == "sgd" else None
+    scaler = torch.amp.GradScaler(dev.type, enabled=use_amp) if train and train_step == "scaler" else None
+
+    def forward():
+        with torch.autocast(dev.type, dtype=DTYPES[dtype], enabled=use_amp):
+            return runner(x)
+
+    def step():
+        if not train:
+            with torch.no_grad():
+                forward()
+            return
+        loss = forward().float().mean()
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        else:
+            model.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+
+    compile_seconds = None
+    if compile:  # the first calls compile; keep that out of the timing
+        compile_seconds = _timed(step, 1, 1, dev)
+    if cuda_graph:
+        with torch.no_grad():
+            step = _graphed_inference(forward, dev)
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+    rss_before = _maxrss_bytes()
+    elapsed = _timed(step, warmup, iters, dev)
     if dev.type == "cuda":
         peak, memory_kind = torch.cuda.max_memory_allocated(dev), "cuda max_memory_allocated"
     else:
@@ -88,7 +129,7 @@ def measure_throughput(model: nn.Module, batch_size: int = 64, img_size: int = 2
         memory_kind = "maxrss growth"
     return {"img_per_s": batch_size * iters / elapsed, "seconds_per_iter": elapsed / iters, "peak_memory": peak,
             "memory_kind": memory_kind, "device": str(dev), "dtype": dtype, "batch_size": batch_size,
-            "img_size": img_size, "mode": "train" if train else "infer"}
+            "img_size": img_size, "mode": "train" if train else "infer", "compile_seconds": compile_seconds}
 
 
 def benchmark_models(names: Sequence[str], img_sizes: Sequence[int] = (224,), batch_size: int = 64,

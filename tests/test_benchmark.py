@@ -1,0 +1,68 @@
+"""tools/benchmark.py's library parts that run without a GPU: the table arithmetic, the anchor-setting train
+step, and the clear refusals (timings themselves are GPU work: benchmarks/, never asserted here)."""
+import pytest
+import timm
+import torch
+
+from vmamba_zoo.analysis import benchmark as bench
+from vmamba_zoo.analysis.throughput import measure_throughput
+
+from _tooling import load_tool
+
+
+def _row(size, model, variant, infer, train, gib):
+    return {"size": size, "model": model, "variant": variant, "infer": infer, "train": train, "train_gib": gib,
+            "compile_s": None, "device": "cuda"}
+
+
+def test_model_table_ratios_to_swin_and_original():
+    rows = [_row("tiny", "vmamba_tiny", "eager", 4000.0, 1100.0, 9.0),
+            _row("tiny", "vmamba_tiny", "cuda graph", 5000.0, None, None),
+            _row("tiny", "swin_tiny_patch4_window7_224", "eager", 5000.0, 2200.0, 8.8)]
+    table = bench.model_table(rows).splitlines()
+    ours = next(line for line in table if "vmamba_tiny | eager" in line)
+    cells = [c.strip() for c in ours.strip("|").split("|")]
+    assert cells[5:] == ["0.80", "0.50", f"{4000 / 3098:.2f}", f"{1100 / 1172:.2f}"]
+    graph = next(line for line in table if "cuda graph" in line)
+    assert [c.strip() for c in graph.strip("|").split("|")][3] == "-"  # no training column for graphs
+    swin = next(line for line in table if line.startswith("| swin"))
+    assert swin.rstrip(" |").endswith("| -")  # the original's ratio only for our models
+    assert "not measured in this process" in table[-1]
+
+
+def test_unknown_suite_size_is_named():
+    with pytest.raises(ValueError, match="unknown size 'huge'"):
+        bench.model_benchmarks(["huge"])
+
+
+def test_scaler_train_step_takes_no_optimizer_step():
+    model = timm.create_model("test_vmamba")
+    before = [p.detach().clone() for p in model.parameters()]
+    out = measure_throughput(model, batch_size=2, img_size=32, train=True, warmup=0, iters=1, train_step="scaler")
+    assert out["mode"] == "train" and out["img_per_s"] > 0
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    measure_throughput(model, batch_size=2, img_size=32, train=True, warmup=0, iters=1, train_step="sgd")
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(cuda_graph=True), "cuda_graph is for inference on a CUDA"),
+                                             (dict(train_step="adam"), "train_step must be")])
+def test_bad_settings_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        measure_throughput(timm.create_model("test_vmamba"), 1, 32, device="cpu", iters=1, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_tool_needs_cuda(capsys):
+    assert load_tool("benchmark")([]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
+
+
+def test_profile_categories_classify_kernel_names():
+    import re
+    name_of = {k: next((c for c, p in bench._CATEGORIES if re.search(p, k)), "other") for k in
+               ["_ss2d_fwd_kernel", "void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float>",
+                "sm90_xmma_gemm_f16f16_f16f32", "void at::native::elementwise_kernel<128, 2>(copy)"]}
+    assert list(name_of.values()) == ["selective scan / ss2d (ours)", "layer norm", "matmul (gemm)",
+                                      "layout / copy / cast"]

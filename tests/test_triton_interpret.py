@@ -110,3 +110,14 @@ def test_triton_fused_ss2d_matches_reference(directions, channels_last, hw, chan
     torch.testing.assert_close(outs["triton"], outs["reference"], rtol=1e-5, atol=1e-5)
     for a, b in zip(grads["triton"], grads["reference"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_ss2d_backward_is_the_triton_kernel(interpreter):
+    """Asking for "triton" runs the fused backward kernel, not the reference composition."""
+    from vmamba_zoo.ops import reference
+    from vmamba_zoo.ops.backends import resolve
+    from vmamba_zoo.ops.kernels import triton_ss2d
+    x, dts, Bs = torch.zeros(1, 2, 3, 4), torch.zeros(1, 4, 1, 6), torch.zeros(1, 4, 2, 6)
+    fn = resolve("ss2d_scan_bwd", "triton", (x, x, dts, Bs, Bs))
+    assert fn is not reference.ss2d.ss2d_scan_bwd and fn.__name__ == "ss2d_scan_bwd"
+    assert type(triton_ss2d._ss2d_bwd_kernel).__name__ == "InterpretedFunction"

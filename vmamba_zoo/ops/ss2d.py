@@ -1,5 +1,6 @@
-"""``vmamba_zoo::ss2d_scan_fwd``: the whole SS2D scan (cross-scan, delta projection, selective scan,
-cross-merge) as one custom op, so a kernel can fuse it. Its backward composes the finer ops."""
+"""``vmamba_zoo::ss2d_scan_fwd`` / ``_bwd``: the whole SS2D scan (cross-scan, delta projection, selective
+scan, cross-merge) as one custom op, so a kernel can fuse it, and its backward as another (the reference
+backward composes the finer ops; kernel backends fuse it too)."""
 from __future__ import annotations
 
 import torch
@@ -12,6 +13,7 @@ from .reference.cross_scan import SCAN_DIRECTIONS
 __all__ = ["ss2d_selective_scan"]
 
 register_backend("ss2d_scan_fwd", "reference", reference.ss2d.ss2d_scan_fwd, priority=0)
+register_backend("ss2d_scan_bwd", "reference", reference.ss2d.ss2d_scan_bwd, priority=0)
 
 
 @torch.library.custom_op("vmamba_zoo::ss2d_scan_fwd", mutates_args=())
@@ -26,14 +28,29 @@ def _(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, back
     return x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, torch.float32))
 
 
+@torch.library.custom_op("vmamba_zoo::ss2d_scan_bwd", mutates_args=())
+def _ss2d_scan_bwd(dy: Tensor, x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor,
+                   Cs: Tensor, Ds: Tensor, directions: int, channels_last: bool, backend: str
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    fn = resolve("ss2d_scan_bwd", backend, (dy, x, dts, Bs, Cs))
+    grads = fn(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last)
+    return tuple(g.contiguous() for g in grads)
+
+
+@_ss2d_scan_bwd.register_fake
+def _(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
+                 for t in (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds))
+
+
 def _setup(ctx, inputs, output):
     x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend = inputs
     ctx.save_for_backward(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds)
-    ctx.args = (directions, channels_last)
+    ctx.args = (directions, channels_last, backend)
 
 
 def _backward(ctx, dy):
-    grads = reference.ss2d.ss2d_scan_bwd(dy, *ctx.saved_tensors, *ctx.args)
+    grads = torch.ops.vmamba_zoo.ss2d_scan_bwd(dy.contiguous(), *ctx.saved_tensors, *ctx.args)
     return (*grads, None, None, None)
 
 

@@ -49,8 +49,8 @@ def _scan_auto(tensors):
     return _on_cuda(tensors) and _scan_supports(tensors)
 
 
-def _ss2d_supports(tensors):  # (x, dts, Bs, Cs)
-    return _device_ok(tensors) and _pow2(tensors[2].shape[2])
+def _ss2d_supports(tensors):  # (x, dts, Bs, Cs) / (dy, x, dts, Bs, Cs)
+    return _device_ok(tensors) and _pow2(tensors[-2].shape[2])
 
 
 def _ss2d_auto(tensors):
@@ -68,5 +68,6 @@ if triton_available():
     for _op in ("selective_scan_fwd", "selective_scan_bwd"):
         register_backend(_op, "triton", _lazy(_op), priority=TRITON_PRIORITY, supports=_scan_supports,
                          auto_supports=_scan_auto)
-    register_backend("ss2d_scan_fwd", "triton", _lazy("ss2d_scan_fwd", _SS2D_KERNELS), priority=TRITON_PRIORITY,
-                     supports=_ss2d_supports, auto_supports=_ss2d_auto)
+    for _op in ("ss2d_scan_fwd", "ss2d_scan_bwd"):
+        register_backend(_op, "triton", _lazy(_op, _SS2D_KERNELS), priority=TRITON_PRIORITY,
+                         supports=_ss2d_supports, auto_supports=_ss2d_auto)

@@ -16,8 +16,23 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_selective_scan import TILE, _block_sizes, _expand, _expand_states, _first_order, _num_warps, \
-    _softplus, _sum_channels, _sum_states
+from .triton_selective_scan import _expand, _expand_states, _first_order, _softplus, _sum_channels, _sum_states
+
+# tile of the fused kernels, separate from the plain scan's: rows = BLOCK_D * d_state per program, BLOCK_L
+# steps per chunk; `benchmarks/ss2d_tune.py` sweeps it on the GPU
+SS2D_TILE = {"rows": 16, "block_l": 32, "num_warps": 4, "num_warps_large_state": 2}
+
+
+def _block_sizes(channels: int, d_state: int, length: int):
+    """Largest power-of-two channel block dividing ``channels`` with BLOCK_D * N <= rows, and BLOCK_L."""
+    block_d = 1
+    while block_d * 2 * d_state <= SS2D_TILE["rows"] and channels % (block_d * 2) == 0:
+        block_d *= 2
+    return block_d, min(SS2D_TILE["block_l"], max(16, triton.next_power_of_2(length)))
+
+
+def _num_warps(d_state: int) -> int:
+    return SS2D_TILE["num_warps"] if d_state < 8 else SS2D_TILE["num_warps_large_state"]
 
 
 @triton.jit

@@ -6,6 +6,7 @@ see :mod:`vmamba_zoo.ops.backends` for how one is chosen.
 from . import triton_backend  # noqa: F401  (registers the Triton kernels when triton is installed)
 from .backends import available_backends, register_backend
 from .cross_scan import SCAN_DIRECTIONS, cross_merge, cross_scan
+from .layer_norm import LayerNorm, layer_norm  # noqa: F401  (fast LayerNorm over the last dim)
 from .selective_scan import selective_scan
 from .ss2d import ss2d_selective_scan
 

@@ -1,0 +1,242 @@
+"""LayerNorm over the last dimension as ``vmamba_zoo::layer_norm_fwd`` / ``_bwd`` custom ops, and a drop-in
+``LayerNorm`` module whose output under autocast is already in the autocast dtype.
+
+Why. VMamba normalises channel-last maps (B, H, W, C) with C = 96..1024: millions of short rows, for
+which torch's LayerNorm kernel runs far below the memory bandwidth. And under autocast LayerNorm
+returns float32, which the following ``nn.Linear`` then casts to float16/bfloat16 in a separate pass.
+The ``triton`` backend (:mod:`vmamba_zoo.ops.kernels.triton_layer_norm`) tiles many rows per program
+and writes the autocast dtype directly, saving that pass.
+
+Semantics (every backend): statistics and normalisation in float32 (float64 for float64 inputs), biased
+variance, ``eps`` inside the square root, as ``torch.nn.functional.layer_norm``; the result is rounded
+once to the output dtype. The op also returns the per-row mean and 1/std (float32, shape
+``x.shape[:-1]``), which the backward reuses.
+
+Backends: ``reference`` (torch's own ``native_layer_norm`` and its backward in the compute dtype, any
+device) and ``triton`` (CUDA; on the CPU only under ``TRITON_INTERPRET=1`` and only when asked for by
+name), chosen as :mod:`vmamba_zoo.ops.backends` describes (``VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND`` ...).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .backends import register_backend, resolve
+
+__all__ = ["LayerNorm", "layer_norm"]
+
+TRITON_PRIORITY = 10  # as vmamba_zoo.ops.triton_backend: above the reference
+_KERNELS = "vmamba_zoo.ops.kernels.triton_layer_norm"
+# copies of the kernel module's SUPPORTED_DTYPES / MAX_COLUMNS, so choosing a backend does not import
+# triton (tests check they agree)
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_TRITON_MAX_COLUMNS = 16384
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _without_autocast(device_type: str):
+    # the ops run inside the caller's autocast region (custom ops have no autocast rule, the key falls
+    # through); the reference calls aten ops that autocast would otherwise re-cast
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _as(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    return None if t is None else t.to(dtype)
+
+
+# ------------------------------------------------------------------------------------ reference backend
+def reference_layer_norm_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                             out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """torch's LayerNorm in the compute dtype, rounded once to ``out_dtype``."""
+    compute = _compute_dtype(x)
+    with _without_autocast(x.device.type):
+        y, mean, rstd = torch.native_layer_norm(x.to(compute), [x.shape[-1]], _as(weight, compute),
+                                                _as(bias, compute), eps)
+    stats_shape = x.shape[:-1]
+    return y.to(out_dtype).contiguous(), mean.reshape(stats_shape), rstd.reshape(stats_shape)
+
+
+def reference_layer_norm_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                             mean: Tensor, rstd: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    compute = _compute_dtype(x)
+    stats_shape = (*x.shape[:-1], 1)
+    with _without_autocast(x.device.type):
+        dx, dweight, dbias = torch.ops.aten.native_layer_norm_backward(
+            dy.to(compute), x.to(compute), [x.shape[-1]], mean.to(compute).reshape(stats_shape),
+            rstd.to(compute).reshape(stats_shape), _as(weight, compute), _as(bias, compute),
+            [True, weight is not None, bias is not None])
+    return (dx.to(x.dtype), None if weight is None else dweight.to(weight.dtype),
+            None if bias is None else dbias.to(bias.dtype))
+
+
+register_backend("layer_norm_fwd", "reference", reference_layer_norm_fwd, priority=0)
+register_backend("layer_norm_bwd", "reference", reference_layer_norm_bwd, priority=0)
+
+
+# ------------------------------------------------------------------------------------ triton backend
+# Same rules as vmamba_zoo.ops.triton_backend: CUDA tensors, or CPU tensors in the interpreter when the
+# backend is named; auto mode picks it on CUDA only.
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _triton_supports(tensors: Sequence[Tensor]) -> bool:  # (x, ...) / (dy, x, ...): x's last dim is C
+    devices = {t.device.type for t in tensors}
+    device_ok = devices == {"cuda"} or (devices == {"cpu"} and _interpreting())
+    return (device_ok and all(t.dtype in _TRITON_DTYPES for t in tensors)
+            and 1 <= tensors[0].shape[-1] <= _TRITON_MAX_COLUMNS)
+
+
+def _triton_auto(tensors: Sequence[Tensor]) -> bool:
+    return {t.device.type for t in tensors} == {"cuda"} and _triton_supports(tensors)
+
+
+def _lazy(name: str):
+    # the kernel module (and triton) is imported on first use, not when vmamba_zoo is
+    def call(*args):
+        return getattr(importlib.import_module(_KERNELS), name)(*args)
+    call.__name__ = name
+    return call
+
+
+if importlib.util.find_spec("triton") is not None:
+    for _op in ("layer_norm_fwd", "layer_norm_bwd"):
+        register_backend(_op, "triton", _lazy(_op), priority=TRITON_PRIORITY, supports=_triton_supports,
+                         auto_supports=_triton_auto)
+
+
+# ------------------------------------------------------------------------------------ custom ops
+def _present(*tensors: Optional[Tensor]) -> tuple[Tensor, ...]:
+    return tuple(t for t in tensors if t is not None)
+
+
+def _empty(ref: Tensor) -> Tensor:
+    return ref.new_empty(0)
+
+
+@torch.library.custom_op("vmamba_zoo::layer_norm_fwd", mutates_args=())
+def _layer_norm_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                    out_dtype: torch.dtype, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    fn = resolve("layer_norm_fwd", backend, _present(x, weight, bias))
+    y, mean, rstd = fn(x, weight, bias, eps, out_dtype)
+    return y, mean, rstd
+
+
+@_layer_norm_fwd.register_fake
+def _(x, weight, bias, eps, out_dtype, backend):
+    stats = x.new_empty(x.shape[:-1], dtype=_compute_dtype(x))
+    return x.new_empty(x.shape, dtype=out_dtype), stats, torch.empty_like(stats)
+
+
+@torch.library.custom_op("vmamba_zoo::layer_norm_bwd", mutates_args=())
+def _layer_norm_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], mean: Tensor,
+                    rstd: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(dx, dweight, dbias); ``bias`` is only asked for its presence and dtype. Absent weight / bias get an
+    empty gradient (custom ops return tensors only)."""
+    fn = resolve("layer_norm_bwd", backend, _present(dy, x, weight, bias))
+    dx, dweight, dbias = fn(dy, x, weight, bias, mean, rstd)
+    return (dx.contiguous(), _empty(x) if dweight is None else dweight.contiguous(),
+            _empty(x) if dbias is None else dbias.contiguous())
+
+
+@_layer_norm_bwd.register_fake
+def _(dy, x, weight, bias, mean, rstd, backend):
+    def like(t):
+        return torch.empty_like(t, memory_format=torch.contiguous_format)
+    return like(x), _empty(x) if weight is None else like(weight), _empty(x) if bias is None else like(bias)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, eps, out_dtype, backend = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x, weight, bias, mean, rstd)
+    ctx.backend = backend
+
+
+def _backward(ctx, dy, _dmean, _drstd):
+    x, weight, bias, mean, rstd = ctx.saved_tensors
+    dx, dweight, dbias = torch.ops.vmamba_zoo.layer_norm_bwd(dy.contiguous(), x, weight, bias, mean, rstd,
+                                                             ctx.backend)
+    return dx, None if weight is None else dweight, None if bias is None else dbias, None, None, None
+
+
+_layer_norm_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------------------------ public API
+def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
+    device_type = x.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5, *,
+               out_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> Tensor:
+    """LayerNorm of ``x`` (..., C) over its last dimension, with optional ``weight`` / ``bias`` of shape (C,).
+
+    Computed in float32 (float64 for float64 inputs) as ``torch.nn.functional.layer_norm`` and rounded
+    once to the output dtype: ``out_dtype`` if given, else the autocast dtype when autocast is enabled on
+    ``x``'s device, else ``x.dtype``. Under autocast this differs from ``F.layer_norm`` (which returns
+    float32) in dtype only: the values are exactly what an ``nn.Linear`` after it would see once it has
+    cast its input to the autocast dtype. ``backend``: "auto", "reference", "triton".
+    """
+    if not (x.is_floating_point() and x.dim() >= 1):
+        raise ValueError(f"layer_norm: expected a floating-point tensor of at least one dimension, "
+                         f"got {x.dtype} of shape {tuple(x.shape)}")
+    columns = x.shape[-1]
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (columns,):
+            raise ValueError(f"layer_norm: {name} must have shape ({columns},) to match the last dimension of "
+                             f"the input {tuple(x.shape)}, got {tuple(t.shape)}")
+    if out_dtype is None:
+        out_dtype = _autocast_dtype(x) or x.dtype
+    y, _, _ = torch.ops.vmamba_zoo.layer_norm_fwd(x, weight, bias, float(eps), out_dtype, backend)
+    return y
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last dimension on the ``vmamba_zoo::layer_norm_fwd`` op.
+
+    Same constructor, parameters and state_dict keys as ``nn.LayerNorm`` (checkpoints load either way),
+    plus ``backend`` ("auto", "reference", "triton"; also settable as an attribute). Only a single
+    normalised dimension is supported (that is what channel-last maps need).
+
+    Output dtype: outside autocast the input's dtype, exactly as ``nn.LayerNorm``. Under autocast on the
+    input's device, the autocast dtype (``nn.LayerNorm`` returns float32 there): normalised in float32,
+    rounded once. That is bit for bit what the ``nn.Linear`` that follows each norm in VMamba sees after
+    its own cast, so the model computes the same numbers while the separate float32 -> float16 cast pass
+    (and the float32 write and read) disappears. Use it only where the consumer casts to the autocast
+    dtype anyway (a Linear, a matmul), not where float32 output matters (e.g. a norm feeding a reduction).
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 device=None, dtype=None, backend: str = "auto") -> None:
+        super().__init__(normalized_shape, eps=eps, elementwise_affine=elementwise_affine, bias=bias,
+                         device=device, dtype=dtype)
+        if len(self.normalized_shape) != 1:
+            raise ValueError(f"vmamba_zoo LayerNorm normalises the last dimension only; got normalized_shape "
+                             f"{tuple(self.normalized_shape)} (use torch.nn.LayerNorm for several dimensions)")
+        self.backend = backend
+
+    def forward(self, x: Tensor) -> Tensor:
+        channels = self.normalized_shape[0]
+        if x.dim() == 0 or x.shape[-1] != channels:
+            raise ValueError(f"LayerNorm({channels}): expected an input whose last dimension is {channels}, "
+                             f"got shape {tuple(x.shape)}")
+        return layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.backend == "auto" else f", backend={self.backend!r}")

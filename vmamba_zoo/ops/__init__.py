@@ -4,6 +4,7 @@ Each op has a pure-PyTorch reference backend (any device) and room for kernel ba
 see :mod:`vmamba_zoo.ops.backends` for how one is chosen.
 """
 from . import triton_backend  # noqa: F401  (registers the Triton kernels when triton is installed)
+from . import triton_cross_scan_backend  # noqa: F401  (Triton cross-scan / cross-merge)
 from .backends import available_backends, register_backend
 from .cross_scan import SCAN_DIRECTIONS, cross_merge, cross_scan
 from .layer_norm import LayerNorm, layer_norm  # noqa: F401  (fast LayerNorm over the last dim)

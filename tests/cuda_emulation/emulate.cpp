@@ -1,0 +1,136 @@
+// Runs the selective-scan CUDA kernels on the CPU (see cuda_runtime.h here): a C interface for the tests
+// (tests/test_cuda_build.py loads it with ctypes). The grid's blocks run one after another, the threads of a
+// block all at once. The host-side work of selective_scan.cpp (allocations, the sums of the partial results)
+// is mirrored in the test's Python.
+#include <thread>
+#include <vector>
+
+#include "cuda_runtime.h"  // the emulation, not the toolkit's header
+#include "selective_scan_bwd_kernel.cuh"
+#include "selective_scan_fwd_kernel.cuh"
+
+namespace {
+
+using vmamba_zoo_cuda::SelectiveScanParams;
+
+template <typename Kernel>
+void run_grid(Kernel kernel, const SelectiveScanParams& p, size_t shared_floats) {
+  const unsigned threads = static_cast<unsigned>(p.warps_per_block) * 32;
+  for (unsigned by = 0; by < static_cast<unsigned>(p.batch); ++by) {
+    for (unsigned bx = 0; bx < static_cast<unsigned>(p.groups * p.blocks_per_group); ++bx) {
+      emulation::Block block(static_cast<int>(threads), shared_floats);
+      std::vector<std::thread> workers;
+      workers.reserve(threads);
+      for (unsigned t = 0; t < threads; ++t) {
+        workers.emplace_back([&, t] {
+          threadIdx = dim3{t, 0, 0};
+          blockIdx = dim3{bx, by, 0};
+          blockDim = dim3{threads, 1, 1};
+          emulation::current_block = &block;
+          kernel(p);
+        });
+      }
+      for (auto& worker : workers) worker.join();
+    }
+  }
+}
+
+void fill_sizes(SelectiveScanParams& p, int max_warps, int batch, int channels, int length, int d_state, int groups,
+                int softplus) {
+  p.batch = batch;
+  p.channels = channels;
+  p.length = length;
+  p.d_state = d_state;
+  p.groups = groups;
+  p.group_size = channels / groups;
+  p.warps_per_block = vmamba_zoo_cuda::warps_per_block_for(p.group_size, max_warps);
+  p.blocks_per_group = vmamba_zoo_cuda::blocks_per_group_for(p.group_size, p.warps_per_block);
+  p.n_chunks = vmamba_zoo_cuda::chunks_for(length);
+  p.delta_softplus = softplus != 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// sizes the host code picks (without VMAMBA_ZOO_CUDA_BWD_WARPS): the backward's blocks per group, chunks
+int emu_bwd_blocks_per_group(int group_size, int d_state) {
+  const int warps = vmamba_zoo_cuda::warps_per_block_for(group_size, vmamba_zoo_cuda::default_bwd_max_warps(d_state));
+  return vmamba_zoo_cuda::blocks_per_group_for(group_size, warps);
+}
+
+int emu_chunks(int length) { return vmamba_zoo_cuda::chunks_for(length); }
+
+// kind: 0 float32, 1 float16, 2 bfloat16 (u, delta, B, C, z, out when !fp32_out)
+int emu_selective_scan_fwd(int kind, int fp32_out, int batch, int channels, int length, int d_state, int groups,
+                           int softplus, const void* u, const void* delta, const float* A, const void* B,
+                           const void* C, const float* D, const void* z, const float* delta_bias, void* out) {
+  SelectiveScanParams p;
+  fill_sizes(p, vmamba_zoo_cuda::kMaxWarpsFwd, batch, channels, length, d_state, groups, softplus);
+  p.u = u;
+  p.delta = delta;
+  p.A = A;
+  p.B = B;
+  p.C = C;
+  p.D = D;
+  p.z = z;
+  p.delta_bias = delta_bias;
+  p.out = out;
+  const size_t shared = static_cast<size_t>(p.warps_per_block) * d_state;
+  using namespace vmamba_zoo_cuda;
+  if (kind == 0) {
+    run_grid(selective_scan_fwd_kernel<float, float>, p, shared);
+  } else if (kind == 1) {
+    if (fp32_out) run_grid(selective_scan_fwd_kernel<c10::Half, float>, p, shared);
+    else run_grid(selective_scan_fwd_kernel<c10::Half, c10::Half>, p, shared);
+  } else if (kind == 2) {
+    if (fp32_out) run_grid(selective_scan_fwd_kernel<c10::BFloat16, float>, p, shared);
+    else run_grid(selective_scan_fwd_kernel<c10::BFloat16, c10::BFloat16>, p, shared);
+  } else {
+    return 1;
+  }
+  return 0;
+}
+
+int emu_selective_scan_bwd(int kind, int fp32_dout, int batch, int channels, int length, int d_state, int groups,
+                           int softplus, const void* dout, const void* u, const void* delta, const float* A,
+                           const void* B, const void* C, const float* D, const void* z, const float* delta_bias,
+                           void* du, void* ddelta, void* dz, float* dA_part, float* dB_part, float* dC_part,
+                           float* dD_part, float* dbias_part, float* chunk_states) {
+  SelectiveScanParams p;
+  fill_sizes(p, vmamba_zoo_cuda::default_bwd_max_warps(d_state), batch, channels, length, d_state, groups, softplus);
+  p.u = u;
+  p.delta = delta;
+  p.A = A;
+  p.B = B;
+  p.C = C;
+  p.D = D;
+  p.z = z;
+  p.delta_bias = delta_bias;
+  p.dout = dout;
+  p.du = du;
+  p.ddelta = ddelta;
+  p.dz = dz;
+  p.dA_part = dA_part;
+  p.dB_part = dB_part;
+  p.dC_part = dC_part;
+  p.dD_part = dD_part;
+  p.dbias_part = dbias_part;
+  p.chunk_states = p.n_chunks > 1 ? chunk_states : nullptr;
+  using namespace vmamba_zoo_cuda;
+  const size_t shared = bwd_smem_floats(p.warps_per_block, d_state);
+  if (kind == 0) {
+    run_grid(selective_scan_bwd_kernel<float, float>, p, shared);
+  } else if (kind == 1) {
+    if (fp32_dout) run_grid(selective_scan_bwd_kernel<c10::Half, float>, p, shared);
+    else run_grid(selective_scan_bwd_kernel<c10::Half, c10::Half>, p, shared);
+  } else if (kind == 2) {
+    if (fp32_dout) run_grid(selective_scan_bwd_kernel<c10::BFloat16, float>, p, shared);
+    else run_grid(selective_scan_bwd_kernel<c10::BFloat16, c10::BFloat16>, p, shared);
+  } else {
+    return 1;
+  }
+  return 0;
+}
+
+}  // extern "C"

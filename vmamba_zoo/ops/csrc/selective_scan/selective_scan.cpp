@@ -1,0 +1,257 @@
+// Host side of the CUDA selective scan: input checks, output / scratch allocation, the fixed-order sums
+// of the kernels' partial results, and registration as torch ops:
+//   torch.ops.vmamba_zoo_cuda.selective_scan_fwd / selective_scan_bwd / kernels_available
+// The Python backend (vmamba_zoo/ops/cuda_backend.py) calls these from behind the package's own
+// custom ops (torch.ops.vmamba_zoo.selective_scan_*), which stay the public interface.
+#include <cstdlib>
+#include <optional>
+#include <tuple>
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+// (not ATen/cuda/CUDAContext.h: it pulls in cuBLAS/cuSPARSE headers, which a minimal toolkit may lack)
+
+#include "selective_scan.h"
+
+namespace vmamba_zoo_cuda {
+namespace {
+
+using at::Tensor;
+
+ScalarKind scalar_kind(const Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat:
+      return ScalarKind::kFloat;
+    case at::kHalf:
+      return ScalarKind::kHalf;
+    case at::kBFloat16:
+      return ScalarKind::kBFloat16;
+    default:
+      break;
+  }
+  TORCH_CHECK(false, "vmamba_zoo CUDA selective scan: u must be float32, float16 or bfloat16, got ", t.scalar_type());
+  return ScalarKind::kFloat;  // not reached
+}
+
+void check_cuda(const Tensor& t, const char* name, const Tensor& u) {
+  TORCH_CHECK(t.is_cuda(), "vmamba_zoo CUDA selective scan: ", name, " must be a CUDA tensor, got device ",
+              t.device());
+  TORCH_CHECK(t.device() == u.device(), "vmamba_zoo CUDA selective scan: ", name, " is on ", t.device(),
+              " but u is on ", u.device());
+}
+
+void check_shape(const Tensor& t, const char* name, at::IntArrayRef expected) {
+  TORCH_CHECK(t.sizes() == expected, "vmamba_zoo CUDA selective scan: ", name, " must have shape ", expected,
+              ", got ", t.sizes());
+}
+
+// Checks every input, makes it contiguous and fills in the sizes of `params`; returns the contiguous
+// tensors (u, delta, A, B, C, D, z, delta_bias) so they outlive the launch.
+struct Inputs {
+  Tensor u, delta, A, B, C;
+  std::optional<Tensor> D, z, delta_bias;
+};
+
+Inputs prepare(SelectiveScanParams& params, int max_warps, const Tensor& u, const Tensor& delta, const Tensor& A,
+               const Tensor& B, const Tensor& C, const std::optional<Tensor>& D, const std::optional<Tensor>& z,
+               const std::optional<Tensor>& delta_bias, bool delta_softplus) {
+  TORCH_CHECK(u.dim() == 3, "vmamba_zoo CUDA selective scan: u must be (batch, K*D, L), got shape ", u.sizes());
+  const auto input_type = u.scalar_type();
+  scalar_kind(u);  // checks the dtype
+  const int64_t batch = u.size(0), channels = u.size(1), length = u.size(2);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == channels,
+              "vmamba_zoo CUDA selective scan: A must be (K*D, d_state) = (", channels, ", N), got ", A.sizes());
+  const int64_t d_state = A.size(1);
+  TORCH_CHECK(d_state >= 1 && d_state <= kMaxDState, "vmamba_zoo CUDA selective scan: d_state must be in [1, ",
+              kMaxDState, "], got ", d_state);
+  TORCH_CHECK(B.dim() == 4, "vmamba_zoo CUDA selective scan: B must be (batch, K, d_state, L), got ", B.sizes());
+  const int64_t groups = B.size(1);
+  TORCH_CHECK(groups >= 1 && channels % groups == 0, "vmamba_zoo CUDA selective scan: ", channels,
+              " channels do not split into ", groups, " groups of B/C");
+  check_shape(delta, "delta", u.sizes());
+  check_shape(B, "B", {batch, groups, d_state, length});
+  check_shape(C, "C", {batch, groups, d_state, length});
+  const std::pair<const Tensor*, const char*> activations[] = {{&delta, "delta"}, {&B, "B"}, {&C, "C"}};
+  for (const auto& [t, name] : activations) {
+    check_cuda(*t, name, u);
+    TORCH_CHECK(t->scalar_type() == input_type, "vmamba_zoo CUDA selective scan: ", name, " must have u's dtype ",
+                input_type, ", got ", t->scalar_type());
+  }
+  check_cuda(A, "A", u);
+  TORCH_CHECK(A.scalar_type() == at::kFloat, "vmamba_zoo CUDA selective scan: A must be float32, got ",
+              A.scalar_type());
+  const std::pair<const std::optional<Tensor>*, const char*> parameters[] = {{&D, "D"},
+                                                                             {&delta_bias, "delta_bias"}};
+  for (const auto& [t, name] : parameters) {
+    if (!t->has_value()) continue;
+    check_cuda(**t, name, u);
+    check_shape(**t, name, {channels});
+    TORCH_CHECK((*t)->scalar_type() == at::kFloat, "vmamba_zoo CUDA selective scan: ", name,
+                " must be float32, got ", (*t)->scalar_type());
+  }
+  if (z.has_value()) {
+    check_cuda(*z, "z", u);
+    check_shape(*z, "z", u.sizes());
+    TORCH_CHECK(z->scalar_type() == input_type, "vmamba_zoo CUDA selective scan: z must have u's dtype ",
+                input_type, ", got ", z->scalar_type());
+  }
+  TORCH_CHECK(length < (int64_t{1} << 31) - kChunk && channels < (int64_t{1} << 31),
+              "vmamba_zoo CUDA selective scan: length and channels must be below 2^31");
+  TORCH_CHECK(batch <= 65535, "vmamba_zoo CUDA selective scan: batch must be at most 65535 (grid y), got ", batch);
+
+  Inputs in{u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(), std::nullopt,
+            std::nullopt, std::nullopt};
+  if (D.has_value()) in.D = D->contiguous();
+  if (z.has_value()) in.z = z->contiguous();
+  if (delta_bias.has_value()) in.delta_bias = delta_bias->contiguous();
+
+  params.batch = static_cast<int>(batch);
+  params.channels = static_cast<int>(channels);
+  params.length = static_cast<int>(length);
+  params.d_state = static_cast<int>(d_state);
+  params.groups = static_cast<int>(groups);
+  params.group_size = static_cast<int>(channels / groups);
+  params.warps_per_block = warps_per_block_for(params.group_size, max_warps);
+  params.blocks_per_group = blocks_per_group_for(params.group_size, params.warps_per_block);
+  TORCH_CHECK(static_cast<int64_t>(params.groups) * params.blocks_per_group < (int64_t{1} << 31),
+              "vmamba_zoo CUDA selective scan: too many channel blocks");
+  params.n_chunks = chunks_for(length);
+  params.delta_softplus = delta_softplus;
+  params.u = in.u.data_ptr();
+  params.delta = in.delta.data_ptr();
+  params.A = in.A.data_ptr<float>();
+  params.B = in.B.data_ptr();
+  params.C = in.C.data_ptr();
+  params.D = in.D.has_value() ? in.D->data_ptr<float>() : nullptr;
+  params.z = in.z.has_value() ? in.z->data_ptr() : nullptr;
+  params.delta_bias = in.delta_bias.has_value() ? in.delta_bias->data_ptr<float>() : nullptr;
+  return in;
+}
+
+// VMAMBA_ZOO_CUDA_BWD_WARPS (1..16) overrides the backward's channels per block, for tuning
+int bwd_max_warps(int64_t d_state) {
+  if (const char* env = std::getenv("VMAMBA_ZOO_CUDA_BWD_WARPS")) {
+    const int warps = std::atoi(env);
+    if (warps >= 1 && warps <= kMaxWarpsBwd) return warps;
+  }
+  return default_bwd_max_warps(static_cast<int>(d_state));
+}
+
+void check_launch(cudaError_t status, const char* what) {
+  TORCH_CHECK(status == cudaSuccess, "vmamba_zoo CUDA selective scan: launching the ", what, " kernel failed: ",
+              cudaGetErrorString(status),
+              status == cudaErrorNoKernelImageForDevice || status == cudaErrorInvalidDeviceFunction
+                  ? " (the extension was not built for this GPU's architecture: set TORCH_CUDA_ARCH_LIST and rebuild)"
+                  : "");
+}
+
+Tensor selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                          const std::optional<Tensor>& D, const std::optional<Tensor>& z,
+                          const std::optional<Tensor>& delta_bias, bool delta_softplus, bool fp32_output) {
+  TORCH_CHECK(u.is_cuda(), "vmamba_zoo CUDA selective scan: u must be a CUDA tensor, got device ", u.device());
+  const at::cuda::OptionalCUDAGuard device_guard(u.device());
+  SelectiveScanParams params;
+  const Inputs in = prepare(params, kMaxWarpsFwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  Tensor out = at::empty(u.sizes(), u.options().dtype(fp32_output ? at::kFloat : u.scalar_type()));
+  if (out.numel() == 0) return out;
+  params.out = out.data_ptr();
+  check_launch(launch_selective_scan_fwd(params, scalar_kind(u), fp32_output, c10::cuda::getCurrentCUDAStream().stream()),
+               "forward");
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selective_scan_bwd(
+    const Tensor& dout, const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+    const std::optional<Tensor>& D, const std::optional<Tensor>& z, const std::optional<Tensor>& delta_bias,
+    bool delta_softplus) {
+  TORCH_CHECK(u.is_cuda(), "vmamba_zoo CUDA selective scan: u must be a CUDA tensor, got device ", u.device());
+  const at::cuda::OptionalCUDAGuard device_guard(u.device());
+  SelectiveScanParams params;
+  TORCH_CHECK(A.dim() == 2, "vmamba_zoo CUDA selective scan: A must be (K*D, d_state), got ", A.sizes());
+  const Inputs in = prepare(params, bwd_max_warps(A.size(1)), u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  check_cuda(dout, "dout", u);
+  check_shape(dout, "dout", u.sizes());
+  TORCH_CHECK(dout.scalar_type() == at::kFloat || dout.scalar_type() == u.scalar_type(),
+              "vmamba_zoo CUDA selective scan: dout must be float32 or u's dtype ", u.scalar_type(), ", got ",
+              dout.scalar_type());
+  const Tensor dout_c = dout.contiguous();
+
+  const auto f32 = u.options().dtype(at::kFloat);
+  const int64_t batch = params.batch, channels = params.channels, length = params.length;
+  const int64_t d_state = params.d_state, groups = params.groups;
+  Tensor du = at::empty_like(in.u);
+  Tensor ddelta = at::empty_like(in.delta);
+  Tensor dz = in.z.has_value() ? at::empty_like(*in.z) : at::empty({0}, u.options());
+  Tensor dA_part = at::empty({batch, channels, d_state}, f32);
+  Tensor dB_part = at::empty({batch, groups, params.blocks_per_group, d_state, length}, f32);
+  Tensor dC_part = at::empty_like(dB_part);
+  Tensor dD_part = at::empty({in.D.has_value() ? batch : 0, channels}, f32);
+  Tensor dbias_part = at::empty({in.delta_bias.has_value() ? batch : 0, channels}, f32);
+  Tensor chunk_states = params.n_chunks > 1 ? at::empty({batch, channels, params.n_chunks, d_state}, f32)
+                                            : at::empty({0}, f32);
+
+  if (u.numel() > 0) {
+    params.dout = dout_c.data_ptr();
+    params.du = du.data_ptr();
+    params.ddelta = ddelta.data_ptr();
+    params.dz = in.z.has_value() ? dz.data_ptr() : nullptr;
+    params.dA_part = dA_part.data_ptr<float>();
+    params.dB_part = dB_part.data_ptr<float>();
+    params.dC_part = dC_part.data_ptr<float>();
+    params.dD_part = D.has_value() ? dD_part.data_ptr<float>() : nullptr;
+    params.dbias_part = delta_bias.has_value() ? dbias_part.data_ptr<float>() : nullptr;
+    params.chunk_states = params.n_chunks > 1 ? chunk_states.data_ptr<float>() : nullptr;
+    check_launch(launch_selective_scan_bwd(params, scalar_kind(u), dout.scalar_type() == at::kFloat,
+                                           c10::cuda::getCurrentCUDAStream().stream()),
+                 "backward");
+  } else {  // nothing to scan: every gradient is zero
+    du.zero_();
+    ddelta.zero_();
+    dz.zero_();
+    dA_part.zero_();
+    dB_part.zero_();
+    dC_part.zero_();
+    dD_part.zero_();
+    dbias_part.zero_();
+  }
+
+  // fixed-order sums of the partial results (torch's reductions do not use atomics: deterministic)
+  auto sum_slices = [&](const Tensor& part, const Tensor& like) {
+    Tensor full = params.blocks_per_group == 1 ? part.select(2, 0) : part.sum(2);
+    return full.to(like.scalar_type()).contiguous();
+  };
+  Tensor dA = dA_part.sum(0);
+  Tensor dB = sum_slices(dB_part, in.B);
+  Tensor dC = sum_slices(dC_part, in.C);
+  Tensor dD = D.has_value() ? dD_part.sum(0) : at::empty({0}, f32);
+  Tensor ddelta_bias = delta_bias.has_value() ? dbias_part.sum(0) : at::empty({0}, f32);
+  return {du, ddelta, dA, dB, dC, dD, dz, ddelta_bias};
+}
+
+// Whether the kernels can run on `device` (the build holds code for its architecture).
+bool kernels_available(int64_t device) {
+  const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
+  return selective_scan_kernels_available();
+}
+
+}  // namespace
+}  // namespace vmamba_zoo_cuda
+
+TORCH_LIBRARY(vmamba_zoo_cuda, m) {
+  m.def(
+      "selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
+      "Tensor? delta_bias, bool delta_softplus, bool fp32_output) -> Tensor");
+  // gradients of (u, delta, A, B, C, D, z, delta_bias); absent optional inputs get an empty tensor
+  m.def(
+      "selective_scan_bwd(Tensor dout, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, "
+      "Tensor? z, Tensor? delta_bias, bool delta_softplus) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("kernels_available(int device) -> bool", &vmamba_zoo_cuda::kernels_available);
+}
+
+TORCH_LIBRARY_IMPL(vmamba_zoo_cuda, CUDA, m) {
+  m.impl("selective_scan_fwd", &vmamba_zoo_cuda::selective_scan_fwd);
+  m.impl("selective_scan_bwd", &vmamba_zoo_cuda::selective_scan_bwd);
+}

@@ -1,0 +1,268 @@
+// Selective scan backward kernel, deterministic (fixed-order sums, no atomics).
+//
+// Same layout as the forward: one warp per (batch, channel), lanes over the kItems positions of a
+// chunk. With g_t the adjoint of h_t (dL/dh_t):
+//   g_t = a_{t+1} g_{t+1} + dy_t C_t          (dy = dout * silu(z), or dout)
+//   ddt_t += g_t (A_n a_t h_{t-1} + B_t u_t)  du_t += g_t dt_t B_t     dA_n += g_t h_{t-1} a_t dt_t
+//   dB_t[n] += g_t dt_t u_t                   dC_t[n] += dy_t h_t      summed over the group's channels
+// Pass 1 walks the sequence forwards and stores the state at every chunk start (the forward does not
+// save its states). Pass 2 walks the chunks from last to first; in each it rebuilds h by the forward
+// warp scan from that chunk's stored start, runs the adjoint recurrence by the mirrored warp scan
+// (carrying a_s g_s of the chunk's first position s back to the previous chunk), and accumulates.
+// Per-channel sums over positions (dA, dD, ddelta_bias) stay in the warp; dB/dC are summed over the
+// block's channels in shared memory, in warp order, one fp32 slice per block (the host adds the slices).
+#pragma once
+
+#include "selective_scan_common.cuh"
+
+namespace vmamba_zoo_cuda {
+namespace {
+
+// Shared memory per block, in floats: three per-warp arrays of d_state (chunk-start state carry of
+// pass 1, adjoint carry of pass 2, dA sum) and two reduction buffers (dB, dC) of one padded chunk per
+// warp. A lane's kItems values sit at lane * (kItems + 1): the pad spreads a store of item i by the 32
+// lanes over distinct banks.
+constexpr int kReductionStride = 32 * (kItems + 1);
+
+__host__ __device__ constexpr size_t bwd_smem_floats(int warps, int d_state) {
+  return static_cast<size_t>(warps) * (3 * d_state + 2 * kReductionStride);
+}
+
+template <typename input_t, typename dout_t>
+__global__ void __launch_bounds__(kMaxWarpsBwd * 32)
+selective_scan_bwd_kernel(const SelectiveScanParams p) {
+  float* const shared = dynamic_shared_memory();
+  const WarpChannel w = locate_warp(p);
+  const int lane = w.lane, warp = w.warp, warps = p.warps_per_block;
+  const int d_state = p.d_state;
+  const int length = p.length;
+  // A spare warp (past its group's end) runs every loop with an empty sequence, so it reaches the same
+  // block barriers and adds exact zeros to the dB/dC sums, and writes nothing.
+  const int seq_length = w.valid ? length : 0;
+
+  float* h_carry = shared + warp * d_state;
+  float* g_carry = shared + (warps + warp) * d_state;
+  float* dA_sum = shared + (2 * warps + warp) * d_state;
+  float* reduce_B = shared + 3 * warps * d_state;  // [warp][kReductionStride]
+  float* reduce_C = reduce_B + warps * kReductionStride;
+  float* my_reduce_B = reduce_B + warp * kReductionStride + lane * (kItems + 1);
+  float* my_reduce_C = reduce_C + warp * kReductionStride + lane * (kItems + 1);
+
+  const int64_t row = (static_cast<int64_t>(w.batch) * p.channels + w.channel) * length;
+  const input_t* u_row = static_cast<const input_t*>(p.u) + row;
+  const input_t* delta_row = static_cast<const input_t*>(p.delta) + row;
+  const input_t* z_row = p.z != nullptr ? static_cast<const input_t*>(p.z) + row : nullptr;
+  const dout_t* dout_row = static_cast<const dout_t*>(p.dout) + row;
+  input_t* du_row = static_cast<input_t*>(p.du) + row;
+  input_t* ddelta_row = static_cast<input_t*>(p.ddelta) + row;
+  input_t* dz_row = p.dz != nullptr ? static_cast<input_t*>(p.dz) + row : nullptr;
+  const int64_t bc_offset = (static_cast<int64_t>(w.batch) * p.groups + w.group) * d_state * length;
+  const input_t* B_rows = static_cast<const input_t*>(p.B) + bc_offset;
+  const input_t* C_rows = static_cast<const input_t*>(p.C) + bc_offset;
+  // this block's slice of the dB/dC partial sums: [batch][group][block_in_group][n][position]
+  const int64_t part_offset =
+      ((static_cast<int64_t>(w.batch) * p.groups + w.group) * p.blocks_per_group + w.block_in_group) * d_state *
+      length;
+  float* dB_slice = p.dB_part + part_offset;
+  float* dC_slice = p.dC_part + part_offset;
+  const float* A_row = p.A + static_cast<int64_t>(w.channel) * d_state;
+  const float D_value = p.D != nullptr ? p.D[w.channel] : 0.f;
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[w.channel] : 0.f;
+  // [chunk][n]: state at each chunk's start (chunk 0 starts at 0 and is not stored)
+  float* states = p.chunk_states != nullptr
+                      ? p.chunk_states + (static_cast<int64_t>(w.batch) * p.channels + w.channel) * p.n_chunks * d_state
+                      : nullptr;
+
+  for (int n = lane; n < d_state; n += 32) {
+    h_carry[n] = 0.f;
+    g_carry[n] = 0.f;  // nothing follows the last chunk
+    dA_sum[n] = 0.f;
+  }
+  __syncwarp();
+
+  // ---- pass 1: states at the chunk starts (the last chunk's end state is never needed)
+  for (int chunk = 0; chunk + 1 < p.n_chunks; ++chunk) {
+    const int pos0 = chunk * kChunk + lane * kItems;
+    float u[kItems], dt[kItems];
+    load_items(u_row, pos0, seq_length, u);
+    load_items(delta_row, pos0, seq_length, dt);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const float raw = dt[i] + bias;
+      dt[i] = pos0 + i < seq_length ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
+    }
+    for (int n = 0; n < d_state; ++n) {
+      float B_vals[kItems];
+      load_items(B_rows + static_cast<int64_t>(n) * length, pos0, seq_length, B_vals);
+      const float A_n = A_row[n];
+      float lane_a = 1.f, lane_b = 0.f;
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        const float decay = expf(dt[i] * A_n);
+        lane_b = fmaf(decay, lane_b, dt[i] * B_vals[i] * u[i]);
+        lane_a *= decay;
+      }
+      warp_scan_forward(lane_a, lane_b, lane);
+      const float h_in = h_carry[n];
+      const float h_out = __shfl_sync(kFullMask, fmaf(lane_a, h_in, lane_b), 31);
+      __syncwarp();
+      if (lane == 0) {
+        h_carry[n] = h_out;
+        if (w.valid) states[static_cast<int64_t>(chunk + 1) * d_state + n] = h_out;
+      }
+      __syncwarp();  // orders lane 0's stores (shared and global) before the other lanes' reads
+    }
+  }
+
+  // ---- pass 2: chunks from last to first
+  float dD_lane = 0.f, dbias_lane = 0.f;  // this lane's share of the channel's dD / ddelta_bias
+  for (int chunk = p.n_chunks - 1; chunk >= 0; --chunk) {
+    const int pos0 = chunk * kChunk + lane * kItems;
+    float u[kItems], dt[kItems], dy[kItems];
+    float gate_grad[kItems];  // dout * silu'(z): dz = gate_grad * (y before the gate)
+    float y[kItems];          // y before the gate (needed for dz only)
+    float ddt[kItems], du[kItems];
+    load_items(u_row, pos0, seq_length, u);
+    load_items(delta_row, pos0, seq_length, dt);
+    load_items(dout_row, pos0, seq_length, dy);  // 0 past the end: no adjoint flows in from there
+    if (z_row != nullptr) {
+      float z_vals[kItems];
+      load_items(z_row, pos0, seq_length, z_vals);
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        const float sig = sigmoid(z_vals[i]);
+        gate_grad[i] = dy[i] * sig * fmaf(z_vals[i], 1.f - sig, 1.f);
+        dy[i] *= z_vals[i] * sig;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const float raw = dt[i] + bias;
+      const bool inside = pos0 + i < seq_length;
+      dt[i] = inside ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
+      y[i] = 0.f;
+      ddt[i] = 0.f;
+      du[i] = 0.f;
+    }
+
+    for (int n = 0; n < d_state; ++n) {
+      float B_vals[kItems], C_vals[kItems];
+      load_items(B_rows + static_cast<int64_t>(n) * length, pos0, seq_length, B_vals);
+      load_items(C_rows + static_cast<int64_t>(n) * length, pos0, seq_length, C_vals);
+      const float A_n = A_row[n];
+
+      // forward: rebuild h over the chunk (as the forward kernel), keeping h_{t-1} of each item
+      float decay[kItems], h_before[kItems];
+      float lane_a = 1.f, lane_b = 0.f;
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        decay[i] = expf(dt[i] * A_n);
+        lane_b = fmaf(decay[i], lane_b, dt[i] * B_vals[i] * u[i]);
+        lane_a *= decay[i];
+      }
+      warp_scan_forward(lane_a, lane_b, lane);
+      const float h_in = (chunk == 0 || !w.valid) ? 0.f : states[static_cast<int64_t>(chunk) * d_state + n];
+      float before_a = __shfl_up_sync(kFullMask, lane_a, 1);
+      float before_b = __shfl_up_sync(kFullMask, lane_b, 1);
+      if (lane == 0) {
+        before_a = 1.f;
+        before_b = 0.f;
+      }
+      float h = fmaf(before_a, h_in, before_b);
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        h_before[i] = h;
+        h = fmaf(decay[i], h, dt[i] * B_vals[i] * u[i]);
+        y[i] = fmaf(C_vals[i], h, y[i]);
+        my_reduce_C[i] = dy[i] * h;  // this channel's dC
+      }
+
+      // adjoint: g_i = next_decay_i * g_{i+1} + dy_i C_i, where next_decay is a at the following position.
+      // The chunk's last position takes next_decay = 1 and g_{next} = g_carry[n] = a_s g_s of the
+      // following chunk's first position s (0 after the last chunk).
+      const float first_decay_of_next_lane = __shfl_down_sync(kFullMask, decay[0], 1);
+      float lane_ra = 1.f, lane_rb = 0.f;  // this lane's steps composed, last item first
+#pragma unroll
+      for (int i = kItems - 1; i >= 0; --i) {
+        const float next_decay = i + 1 < kItems ? decay[i + 1] : (lane == 31 ? 1.f : first_decay_of_next_lane);
+        lane_rb = fmaf(next_decay, lane_rb, dy[i] * C_vals[i]);
+        lane_ra *= next_decay;
+      }
+      warp_scan_backward(lane_ra, lane_rb, lane);  // now: from the chunk's end back to this lane's first item
+      const float g_in = g_carry[n];
+      // the adjoint at the next lane's first item (the carried-in value for lane 31)
+      float after_a = __shfl_down_sync(kFullMask, lane_ra, 1);
+      float after_b = __shfl_down_sync(kFullMask, lane_rb, 1);
+      if (lane == 31) {
+        after_a = 1.f;
+        after_b = 0.f;
+      }
+      float g = fmaf(after_a, g_in, after_b);
+      float dA_lane = 0.f;
+#pragma unroll
+      for (int i = kItems - 1; i >= 0; --i) {
+        const float next_decay = i + 1 < kItems ? decay[i + 1] : (lane == 31 ? 1.f : first_decay_of_next_lane);
+        g = fmaf(next_decay, g, dy[i] * C_vals[i]);
+        const float g_decay_h = g * decay[i] * h_before[i];  // g_t * d(a_t h_{t-1}) / d(dt A) ...
+        ddt[i] = fmaf(A_n, g_decay_h, fmaf(g * B_vals[i], u[i], ddt[i]));
+        du[i] = fmaf(g * B_vals[i], dt[i], du[i]);
+        dA_lane = fmaf(g_decay_h, dt[i], dA_lane);  // ... times dt for dA
+        my_reduce_B[i] = g * dt[i] * u[i];           // this channel's dB
+      }
+      // after the loop g is the adjoint at this lane's first item; lane 0's is the chunk's first position
+      const float g_out = __shfl_sync(kFullMask, decay[0] * g, 0);
+      const float dA_chunk = warp_sum(dA_lane);
+      __syncwarp();  // every lane has read g_carry[n]
+      if (lane == 0) {
+        g_carry[n] = g_out;
+        dA_sum[n] += dA_chunk;
+      }
+      __syncwarp();
+
+      // dB/dC over the block's channels: every warp has stored its values; add them in warp order
+      __syncthreads();
+      for (int idx = threadIdx.x; idx < 2 * kChunk; idx += blockDim.x) {
+        const bool is_C = idx >= kChunk;
+        const int t = is_C ? idx - kChunk : idx;
+        const float* buffer = (is_C ? reduce_C : reduce_B) + (t / kItems) * (kItems + 1) + t % kItems;
+        float total = 0.f;
+        for (int k = 0; k < warps; ++k) total += buffer[k * kReductionStride];
+        const int pos = chunk * kChunk + t;
+        if (pos < length) (is_C ? dC_slice : dB_slice)[static_cast<int64_t>(n) * length + pos] = total;
+      }
+      __syncthreads();  // the buffers are rewritten for the next state row
+    }
+
+    float dz_vals[kItems];
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const float y_before_gate = fmaf(D_value, u[i], y[i]);
+      dz_vals[i] = z_row != nullptr ? gate_grad[i] * y_before_gate : 0.f;
+      dD_lane = fmaf(dy[i], u[i], dD_lane);
+      du[i] = fmaf(dy[i], D_value, du[i]);
+      // d softplus(raw) / d raw = sigmoid(raw) = 1 - exp(-softplus(raw)), from dt without keeping raw
+      if (p.delta_softplus) ddt[i] *= -expm1f(-dt[i]);
+      if (pos0 + i < seq_length) dbias_lane += ddt[i];
+    }
+    if (w.valid) {
+      store_items(du_row, pos0, length, du);
+      store_items(ddelta_row, pos0, length, ddt);
+      if (dz_row != nullptr) store_items(dz_row, pos0, length, dz_vals);
+    }
+  }
+
+  const float dD_total = warp_sum(dD_lane);
+  const float dbias_total = warp_sum(dbias_lane);
+  __syncwarp();  // lane 0's last dA_sum update is visible to all lanes
+  if (w.valid) {
+    const int64_t channel_index = static_cast<int64_t>(w.batch) * p.channels + w.channel;
+    for (int n = lane; n < d_state; n += 32) p.dA_part[channel_index * d_state + n] = dA_sum[n];
+    if (lane == 0) {
+      if (p.dD_part != nullptr) p.dD_part[channel_index] = dD_total;
+      if (p.dbias_part != nullptr) p.dbias_part[channel_index] = dbias_total;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace vmamba_zoo_cuda

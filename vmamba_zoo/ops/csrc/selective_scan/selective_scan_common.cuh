@@ -1,0 +1,145 @@
+// Device helpers shared by the forward and backward kernels: typed loads/stores of a lane's kItems
+// positions, warp scans over affine maps h -> a*h + b, a deterministic warp sum, softplus.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <cuda_runtime.h>
+
+#include "selective_scan.h"
+
+namespace vmamba_zoo_cuda {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// The block's dynamic shared memory (its size is set at launch). A function rather than an
+// `extern __shared__` at each use, so that the CPU emulation of the kernels used by the tests
+// (tests/cuda_emulation) can supply its own.
+#ifndef VMAMBA_ZOO_CUDA_EMULATION
+__device__ __forceinline__ float* dynamic_shared_memory() {
+  extern __shared__ float shared_floats[];
+  return shared_floats;
+}
+#endif
+
+template <typename T>
+__device__ __forceinline__ float to_float(T value) {
+  return static_cast<float>(value);
+}
+
+template <typename T>
+__device__ __forceinline__ T from_float(float value) {
+  return static_cast<T>(value);  // c10::Half / c10::BFloat16 round to nearest even
+}
+
+// Read positions [pos0, pos0 + kItems) of a row of `length` elements as floats, 0 past the end.
+// One or two 16-byte loads when the lane's span is whole and aligned (rows of any length may start
+// anywhere, so this is checked per lane), else element by element.
+template <typename T>
+__device__ __forceinline__ void load_items(const T* row, int pos0, int length, float (&out)[kItems]) {
+  constexpr int kBytes = kItems * static_cast<int>(sizeof(T));
+  static_assert(kBytes % 16 == 0, "a lane's span must be whole 16-byte vectors");
+  constexpr int kVectors = kBytes / 16;
+  const T* src = row + pos0;
+  if (pos0 + kItems <= length && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
+    uint4 raw[kVectors];
+#pragma unroll
+    for (int v = 0; v < kVectors; ++v) raw[v] = __ldg(reinterpret_cast<const uint4*>(src) + v);
+    T values[kItems];
+    memcpy(values, raw, kBytes);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) out[i] = to_float(values[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) out[i] = pos0 + i < length ? to_float(src[i]) : 0.f;
+  }
+}
+
+// Write positions [pos0, pos0 + kItems) of a row, skipping those past the end.
+template <typename T>
+__device__ __forceinline__ void store_items(T* row, int pos0, int length, const float (&in)[kItems]) {
+  constexpr int kBytes = kItems * static_cast<int>(sizeof(T));
+  constexpr int kVectors = kBytes / 16;
+  T* dst = row + pos0;
+  if (pos0 + kItems <= length && (reinterpret_cast<uintptr_t>(dst) & 15) == 0) {
+    T values[kItems];
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) values[i] = from_float<T>(in[i]);
+    uint4 raw[kVectors];
+    memcpy(raw, values, kBytes);
+#pragma unroll
+    for (int v = 0; v < kVectors; ++v) reinterpret_cast<uint4*>(dst)[v] = raw[v];
+  } else {
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      if (pos0 + i < length) dst[i] = from_float<T>(in[i]);
+    }
+  }
+}
+
+// as torch.nn.functional.softplus (beta 1, threshold 20)
+__device__ __forceinline__ float softplus(float x) { return x <= 20.f ? log1pf(expf(x)) : x; }
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+
+// Inclusive scan over the warp's lanes of affine maps f_l(h) = a*h + b, lane 0 applied first:
+// afterwards lane l holds f_l o ... o f_0.
+__device__ __forceinline__ void warp_scan_forward(float& a, float& b, int lane) {
+#pragma unroll
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const float a_before = __shfl_up_sync(kFullMask, a, offset);
+    const float b_before = __shfl_up_sync(kFullMask, b, offset);
+    if (lane >= offset) {  // self o before: a*(a_before*h + b_before) + b
+      b = fmaf(a, b_before, b);
+      a *= a_before;
+    }
+  }
+}
+
+// The mirror image, lane 31 applied first: afterwards lane l holds f_l o ... o f_31. Used by the
+// backward's adjoint recurrence, which runs from the end of the sequence to its start.
+__device__ __forceinline__ void warp_scan_backward(float& a, float& b, int lane) {
+#pragma unroll
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const float a_after = __shfl_down_sync(kFullMask, a, offset);
+    const float b_after = __shfl_down_sync(kFullMask, b, offset);
+    if (lane + offset < 32) {  // self o after
+      b = fmaf(a, b_after, b);
+      a *= a_after;
+    }
+  }
+}
+
+// Sum over the warp by an xor butterfly: every lane ends with the same bits (partners add the same
+// two numbers, a+b == b+a), and the order is fixed, so the result does not vary between runs.
+__device__ __forceinline__ float warp_sum(float value) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_xor_sync(kFullMask, value, offset);
+  return value;
+}
+
+// Where a warp's channel sits. Blocks are laid out group by group (blockIdx.x = group * blocks_per_group
+// + block in group), blockIdx.y = batch. A warp past the group's end (the last block of a group may
+// have spare warps) is not `valid`; its channel index is clamped so parameter reads stay in bounds.
+struct WarpChannel {
+  int lane, warp, batch, group, block_in_group, channel;
+  bool valid;
+};
+
+__device__ __forceinline__ WarpChannel locate_warp(const SelectiveScanParams& p) {
+  WarpChannel w;
+  w.lane = threadIdx.x & 31;
+  w.warp = threadIdx.x >> 5;
+  w.batch = blockIdx.y;
+  w.group = blockIdx.x / p.blocks_per_group;
+  w.block_in_group = blockIdx.x % p.blocks_per_group;
+  const int d = w.block_in_group * p.warps_per_block + w.warp;
+  w.valid = d < p.group_size;
+  w.channel = w.group * p.group_size + (w.valid ? d : p.group_size - 1);
+  return w;
+}
+
+}  // namespace vmamba_zoo_cuda

@@ -1,0 +1,106 @@
+// Selective scan forward kernel: y = scan(...) (+ D u) (* silu(z)), fp32 state and sums.
+//
+// One warp per (batch, channel). For each chunk of kChunk positions (lane l holds positions
+// l*kItems ... l*kItems + kItems - 1 of it) and each state row n:
+//   1. every lane folds its kItems steps h -> a_i h + b_i (a_i = exp(dt_i A_n), b_i = dt_i B_i u_i)
+//      into one affine map,
+//   2. a warp scan of those maps gives each lane the map from the chunk's start to its own start,
+//   3. applied to the state carried in from the previous chunk, it gives the lane's starting state,
+//      from which the lane re-walks its kItems steps and adds C_i h_i to y_i.
+// The state at the chunk's end (lane 31's map applied to the carry) is carried to the next chunk
+// in shared memory (one float per state row and warp).
+#pragma once
+
+#include "selective_scan_common.cuh"
+
+namespace vmamba_zoo_cuda {
+namespace {
+
+template <typename input_t, typename output_t>
+__global__ void __launch_bounds__(kMaxWarpsFwd * 32)
+selective_scan_fwd_kernel(const SelectiveScanParams p) {
+  float* const shared = dynamic_shared_memory();
+  const WarpChannel w = locate_warp(p);
+  if (!w.valid) return;  // no block-wide barriers in the forward: spare warps can leave
+  const int lane = w.lane;
+  const int length = p.length, d_state = p.d_state;
+
+  const int64_t row = (static_cast<int64_t>(w.batch) * p.channels + w.channel) * length;
+  const input_t* u_row = static_cast<const input_t*>(p.u) + row;
+  const input_t* delta_row = static_cast<const input_t*>(p.delta) + row;
+  const input_t* z_row = p.z != nullptr ? static_cast<const input_t*>(p.z) + row : nullptr;
+  output_t* out_row = static_cast<output_t*>(p.out) + row;
+  // B[batch][group][n][:], C likewise; row n is at + n * length
+  const int64_t bc_offset = (static_cast<int64_t>(w.batch) * p.groups + w.group) * d_state * length;
+  const input_t* B_rows = static_cast<const input_t*>(p.B) + bc_offset;
+  const input_t* C_rows = static_cast<const input_t*>(p.C) + bc_offset;
+  const float* A_row = p.A + static_cast<int64_t>(w.channel) * d_state;
+  const float D_value = p.D != nullptr ? p.D[w.channel] : 0.f;
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[w.channel] : 0.f;
+
+  float* carry = shared + w.warp * d_state;  // state at the current chunk's start, per state row
+  for (int n = lane; n < d_state; n += 32) carry[n] = 0.f;
+  __syncwarp();
+
+  for (int chunk = 0; chunk < p.n_chunks; ++chunk) {
+    const int pos0 = chunk * kChunk + lane * kItems;
+    float u[kItems], dt[kItems], y[kItems];
+    load_items(u_row, pos0, length, u);
+    load_items(delta_row, pos0, length, dt);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const float raw = dt[i] + bias;
+      // past the end: dt = 0 makes the step the identity (a = 1, b = 0), so the carry is unaffected
+      dt[i] = pos0 + i < length ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
+      y[i] = 0.f;
+    }
+
+    for (int n = 0; n < d_state; ++n) {
+      float B_vals[kItems], C_vals[kItems];
+      load_items(B_rows + static_cast<int64_t>(n) * length, pos0, length, B_vals);
+      load_items(C_rows + static_cast<int64_t>(n) * length, pos0, length, C_vals);
+      const float A_n = A_row[n];
+      float decay[kItems], drive[kItems];
+      float lane_a = 1.f, lane_b = 0.f;  // the lane's steps composed: h -> lane_a*h + lane_b
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        decay[i] = expf(dt[i] * A_n);
+        drive[i] = dt[i] * B_vals[i] * u[i];
+        lane_b = fmaf(decay[i], lane_b, drive[i]);
+        lane_a *= decay[i];
+      }
+      warp_scan_forward(lane_a, lane_b, lane);  // now: chunk start -> end of this lane
+      const float h_in = carry[n];
+      // chunk start -> start of this lane = the previous lane's inclusive map (identity for lane 0)
+      float before_a = __shfl_up_sync(kFullMask, lane_a, 1);
+      float before_b = __shfl_up_sync(kFullMask, lane_b, 1);
+      if (lane == 0) {
+        before_a = 1.f;
+        before_b = 0.f;
+      }
+      float h = fmaf(before_a, h_in, before_b);
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        h = fmaf(decay[i], h, drive[i]);
+        y[i] = fmaf(C_vals[i], h, y[i]);
+      }
+      const float h_out = __shfl_sync(kFullMask, fmaf(lane_a, h_in, lane_b), 31);
+      __syncwarp();  // every lane has read carry[n]
+      if (lane == 0) carry[n] = h_out;
+      __syncwarp();  // ... and sees the new value next chunk
+    }
+
+    float z_vals[kItems];
+    if (z_row != nullptr) load_items(z_row, pos0, length, z_vals);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      float value = fmaf(D_value, u[i], y[i]);
+      if (z_row != nullptr) value *= z_vals[i] * sigmoid(z_vals[i]);
+      y[i] = value;
+    }
+    store_items(out_row, pos0, length, y);
+  }
+}
+
+}  // namespace
+}  // namespace vmamba_zoo_cuda

@@ -3,6 +3,7 @@
 Each op has a pure-PyTorch reference backend (any device) and room for kernel backends;
 see :mod:`vmamba_zoo.ops.backends` for how one is chosen.
 """
+from . import cuda_backend  # noqa: F401  (CUDA selective scan, built ahead of time or on first use)
 from . import triton_backend  # noqa: F401  (registers the Triton kernels when triton is installed)
 from . import triton_cross_scan_backend  # noqa: F401  (Triton cross-scan / cross-merge)
 from .backends import available_backends, register_backend

@@ -177,7 +177,6 @@ def bench(batch, copy_gbs):
             g_fwd, g_both = fwd_bytes / t_fwd / 1e9, (fwd_bytes + bwd_bytes) / t_both / 1e9
             print(f"{name:<20}{variant:<17}{t_fwd * 1e3:>9.3f}{g_fwd:>10.0f}{100 * g_fwd / copy_gbs:>7.0f}%"
                   f"{t_both * 1e3:>12.3f}{g_both:>10.0f}{100 * g_both / copy_gbs:>7.0f}%")
-        del x, weight, bias
         torch.cuda.empty_cache()
 
 
@@ -207,7 +206,6 @@ def sweep(batch, copy_gbs):
                           f"{100 * gbs / copy_gbs:>7.0f}%")
         except Exception as exc:  # noqa: BLE001
             diagnose(f"sweep {name}", exc, x=x)
-        del x, weight, bias
         torch.cuda.empty_cache()
 
 

@@ -16,7 +16,7 @@ from vmamba_zoo.mixers import reference as ref
 from vmamba_zoo.ops.reference.cross_scan import scan_order
 
 # name -> (parameters, MACs at 32x32 by count_macs_torch on the meta device). At 224 they are 5.683, 4.810,
-# 4.949 and 5.273 GMACs (VMamba-T 4.906); 224 is not counted here: the meta LSTM runs step by step (~2 min).
+# 4.949 and 5.273 GMACs (VMamba-T 4.906).
 VARIANTS = {
     "vmamba_tiny_mamba": (32_497_192, 116_860_416),
     "vmamba_tiny_lstm": (30_132_424, 98_906_496),
@@ -130,6 +130,42 @@ def test_mlstm_chunkwise_equals_recurrence(chunk_size):
     torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-10)
     for a, b in zip(grads, slow_grads):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------------ LSTM as a custom op
+@pytest.mark.parametrize("bidirectional, layers", [(False, 1), (True, 1), (True, 2)])
+def test_lstm_op_is_nn_lstm(bidirectional, layers):
+    """lstm_scan runs nn.LSTM's kernel: the same outputs and gradients, bit for bit (the backward recomputes)."""
+    from vmamba_zoo.ops.lstm import lstm_scan
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 3, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+    x = _x(2, 9, 5).requires_grad_()
+    weights = list(lstm._flat_weights)
+    w = _x(2, 9, 6 if bidirectional else 3, seed=1)
+    ours = lstm_scan(x, weights, num_layers=layers, bidirectional=bidirectional)
+    theirs = lstm(x)[0]
+    assert torch.equal(ours, theirs)
+    for a, b in zip(torch.autograd.grad((ours * w).sum(), [x, *weights]),
+                    torch.autograd.grad((theirs * w).sum(), [x, *weights])):
+        assert torch.equal(a, b)
+    assert torch.library.opcheck(torch.ops.vmamba_zoo.lstm_fwd, (x, weights, True, layers, bidirectional),
+                                 test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+def test_lstm_mixer_compiles_fullgraph():
+    """torch.compile(fullgraph=True) traces the LSTM mixer (dynamo refuses nn.LSTM itself); same values and
+    gradients as eager up to rounding (AOTAutograd decomposes the LayerNorm). aot_eager: the whole dynamo +
+    AOTAutograd path, without inductor's C++ build."""
+    mixer = _mixer("lstm", scan_directions=4).train()
+    x = _x(2, 5, 7, DIM).requires_grad_()
+    w = _x(2, 5, 7, DIM, seed=1)
+    eager = mixer(x)
+    eager_grads = torch.autograd.grad((eager * w).sum(), [x, *mixer.parameters()])
+    compiled = torch.compile(mixer, fullgraph=True, backend="aot_eager")(x)
+    grads = torch.autograd.grad((compiled * w).sum(), [x, *mixer.parameters()])
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads, eager_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ which pixels influence which

@@ -5,6 +5,13 @@ matmuls, convolutions, einsums and LayerNorm (5 per element with affine, fvcore'
 elementwise activations / additions do not; the head is included. A selective scan call counts
 ``9*B*L*D*N + B*D*L`` (``+ B*D*L`` more with a z input) where ``D`` is all of its channels (K*d_inner),
 exactly as the VMamba authors' ``flops_selective_scan_fn``; cross_scan / cross_merge count 0.
+Recurrent layers (LSTM, GRU, RNN) count their matmuls only, ``tokens * (size of every weight matrix)``
+(:func:`vmamba_zoo.ops.lstm.lstm_macs`: 4*hidden*(in + hidden) per LSTM step, direction and layer); their
+biases and elementwise gate math are not counted, as for every other layer. Both counters see them:
+fvcore through handles for ``aten::lstm``/``gru``/``rnn_*`` (it has none) and the ``vmamba_zoo::lstm_fwd`` op,
+FlopCounterMode through formulas for the fused kernels it would otherwise count as 0 (``mkldnn_rnn_layer``
+on CPU, ``_cudnn_rnn`` on CUDA) and for the op (the meta device and torch.compile run it); where torch
+unrolls the LSTM into matmuls instead (float64, oneDNN off) it counts those natively, to the same number.
 
 * :func:`count_macs_fvcore`: fvcore ``FlopCountAnalysis`` (jit trace, needs real tensors) with handles
   for our custom ops and for ``aten::scaled_dot_product_attention`` (fvcore has none, so without it
@@ -30,6 +37,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from ..ops.lstm import lstm_macs
 
 __all__ = ["selective_scan_macs", "count_params", "count_macs_fvcore", "count_macs_torch", "create_model_for_size",
            "model_complexity", "complexity_table", "plot_sweep", "FVCORE_OP_NAMES"]
@@ -106,6 +115,13 @@ def _fvcore_einsum(inputs: List[Any], outputs: List[Any]) -> int:
     return math.prod(sizes.values())
 
 
+def _fvcore_rnn(inputs: List[Any], outputs: List[Any]) -> int:
+    # aten::lstm/gru/rnn_* (.input and .data overloads) and vmamba_zoo::lstm_fwd: the weights are the last
+    # tensor-list argument (lstm's hidden states come before them as a list too)
+    params = [v for v in inputs if str(v.type()) in ("List[Tensor]", "Tensor[]")][-1]
+    return lstm_macs(_fvcore_shape(inputs[0]), [_fvcore_shape(w) for w in params.node().inputs()])
+
+
 FVCORE_HANDLES = {
     "aten::einsum": _fvcore_einsum,
     SCAN_OP: _fvcore_scan,
@@ -113,6 +129,8 @@ FVCORE_HANDLES = {
     "vmamba_zoo::cross_scan": _fvcore_zero,
     "vmamba_zoo::cross_merge": _fvcore_zero,
     "aten::scaled_dot_product_attention": _fvcore_sdpa,
+    **{f"aten::{name}": _fvcore_rnn for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")},
+    "vmamba_zoo::lstm_fwd": _fvcore_rnn,
 }
 
 
@@ -138,11 +156,19 @@ def count_macs_fvcore(model: nn.Module, inputs: Union[Tensor, Tuple[Tensor, ...]
 
 # ------------------------------------------------------------------------------------- FlopCounterMode
 def _ensure_torch_scan_formula() -> None:
-    """Register the selective-scan FLOP formula with torch's flop counter (once; FLOPs = 2 * MACs)."""
+    """Register the FLOP formulas of our custom ops with torch's flop counter (once; FLOPs = 2 * MACs)."""
     from torch.utils.flop_counter import flop_registry, register_flop_formula
     target = torch.ops.vmamba_zoo.selective_scan_fwd
     if target in flop_registry:
         return
+
+    @register_flop_formula(torch.ops.vmamba_zoo.lstm_fwd)
+    def _lstm_flop(x, weights, *args, out_shape=None, **kwargs) -> int:
+        return 2 * lstm_macs(x, weights)
+
+    @register_flop_formula(torch.ops.vmamba_zoo.lstm_bwd)
+    def _lstm_bwd_flop(dout, x, weights, *args, out_shape=None, **kwargs) -> int:
+        return 3 * 2 * lstm_macs(x, weights)  # the recomputed forward + a backward of twice its matmuls
 
     @register_flop_formula(torch.ops.vmamba_zoo.ss2d_scan_fwd)
     def _ss2d_flop(x, dts, dt_weight, dt_bias, A, *args, out_shape=None, **kwargs) -> int:
@@ -160,6 +186,21 @@ def _layer_norm_flop(input_shape, normalized_shape, weight=None, bias=None, *arg
     return 2 * math.prod(input_shape) * (5 if weight is not None else 4)
 
 
+def _mkldnn_rnn_flop(input_shape, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
+    # oneDNN's LSTM on CPU, one call per layer and direction: (input, w_ih, w_hh, b_ih, b_hh, hx, cx, ...)
+    return 2 * lstm_macs(input_shape, [w_ih, w_hh])
+
+
+def _cudnn_rnn_flop(input_shape, weights, *args, out_shape=None, **kwargs) -> int:
+    # cuDNN's RNN/GRU/LSTM on CUDA, all layers and directions: (input, weight list, weight_stride0, ...)
+    return 2 * lstm_macs(input_shape, weights)
+
+
+def _sdpa_cpu_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count  # the formula of the CUDA kernels
+    return sdpa_flop_count(query, key, value)
+
+
 def count_macs_torch(model: nn.Module, inputs: Union[Tensor, Tuple[Tensor, ...]], by_operator: bool = False
                      ) -> Union[int, Tuple[int, Dict[str, int]]]:
     """Total MACs of ``model(*inputs)`` by ``FlopCounterMode`` (FLOPs / 2), LayerNorm counted as fvcore does.
@@ -169,7 +210,11 @@ def count_macs_torch(model: nn.Module, inputs: Union[Tensor, Tuple[Tensor, ...]]
     from torch.utils.flop_counter import FlopCounterMode
     _ensure_torch_scan_formula()
     inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
-    mapping = {torch.ops.aten.native_layer_norm: _layer_norm_flop}  # FlopCounterMode shape-wraps it
+    # FlopCounterMode shape-wraps these; the fused RNN kernels have no formula of their own (counted 0)
+    mapping = {torch.ops.aten.native_layer_norm: _layer_norm_flop, torch.ops.aten.mkldnn_rnn_layer: _mkldnn_rnn_flop,
+               torch.ops.aten._cudnn_rnn: _cudnn_rnn_flop,
+               # the CPU flash kernel of scaled_dot_product_attention (the CUDA ones have formulas)
+               torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop}
     was_training = model.training
     model.eval()
     try:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import Tensor
 
-from ..ops import ss2d_selective_scan
+from ..ops import LayerNorm, ss2d_selective_scan
 from ..ops.reference.cross_scan import SCAN_DIRECTIONS, scan_order
 from .base import TokenMixer, register_mixer
 
@@ -96,7 +96,7 @@ class SS2D(TokenMixer):
         self.dt_projs_bias = nn.Parameter(torch.empty(k, d_inner, **dd))
         self.A_logs = nn.Parameter(torch.empty(k * d_inner, d_state, **dd))
         self.Ds = nn.Parameter(torch.empty(k * d_inner, **dd))
-        self.out_norm = nn.LayerNorm(d_inner, **dd)
+        self.out_norm = LayerNorm(d_inner, **dd)
         self.out_proj = nn.Linear(d_inner, dim, bias=False, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
         self.reset_ssm_parameters()

@@ -24,6 +24,7 @@ from timm.models._manipulate import checkpoint
 from torch import Tensor
 
 from ..mixers import create_mixer, get_mixer
+from ..ops import LayerNorm  # nn.LayerNorm's parameters; fast for short rows, autocast-dtype output
 from .checkpoint import checkpoint_filter_fn
 
 __all__ = ["VMamba", "MIN_INPUT_SIZE"]
@@ -38,10 +39,10 @@ class ConvStem(nn.Module):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, dim // 2, 3, stride=2, padding=1, **dd)
-        self.norm1 = nn.LayerNorm(dim // 2, eps=eps, **dd)
+        self.norm1 = LayerNorm(dim // 2, eps=eps, **dd)
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1, **dd)
-        self.norm2 = nn.LayerNorm(dim, eps=eps, **dd)
+        self.norm2 = LayerNorm(dim, eps=eps, **dd)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.act(self.norm1(self.conv1(x).permute(0, 2, 3, 1)))
@@ -55,7 +56,7 @@ class PatchStem(nn.Module):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         self.conv = nn.Conv2d(in_chans, dim, 4, stride=4, **dd)
-        self.norm = nn.LayerNorm(dim, eps=eps, **dd)
+        self.norm = LayerNorm(dim, eps=eps, **dd)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(self.conv(x).permute(0, 2, 3, 1))
@@ -68,7 +69,7 @@ class ConvDownsample(nn.Module):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         self.conv = nn.Conv2d(dim, out_dim, 3, stride=2, padding=1, **dd)
-        self.norm = nn.LayerNorm(out_dim, eps=eps, **dd)
+        self.norm = LayerNorm(out_dim, eps=eps, **dd)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
@@ -84,7 +85,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, out_dim: int, eps: float = 1e-5, device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
-        self.norm = nn.LayerNorm(4 * dim, eps=eps, **dd)
+        self.norm = LayerNorm(4 * dim, eps=eps, **dd)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False, **dd)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -104,12 +105,12 @@ class VSSBlock(nn.Module):
                  proj_drop: float = 0.0, eps: float = 1e-5, mixer: str = "ss2d", device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps, **dd)
+        self.norm1 = LayerNorm(dim, eps=eps, **dd)
         self.mixer = create_mixer(mixer, dim, proj_drop=proj_drop, **mixer_kwargs, **dd)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.mlp: Optional[nn.Module] = None
         if mlp_ratio > 0:
-            self.norm2 = nn.LayerNorm(dim, eps=eps, **dd)
+            self.norm2 = LayerNorm(dim, eps=eps, **dd)
             self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
             self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -148,7 +149,7 @@ class VMambaHead(nn.Module):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         self.dim = dim
-        self.norm = nn.LayerNorm(dim, eps=eps, **dd) if norm else nn.Identity()
+        self.norm = nn.LayerNorm(dim, eps=eps, **dd) if norm else nn.Identity()  # feeds pooling: keeps fp32
         self.global_pool = self._make_pool(global_pool)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(dim, num_classes, **dd) if num_classes > 0 else nn.Identity()

@@ -90,6 +90,11 @@ def _fvcore_ss2d(inputs: List[Any], outputs: List[Any]) -> int:
     return ss2d_scan_macs(batch, directions, _fvcore_shape(inputs[2])[1], length, _fvcore_shape(inputs[4])[1], dt_rank)
 
 
+def _fvcore_layer_norm(inputs: List[Any], outputs: List[Any]) -> int:
+    # vmamba_zoo::layer_norm_fwd(x, weight, bias, eps, ...): fvcore's own LayerNorm estimate, 5 (4 without weight)
+    return math.prod(_fvcore_shape(inputs[0])) * (5 if _fvcore_shape(inputs[1]) is not None else 4)
+
+
 def _fvcore_zero(inputs, outputs) -> int:
     return 0
 
@@ -131,6 +136,7 @@ FVCORE_HANDLES = {
     "aten::scaled_dot_product_attention": _fvcore_sdpa,
     **{f"aten::{name}": _fvcore_rnn for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")},
     "vmamba_zoo::lstm_fwd": _fvcore_rnn,
+    "vmamba_zoo::layer_norm_fwd": _fvcore_layer_norm,
 }
 
 
@@ -186,6 +192,10 @@ def _layer_norm_flop(input_shape, normalized_shape, weight=None, bias=None, *arg
     return 2 * math.prod(input_shape) * (5 if weight is not None else 4)
 
 
+def _our_layer_norm_flop(input_shape, weight=None, *args, out_shape=None, **kwargs) -> int:
+    return _layer_norm_flop(input_shape, input_shape[-1:], weight)
+
+
 def _mkldnn_rnn_flop(input_shape, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
     # oneDNN's LSTM on CPU, one call per layer and direction: (input, w_ih, w_hh, b_ih, b_hh, hx, cx, ...)
     return 2 * lstm_macs(input_shape, [w_ih, w_hh])
@@ -212,6 +222,7 @@ def count_macs_torch(model: nn.Module, inputs: Union[Tensor, Tuple[Tensor, ...]]
     inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
     # FlopCounterMode shape-wraps these; the fused RNN kernels have no formula of their own (counted 0)
     mapping = {torch.ops.aten.native_layer_norm: _layer_norm_flop, torch.ops.aten.mkldnn_rnn_layer: _mkldnn_rnn_flop,
+               torch.ops.vmamba_zoo.layer_norm_fwd: _our_layer_norm_flop,
                torch.ops.aten._cudnn_rnn: _cudnn_rnn_flop,
                # the CPU flash kernel of scaled_dot_product_attention (the CUDA ones have formulas)
                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop}

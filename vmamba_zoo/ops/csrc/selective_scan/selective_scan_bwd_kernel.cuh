@@ -104,7 +104,7 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
       }
       warp_scan_forward(lane_a, lane_b, lane);
       const float h_in = h_carry[n];
-      const float h_out = __shfl_sync(kFullMask, fmaf(lane_a, h_in, lane_b), 31);
+      const float h_out = __shfl_sync(kFullMask, apply_affine(lane_a, lane_b, h_in), 31);
       __syncwarp();
       if (lane == 0) {
         h_carry[n] = h_out;
@@ -168,7 +168,7 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
         before_a = 1.f;
         before_b = 0.f;
       }
-      float h = fmaf(before_a, h_in, before_b);
+      float h = apply_affine(before_a, before_b, h_in);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         h_before[i] = h;
@@ -197,7 +197,7 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
         after_a = 1.f;
         after_b = 0.f;
       }
-      float g = fmaf(after_a, g_in, after_b);
+      float g = apply_affine(after_a, after_b, g_in);
       float dA_lane = 0.f;
 #pragma unroll
       for (int i = kItems - 1; i >= 0; --i) {

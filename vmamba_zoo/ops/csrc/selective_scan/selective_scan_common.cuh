@@ -113,6 +113,11 @@ __device__ __forceinline__ void warp_scan_backward(float& a, float& b, int lane)
   }
 }
 
+// x -> a*x + b. A zero x (the sequence's start, nothing after its end) gives b even when a is inf: with
+// decays above 1 (dt*A > 0, e.g. negative dt without softplus) a product of many of them can overflow
+// float32 although the states stay finite, and inf * 0 would poison everything with NaN.
+__device__ __forceinline__ float apply_affine(float a, float b, float x) { return x != 0.f ? fmaf(a, x, b) : b; }
+
 // Sum over the warp by an xor butterfly: every lane ends with the same bits (partners add the same
 // two numbers, a+b == b+a), and the order is fixed, so the result does not vary between runs.
 __device__ __forceinline__ float warp_sum(float value) {

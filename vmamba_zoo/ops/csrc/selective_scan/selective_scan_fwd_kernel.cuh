@@ -78,13 +78,13 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
         before_a = 1.f;
         before_b = 0.f;
       }
-      float h = fmaf(before_a, h_in, before_b);
+      float h = apply_affine(before_a, before_b, h_in);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         h = fmaf(decay[i], h, drive[i]);
         y[i] = fmaf(C_vals[i], h, y[i]);
       }
-      const float h_out = __shfl_sync(kFullMask, fmaf(lane_a, h_in, lane_b), 31);
+      const float h_out = __shfl_sync(kFullMask, apply_affine(lane_a, lane_b, h_in), 31);
       __syncwarp();  // every lane has read carry[n]
       if (lane == 0) carry[n] = h_out;
       __syncwarp();  // ... and sees the new value next chunk

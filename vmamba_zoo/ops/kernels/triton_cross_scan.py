@@ -13,7 +13,10 @@ values and stores their float32 sum once (cross_merge). The pointer tensors are 
 different tile axis on each side: along W (channel-first image, row-direction sequences), along C
 (channel-last image) or along H (column-direction sequences). Triton lays each load/store out to be
 coalesced along its own contiguous axis and transposes between them in shared memory, so every global
-access is coalesced; none is a per-element scatter. Tiles that cover whole rows (BLOCK_W >= W) make the
+access is coalesced; none is a per-element scatter. The reversed directions count down, which Triton's
+analysis does not call contiguous; it then runs consecutive threads along the last tile axis, so the
+column directions go through the transposed tile [BLOCK_C, BLOCK_W, BLOCK_H] (rows last) and the
+reversed ones still write consecutive (descending) addresses from consecutive threads. Tiles that cover whole rows (BLOCK_W >= W) make the
 row-direction writes one contiguous run per channel, and tiles that cover whole columns do the same for
 the column directions; the tile shapes below aim for that at VMamba's map sizes (56/28/14/7).
 
@@ -125,9 +128,22 @@ def _image_offsets(batch, c, i, j, C, H, W, CHANNELS_LAST: tl.constexpr):
 
 @triton.jit
 def _sequence_offsets(batch, k: tl.constexpr, c, step, C, L, K: tl.constexpr):
-    """[BLOCK_C, BLOCK_H, BLOCK_W] int64 offsets into (batch, K, C, L) of the steps ``step`` [BLOCK_H, BLOCK_W]."""
+    """int64 offsets into (batch, K, C, L) of channels ``c`` at the (2D tile of) steps ``step``."""
     plane = ((batch.to(tl.int64) * K + k) * C + c) * L
     return plane[:, None, None] + step[None, :, :]
+
+
+@triton.jit
+def _column_steps(c, i, j, C, H, W):
+    """Column-major steps and mask of the tile, with its row and column axes swapped: [BLOCK_C, BLOCK_W, BLOCK_H].
+
+    Triton lays a load/store out along the axis its pointers are contiguous on and, when none is (the
+    reversed directions count down), along the last axis. With i last, both column directions are
+    coalesced; addressed through the untransposed tile, the reversed columns would be a scatter.
+    """
+    cols = j[:, None] * H + i[None, :]  # step of pixel (i, j) in column-major order
+    mask = (c < C)[:, None, None] & ((j < W)[:, None] & (i < H)[None, :])[None, :, :]
+    return cols, mask
 
 
 @triton.jit
@@ -153,10 +169,12 @@ def _cross_scan_kernel(x_ptr, out_ptr, C, H, W,
     if K == 2:
         tl.store(out_ptr + _sequence_offsets(batch, 1, c, (L - 1) - rows, C, L, K), tile, mask=mask)
     if K == 4:
-        cols = j[None, :] * H + i[:, None]  # step in column-major order: contiguous along the tile's rows
-        tl.store(out_ptr + _sequence_offsets(batch, 1, c, cols, C, L, K), tile, mask=mask)
+        # the column directions store the transposed tile [BLOCK_C, BLOCK_W, BLOCK_H] (see _column_steps)
+        cols, mask_t = _column_steps(c, i, j, C, H, W)
+        tile_t = tl.permute(tile, (0, 2, 1))
+        tl.store(out_ptr + _sequence_offsets(batch, 1, c, cols, C, L, K), tile_t, mask=mask_t)
         tl.store(out_ptr + _sequence_offsets(batch, 2, c, (L - 1) - rows, C, L, K), tile, mask=mask)
-        tl.store(out_ptr + _sequence_offsets(batch, 3, c, (L - 1) - cols, C, L, K), tile, mask=mask)
+        tl.store(out_ptr + _sequence_offsets(batch, 3, c, (L - 1) - cols, C, L, K), tile_t, mask=mask_t)
 
 
 @triton.jit
@@ -178,14 +196,14 @@ def _cross_merge_kernel(y_ptr, out_ptr, C, H, W,
         merged += tl.load(y_ptr + _sequence_offsets(batch, 1, c, (L - 1) - rows, C, L, K), mask=mask,
                           other=0).to(acc_dtype)
     if K == 4:
-        cols = j[None, :] * H + i[:, None]
         merged += tl.load(y_ptr + _sequence_offsets(batch, 2, c, (L - 1) - rows, C, L, K), mask=mask,
                           other=0).to(acc_dtype)
-        col_sum = tl.load(y_ptr + _sequence_offsets(batch, 1, c, cols, C, L, K), mask=mask,
+        cols, mask_t = _column_steps(c, i, j, C, H, W)  # column directions: read as transposed tiles
+        col_sum = tl.load(y_ptr + _sequence_offsets(batch, 1, c, cols, C, L, K), mask=mask_t,
                           other=0).to(acc_dtype)
-        col_sum += tl.load(y_ptr + _sequence_offsets(batch, 3, c, (L - 1) - cols, C, L, K), mask=mask,
+        col_sum += tl.load(y_ptr + _sequence_offsets(batch, 3, c, (L - 1) - cols, C, L, K), mask=mask_t,
                            other=0).to(acc_dtype)
-        merged += col_sum
+        merged += tl.permute(col_sum, (0, 2, 1))
     tl.store(out_ptr + _image_offsets(batch, c, i, j, C, H, W, CHANNELS_LAST),
              merged.to(out_ptr.dtype.element_ty), mask=mask)
 

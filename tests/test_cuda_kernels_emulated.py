@@ -42,7 +42,7 @@ def _rel(a, b):
 # (batch, groups, group_size, d_state, length): lengths around the 256-position chunk, spare warps in the
 # last block of a group (group_size 20: backward blocks of 7 warps), several blocks per group (40)
 SHAPES = [(1, 1, 1, 1, 1), (2, 2, 3, 4, 33), (2, 4, 8, 1, 257), (1, 2, 20, 2, 100), (1, 1, 40, 1, 70),
-          (1, 2, 3, 16, 300), (1, 1, 2, 64, 260), (1, 1, 2, 1, 1000), (1, 1, 3, 2, 513)]
+          (1, 2, 3, 16, 300), (1, 1, 1, 64, 260), (1, 1, 2, 1, 1000), (1, 1, 3, 2, 513)]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -89,7 +89,7 @@ def _reference64(**kw):
 
 def test_emulated_backward_is_deterministic(lib):
     """Two runs give the same bits although the emulated threads interleave differently each time."""
-    data = {k: v.float() for k, v in _inputs(2, 2, 20, 4, 300, seed=1).items()}
+    data = {k: v.float() for k, v in _inputs(1, 2, 20, 4, 270, seed=1).items()}
     grad = torch.randn(data["u"].shape)
     first = backward(lib, grad, **data, delta_softplus=True)
     second = backward(lib, grad, **data, delta_softplus=True)

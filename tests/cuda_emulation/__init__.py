@@ -3,6 +3,8 @@
 ``build()`` compiles emulate.cpp with the kernels' headers (g++, a few seconds; cached by source hash under
 ~/.cache/vmamba_zoo/cuda_emulation), ``forward`` / ``backward`` mirror selective_scan.cpp's host code
 (allocation, the fixed-order sums of the partial results) around the emulated kernels.
+``build_ops()`` builds the real host code (selective_scan.cpp, -DVMAMBA_ZOO_CUDA_EMULATION) with the emulated
+launchers as a torch extension: ``torch.ops.vmamba_zoo_cuda_emulated`` on CPU tensors (about a minute, cached).
 """
 from __future__ import annotations
 
@@ -21,9 +23,38 @@ KERNEL_DIR = HERE.parents[1] / "vmamba_zoo" / "ops" / "csrc" / "selective_scan"
 KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
-def _sources() -> list[Path]:
+def _sources(with_host_code: bool = False) -> list[Path]:
+    suffixes = (".h", ".cuh", ".cpp") if with_host_code else (".h", ".cuh")
     return sorted([HERE / "cuda_runtime.h", HERE / "emulate.cpp"] +
-                  [p for p in KERNEL_DIR.iterdir() if p.suffix in (".h", ".cuh")])
+                  [p for p in KERNEL_DIR.iterdir() if p.suffix in suffixes])
+
+
+def _digest(paths) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + path.read_bytes())
+    digest.update(torch.__version__.encode())
+    return digest.hexdigest()[:16]
+
+
+OPS_NAMESPACE = "vmamba_zoo_cuda_emulated"
+
+
+def build_ops() -> None:
+    """Register torch.ops.vmamba_zoo_cuda_emulated (selective_scan.cpp + emulated kernels, CPU tensors)."""
+    from torch.utils import cpp_extension
+    try:
+        getattr(torch.ops, OPS_NAMESPACE).selective_scan_fwd  # noqa: B018
+        return  # loaded already in this process
+    except (AttributeError, RuntimeError):
+        pass
+    build_dir = Path.home() / ".cache" / "vmamba_zoo" / "cuda_emulation" / ("ops_" + _digest(_sources(True)))
+    build_dir.mkdir(parents=True, exist_ok=True)
+    cpp_extension.load(name="vmamba_zoo_selective_scan_emulated",
+                       sources=[str(KERNEL_DIR / "selective_scan.cpp"), str(HERE / "emulate.cpp")],
+                       extra_include_paths=[str(HERE), str(KERNEL_DIR)],  # HERE first: its cuda_runtime.h
+                       extra_cflags=["-O2", "-DVMAMBA_ZOO_CUDA_EMULATION", "-pthread"], extra_ldflags=["-pthread"],
+                       build_directory=str(build_dir), is_python_module=False, verbose=False)
 
 
 def compiler() -> Optional[str]:
@@ -32,11 +63,7 @@ def compiler() -> Optional[str]:
 
 def build() -> ctypes.CDLL:
     from torch.utils.cpp_extension import include_paths
-    digest = hashlib.sha256()
-    for path in _sources():
-        digest.update(path.name.encode() + path.read_bytes())
-    digest.update(torch.__version__.encode())
-    out_dir = Path.home() / ".cache" / "vmamba_zoo" / "cuda_emulation" / digest.hexdigest()[:16]
+    out_dir = Path.home() / ".cache" / "vmamba_zoo" / "cuda_emulation" / _digest(_sources())
     library = out_dir / "emulate.so"
     if not library.exists():
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 // CPU stand-in for the parts of the CUDA runtime the selective-scan kernels use, so the tests can run the
-// kernels' own code (vmamba_zoo/ops/csrc/selective_scan/*_kernel.cuh) on a machine without a GPU.
+// kernels' own code (vmamba_zoo/ops/csrc/selective_scan/*_kernel.cuh), and the host code around them
+// (selective_scan.cpp built with -DVMAMBA_ZOO_CUDA_EMULATION), on a machine without a GPU.
 //
 // Every CUDA thread of a block is a std::thread; warp shuffles exchange values through a per-warp slot
 // array between two warp barriers, __syncwarp is a warp barrier and __syncthreads a block barrier.
@@ -26,6 +27,10 @@
 using cudaError_t = int;
 using cudaStream_t = void*;
 constexpr cudaError_t cudaSuccess = 0;
+constexpr cudaError_t cudaErrorInvalidValue = 1;
+constexpr cudaError_t cudaErrorInvalidDeviceFunction = 98;
+constexpr cudaError_t cudaErrorNoKernelImageForDevice = 209;
+inline const char* cudaGetErrorString(cudaError_t) { return "emulated launch error"; }
 
 struct uint4 {
   unsigned int x, y, z, w;

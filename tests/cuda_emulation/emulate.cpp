@@ -1,7 +1,8 @@
-// Runs the selective-scan CUDA kernels on the CPU (see cuda_runtime.h here): a C interface for the tests
-// (tests/test_cuda_build.py loads it with ctypes). The grid's blocks run one after another, the threads of a
-// block all at once. The host-side work of selective_scan.cpp (allocations, the sums of the partial results)
-// is mirrored in the test's Python.
+// Runs the selective-scan CUDA kernels on the CPU (see cuda_runtime.h here). Provides
+//  - the launchers selective_scan.cpp calls (launch_selective_scan_fwd/bwd, selective_scan_kernels_available),
+//    for the emulation build of the whole extension (torch.ops.vmamba_zoo_cuda_emulated, CPU tensors);
+//  - a plain C interface over the same launchers (emu_*), loaded with ctypes by the kernel tests.
+// The grid's blocks run one after another, the threads of a block all at once.
 #include <thread>
 #include <vector>
 
@@ -9,9 +10,8 @@
 #include "selective_scan_bwd_kernel.cuh"
 #include "selective_scan_fwd_kernel.cuh"
 
+namespace vmamba_zoo_cuda {
 namespace {
-
-using vmamba_zoo_cuda::SelectiveScanParams;
 
 template <typename Kernel>
 void run_grid(Kernel kernel, const SelectiveScanParams& p, size_t shared_floats) {
@@ -34,6 +34,54 @@ void run_grid(Kernel kernel, const SelectiveScanParams& p, size_t shared_floats)
     }
   }
 }
+
+}  // namespace
+
+cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_out,
+                                      cudaStream_t) {
+  const size_t shared = static_cast<size_t>(p.warps_per_block) * p.d_state;
+  switch (input_kind) {
+    case ScalarKind::kFloat:
+      run_grid(selective_scan_fwd_kernel<float, float>, p, shared);
+      return cudaSuccess;
+    case ScalarKind::kHalf:
+      if (fp32_out) run_grid(selective_scan_fwd_kernel<c10::Half, float>, p, shared);
+      else run_grid(selective_scan_fwd_kernel<c10::Half, c10::Half>, p, shared);
+      return cudaSuccess;
+    case ScalarKind::kBFloat16:
+      if (fp32_out) run_grid(selective_scan_fwd_kernel<c10::BFloat16, float>, p, shared);
+      else run_grid(selective_scan_fwd_kernel<c10::BFloat16, c10::BFloat16>, p, shared);
+      return cudaSuccess;
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_dout,
+                                      cudaStream_t) {
+  const size_t shared = bwd_smem_floats(p.warps_per_block, p.d_state);
+  switch (input_kind) {
+    case ScalarKind::kFloat:
+      run_grid(selective_scan_bwd_kernel<float, float>, p, shared);
+      return cudaSuccess;
+    case ScalarKind::kHalf:
+      if (fp32_dout) run_grid(selective_scan_bwd_kernel<c10::Half, float>, p, shared);
+      else run_grid(selective_scan_bwd_kernel<c10::Half, c10::Half>, p, shared);
+      return cudaSuccess;
+    case ScalarKind::kBFloat16:
+      if (fp32_dout) run_grid(selective_scan_bwd_kernel<c10::BFloat16, float>, p, shared);
+      else run_grid(selective_scan_bwd_kernel<c10::BFloat16, c10::BFloat16>, p, shared);
+      return cudaSuccess;
+  }
+  return cudaErrorInvalidValue;
+}
+
+bool selective_scan_kernels_available() { return true; }
+
+}  // namespace vmamba_zoo_cuda
+
+namespace {
+
+using vmamba_zoo_cuda::SelectiveScanParams;
 
 void fill_sizes(SelectiveScanParams& p, int max_warps, int batch, int channels, int length, int d_state, int groups,
                 int softplus) {
@@ -76,20 +124,8 @@ int emu_selective_scan_fwd(int kind, int fp32_out, int batch, int channels, int 
   p.z = z;
   p.delta_bias = delta_bias;
   p.out = out;
-  const size_t shared = static_cast<size_t>(p.warps_per_block) * d_state;
-  using namespace vmamba_zoo_cuda;
-  if (kind == 0) {
-    run_grid(selective_scan_fwd_kernel<float, float>, p, shared);
-  } else if (kind == 1) {
-    if (fp32_out) run_grid(selective_scan_fwd_kernel<c10::Half, float>, p, shared);
-    else run_grid(selective_scan_fwd_kernel<c10::Half, c10::Half>, p, shared);
-  } else if (kind == 2) {
-    if (fp32_out) run_grid(selective_scan_fwd_kernel<c10::BFloat16, float>, p, shared);
-    else run_grid(selective_scan_fwd_kernel<c10::BFloat16, c10::BFloat16>, p, shared);
-  } else {
-    return 1;
-  }
-  return 0;
+  return vmamba_zoo_cuda::launch_selective_scan_fwd(p, static_cast<vmamba_zoo_cuda::ScalarKind>(kind), fp32_out != 0,
+                                                    nullptr);
 }
 
 int emu_selective_scan_bwd(int kind, int fp32_dout, int batch, int channels, int length, int d_state, int groups,
@@ -117,20 +153,8 @@ int emu_selective_scan_bwd(int kind, int fp32_dout, int batch, int channels, int
   p.dD_part = dD_part;
   p.dbias_part = dbias_part;
   p.chunk_states = p.n_chunks > 1 ? chunk_states : nullptr;
-  using namespace vmamba_zoo_cuda;
-  const size_t shared = bwd_smem_floats(p.warps_per_block, d_state);
-  if (kind == 0) {
-    run_grid(selective_scan_bwd_kernel<float, float>, p, shared);
-  } else if (kind == 1) {
-    if (fp32_dout) run_grid(selective_scan_bwd_kernel<c10::Half, float>, p, shared);
-    else run_grid(selective_scan_bwd_kernel<c10::Half, c10::Half>, p, shared);
-  } else if (kind == 2) {
-    if (fp32_dout) run_grid(selective_scan_bwd_kernel<c10::BFloat16, float>, p, shared);
-    else run_grid(selective_scan_bwd_kernel<c10::BFloat16, c10::BFloat16>, p, shared);
-  } else {
-    return 1;
-  }
-  return 0;
+  return vmamba_zoo_cuda::launch_selective_scan_bwd(p, static_cast<vmamba_zoo_cuda::ScalarKind>(kind), fp32_dout != 0,
+                                                    nullptr);
 }
 
 }  // extern "C"

@@ -8,17 +8,37 @@
 #include <tuple>
 
 #include <ATen/ATen.h>
+#include <torch/library.h>
+#ifndef VMAMBA_ZOO_CUDA_EMULATION
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 // (not ATen/cuda/CUDAContext.h: it pulls in cuBLAS/cuSPARSE headers, which a minimal toolkit may lack)
+#endif
 
 #include "selective_scan.h"
 
+// VMAMBA_ZOO_CUDA_EMULATION: the tests' CPU build (tests/cuda_emulation), with the kernels run by an
+// emulator on CPU tensors and the ops under another namespace, so this host code is tested without a GPU.
 namespace vmamba_zoo_cuda {
 namespace {
 
 using at::Tensor;
+
+#ifndef VMAMBA_ZOO_CUDA_EMULATION
+constexpr bool kOnCuda = true;
+// runs the kernels on `t`'s device, on its current stream
+struct OnDeviceOf {
+  explicit OnDeviceOf(const Tensor& t) : guard(t.device()) {}
+  c10::cuda::OptionalCUDAGuard guard;
+};
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+#else
+constexpr bool kOnCuda = false;
+struct OnDeviceOf {
+  explicit OnDeviceOf(const Tensor&) {}
+};
+cudaStream_t current_stream() { return nullptr; }
+#endif
 
 ScalarKind scalar_kind(const Tensor& t) {
   switch (t.scalar_type()) {
@@ -36,8 +56,8 @@ ScalarKind scalar_kind(const Tensor& t) {
 }
 
 void check_cuda(const Tensor& t, const char* name, const Tensor& u) {
-  TORCH_CHECK(t.is_cuda(), "vmamba_zoo CUDA selective scan: ", name, " must be a CUDA tensor, got device ",
-              t.device());
+  TORCH_CHECK(t.is_cuda() == kOnCuda, "vmamba_zoo CUDA selective scan: ", name,
+              " must be a CUDA tensor, got device ", t.device());
   TORCH_CHECK(t.device() == u.device(), "vmamba_zoo CUDA selective scan: ", name, " is on ", t.device(),
               " but u is on ", u.device());
 }
@@ -150,14 +170,14 @@ void check_launch(cudaError_t status, const char* what) {
 Tensor selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
                           const std::optional<Tensor>& D, const std::optional<Tensor>& z,
                           const std::optional<Tensor>& delta_bias, bool delta_softplus, bool fp32_output) {
-  TORCH_CHECK(u.is_cuda(), "vmamba_zoo CUDA selective scan: u must be a CUDA tensor, got device ", u.device());
-  const at::cuda::OptionalCUDAGuard device_guard(u.device());
+  check_cuda(u, "u", u);
+  const OnDeviceOf device_guard(u);
   SelectiveScanParams params;
   const Inputs in = prepare(params, kMaxWarpsFwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
   Tensor out = at::empty(u.sizes(), u.options().dtype(fp32_output ? at::kFloat : u.scalar_type()));
   if (out.numel() == 0) return out;
   params.out = out.data_ptr();
-  check_launch(launch_selective_scan_fwd(params, scalar_kind(u), fp32_output, c10::cuda::getCurrentCUDAStream().stream()),
+  check_launch(launch_selective_scan_fwd(params, scalar_kind(u), fp32_output, current_stream()),
                "forward");
   return out;
 }
@@ -166,8 +186,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     const Tensor& dout, const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
     const std::optional<Tensor>& D, const std::optional<Tensor>& z, const std::optional<Tensor>& delta_bias,
     bool delta_softplus) {
-  TORCH_CHECK(u.is_cuda(), "vmamba_zoo CUDA selective scan: u must be a CUDA tensor, got device ", u.device());
-  const at::cuda::OptionalCUDAGuard device_guard(u.device());
+  check_cuda(u, "u", u);
+  const OnDeviceOf device_guard(u);
   SelectiveScanParams params;
   TORCH_CHECK(A.dim() == 2, "vmamba_zoo CUDA selective scan: A must be (K*D, d_state), got ", A.sizes());
   const Inputs in = prepare(params, bwd_max_warps(A.size(1)), u, delta, A, B, C, D, z, delta_bias, delta_softplus);
@@ -204,7 +224,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     params.dbias_part = delta_bias.has_value() ? dbias_part.data_ptr<float>() : nullptr;
     params.chunk_states = params.n_chunks > 1 ? chunk_states.data_ptr<float>() : nullptr;
     check_launch(launch_selective_scan_bwd(params, scalar_kind(u), dout.scalar_type() == at::kFloat,
-                                           c10::cuda::getCurrentCUDAStream().stream()),
+                                           current_stream()),
                  "backward");
   } else {  // nothing to scan: every gradient is zero
     du.zero_();
@@ -232,14 +252,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
 
 // Whether the kernels can run on `device` (the build holds code for its architecture).
 bool kernels_available(int64_t device) {
+#ifndef VMAMBA_ZOO_CUDA_EMULATION
   const c10::cuda::CUDAGuard device_guard(static_cast<c10::DeviceIndex>(device));
+#endif
   return selective_scan_kernels_available();
 }
 
-}  // namespace
-}  // namespace vmamba_zoo_cuda
-
-TORCH_LIBRARY(vmamba_zoo_cuda, m) {
+void define_ops(torch::Library& m) {
   m.def(
       "selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
       "Tensor? delta_bias, bool delta_softplus, bool fp32_output) -> Tensor");
@@ -248,10 +267,21 @@ TORCH_LIBRARY(vmamba_zoo_cuda, m) {
       "selective_scan_bwd(Tensor dout, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, "
       "Tensor? z, Tensor? delta_bias, bool delta_softplus) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
-  m.def("kernels_available(int device) -> bool", &vmamba_zoo_cuda::kernels_available);
+  m.def("kernels_available(int device) -> bool", &kernels_available);
 }
 
-TORCH_LIBRARY_IMPL(vmamba_zoo_cuda, CUDA, m) {
-  m.impl("selective_scan_fwd", &vmamba_zoo_cuda::selective_scan_fwd);
-  m.impl("selective_scan_bwd", &vmamba_zoo_cuda::selective_scan_bwd);
+void implement_ops(torch::Library& m) {
+  m.impl("selective_scan_fwd", &selective_scan_fwd);
+  m.impl("selective_scan_bwd", &selective_scan_bwd);
 }
+
+}  // namespace
+}  // namespace vmamba_zoo_cuda
+
+#ifndef VMAMBA_ZOO_CUDA_EMULATION
+TORCH_LIBRARY(vmamba_zoo_cuda, m) { vmamba_zoo_cuda::define_ops(m); }
+TORCH_LIBRARY_IMPL(vmamba_zoo_cuda, CUDA, m) { vmamba_zoo_cuda::implement_ops(m); }
+#else
+TORCH_LIBRARY(vmamba_zoo_cuda_emulated, m) { vmamba_zoo_cuda::define_ops(m); }
+TORCH_LIBRARY_IMPL(vmamba_zoo_cuda_emulated, CPU, m) { vmamba_zoo_cuda::implement_ops(m); }
+#endif

@@ -1,0 +1,202 @@
+"""The CUDA selective-scan backend on the GPU against the float64 oracle, forward and backward.
+
+Run on the device machine: ``pytest -m gpu tests/gpu/test_cuda_backend.py``. The first test builds the
+extension just in time unless it was built at install (a minute or two). Every call here asks for
+backend="cuda" with RuntimeWarnings turned into errors, so a silent fallback to another backend fails.
+"""
+import itertools
+import os
+import warnings
+
+import pytest
+import torch
+
+from vmamba_zoo.ops import cuda_backend, selective_scan
+from vmamba_zoo.ops.reference import selective_scan_naive
+
+pytestmark = pytest.mark.gpu
+
+FWD_TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+GRAD_TOL = {torch.float32: 1e-4, torch.float16: 1e-1, torch.bfloat16: 1e-1}
+GRAD_ORDER = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+# where the tensors go; tests/test_cuda_backend_emulated.py runs some of these tests on "cpu" against the
+# same host code and kernels, emulated
+DEVICE = "cuda"
+PARAMS = ("A", "D", "delta_bias")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _extension():
+    if not torch.cuda.is_available():
+        pytest.fail("the gpu suite needs a CUDA device (run it on the device machine)")
+    if not cuda_backend.load_extension():
+        pytest.fail(f"the CUDA selective scan did not load: {cuda_backend.extension_status()}")
+    assert torch.ops.vmamba_zoo_cuda.kernels_available(torch.cuda.current_device())
+
+
+def _inputs(batch, groups, group_size, d_state, length, seed, positive_delta=False):
+    g = torch.Generator().manual_seed(seed)
+    f = dict(dtype=torch.float64, generator=g)
+    channels = groups * group_size
+    delta = 0.5 * torch.randn(batch, channels, length, **f)
+    return dict(u=torch.randn(batch, channels, length, **f), delta=delta.abs() if positive_delta else delta,
+                A=-torch.exp(torch.randn(channels, d_state, **f)), B=torch.randn(batch, groups, d_state, length, **f),
+                C=torch.randn(batch, groups, d_state, length, **f), D=torch.randn(channels, **f),
+                z=torch.randn(batch, channels, length, **f), delta_bias=0.3 * torch.randn(channels, **f))
+
+
+def _rel(a, b):
+    return ((a.double().cpu() - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def _oracle(length):
+    if length <= 300:
+        return selective_scan_naive
+    return lambda **kw: selective_scan(**kw, backend="reference")  # float64 on the CPU: log-depth scan
+
+
+def _run_cuda(ours, softplus, fp32_output=True):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback would be a warning: fail instead
+        return selective_scan(**ours, delta_softplus=softplus, fp32_output=fp32_output, backend="cuda")
+
+
+def _check(shape, dtype, optionals=("D", "z", "delta_bias"), softplus=True, fp32_output=True, seed=0):
+    batch, groups, group_size, d_state, length = shape
+    data = _inputs(*shape, seed=seed + length, positive_delta=not softplus)
+    for name in ("D", "z", "delta_bias"):
+        if name not in optionals:
+            data[name] = None
+    ours = {k: None if v is None else v.to(DEVICE, torch.float32 if k in PARAMS else dtype).requires_grad_()
+            for k, v in data.items()}
+    ref = {k: None if v is None else ours[k].detach().double().cpu().requires_grad_() for k, v in data.items()}
+    y = _run_cuda(ours, softplus, fp32_output)
+    y_ref = _oracle(length)(**ref, delta_softplus=softplus)
+    assert y.dtype == (torch.float32 if fp32_output else dtype) and y.shape == y_ref.shape
+    assert torch.isfinite(y).all()
+    assert _rel(y, y_ref) < FWD_TOL[dtype], "forward"
+    grad = torch.randn_like(y_ref)
+    names = [k for k in GRAD_ORDER if ours[k] is not None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = torch.autograd.grad(y, [ours[k] for k in names], grad.to(DEVICE, y.dtype))
+    want = torch.autograd.grad(y_ref, [ref[k] for k in names], grad)
+    for name, a, b in zip(names, got, want):
+        assert a.dtype == ours[name].dtype and a.shape == ours[name].shape, name
+        assert torch.isfinite(a).all(), name
+        assert _rel(a, b) < GRAD_TOL[dtype], name
+
+
+# (batch, groups, group_size, d_state, length): every length / d_state / group count of the brief, around
+# the kernels' 256-position chunk, with group sizes that leave spare warps or need several blocks
+SHAPES = ([(2, 2, 3, 4, length) for length in (1, 33, 257, 1000, 4097)]
+          + [(2, groups, 8, d_state, 130) for groups, d_state in itertools.product((1, 2, 4), (1, 4, 16, 64))]
+          + [(2, 4, 96, 1, 3136 // 16), (1, 2, 20, 16, 513), (3, 1, 64, 1, 1000), (1, 1, 40, 64, 300)])
+OPTIONALS = {"all": ("D", "z", "delta_bias"), "none": (), "D_only": ("D",), "z_bias": ("z", "delta_bias")}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_cuda_matches_oracle(shape, dtype):
+    _check(shape, dtype)
+
+
+@pytest.mark.parametrize("options", list(OPTIONALS))
+@pytest.mark.parametrize("softplus", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_optional_inputs(options, softplus, dtype):
+    _check((2, 2, 5, 4, 300), dtype, optionals=OPTIONALS[options], softplus=softplus)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_cuda_output_in_input_dtype(dtype):
+    """fp32_output=False: y (and the incoming gradient) in the activations' dtype."""
+    _check((2, 2, 3, 4, 257), dtype, fp32_output=False)
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 96, 1, 3136), (2, 4, 40, 16, 1000), (2, 1, 24, 64, 600)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_cuda_backward_is_deterministic(shape):
+    """Two backward runs give the same bits (fixed-order partial sums, no atomics)."""
+    data = _inputs(*shape, seed=1)
+    ours = {k: v.to(DEVICE, torch.float32 if k in PARAMS else torch.float16).requires_grad_() for k, v in data.items()}
+    y = _run_cuda(ours, True)
+    grad = torch.randn_like(y)
+    first = torch.autograd.grad(y, list(ours.values()), grad, retain_graph=True)
+    second = torch.autograd.grad(y, list(ours.values()), grad)
+    for name, a, b in zip(ours, first, second):
+        assert torch.equal(a, b), name
+    assert torch.equal(y, _run_cuda(ours, True))
+
+
+def test_cuda_mixed_dtypes():
+    """fp16 activations with fp32 B/C and dout (as autocast can produce): the exact float32 route."""
+    data = _inputs(2, 2, 6, 4, 200, seed=3)
+    ours = {k: v.to(DEVICE, torch.float16 if k in ("u", "delta", "z") else torch.float32).requires_grad_()
+            for k, v in data.items()}
+    ref = {k: ours[k].detach().double().cpu().requires_grad_() for k in data}
+    y = _run_cuda(ours, True)
+    y_ref = selective_scan_naive(**ref, delta_softplus=True)
+    assert _rel(y, y_ref) < 1e-5
+    grad = torch.randn_like(y_ref)
+    got = torch.autograd.grad(y, list(ours.values()), grad.to(DEVICE, torch.float32))
+    want = torch.autograd.grad(y_ref, list(ref.values()), grad)
+    for name, a, b in zip(ours, got, want):
+        assert a.dtype == ours[name].dtype, name
+        assert _rel(a, b) < 1e-2, name
+
+
+def test_cuda_non_contiguous_inputs_and_side_stream():
+    """Strided inputs (made contiguous by the op) on a non-default stream give the oracle's result."""
+    data = {k: v.to(DEVICE, torch.float32) for k, v in _inputs(2, 2, 4, 4, 160, seed=5).items()}
+    # every other position of a twice-as-long copy: stride 2 along L (sliced on the GPU, so it stays strided)
+    ours = {k: torch.cat([v, v], dim=-1)[..., ::2] if v.dim() >= 3 else v for k, v in data.items()}
+    assert not ours["u"].is_contiguous() and not ours["B"].is_contiguous()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        y = _run_cuda(ours, True)
+    torch.cuda.current_stream().wait_stream(stream)
+    y_ref = selective_scan_naive(**{k: v.double().cpu() for k, v in ours.items()}, delta_softplus=True)
+    assert _rel(y, y_ref) < 1e-5
+
+
+@pytest.mark.parametrize("warps", ["1", "4", "16"])
+def test_cuda_backward_block_width_override(warps, monkeypatch):
+    """VMAMBA_ZOO_CUDA_BWD_WARPS (a tuning knob) changes only how dB/dC partial sums are split."""
+    monkeypatch.setenv("VMAMBA_ZOO_CUDA_BWD_WARPS", warps)
+    _check((2, 2, 40, 4, 300), torch.float32)
+
+
+def test_cuda_backend_is_auto_choice():
+    """Auto mode picks the cuda backend for CUDA inputs (it outranks triton)."""
+    from vmamba_zoo.ops.backends import resolve
+    u = torch.randn(1, 4, 8, device=DEVICE)
+    A = -torch.rand(4, 2, device=DEVICE)
+    B = torch.randn(1, 2, 2, 8, device=DEVICE)
+    assert resolve("selective_scan_fwd", "auto", (u, u, A, B, B)) is cuda_backend.selective_scan_fwd
+
+
+def test_cuda_empty_length():
+    u = torch.randn(2, 4, 0, device=DEVICE, requires_grad=True)
+    A = -torch.rand(4, 3, device=DEVICE, requires_grad=True)
+    B = torch.randn(2, 2, 3, 0, device=DEVICE, requires_grad=True)
+    y = _run_cuda(dict(u=u, delta=u, A=A, B=B, C=B), True)
+    assert y.shape == (2, 4, 0)
+    (dA,) = torch.autograd.grad(y.sum(), [A], allow_unused=True)
+    assert dA is None or torch.count_nonzero(dA) == 0
+
+
+@pytest.mark.skipif(os.environ.get("VMAMBA_ZOO_GPU_LARGE") != "1", reason="set VMAMBA_ZOO_GPU_LARGE=1 (several GiB)")
+def test_cuda_offsets_past_2_31():
+    """More than 2^31 elements in u: 64-bit offsets. Checked on the last channel against the oracle."""
+    batch, channels, length = 2, 1024, 2 ** 20 + 7
+    u = torch.randn(batch, channels, length, device="cuda", dtype=torch.float16)
+    delta = torch.rand_like(u)
+    A = -torch.rand(channels, 1, device="cuda")
+    B = torch.randn(batch, 1, 1, length, device="cuda", dtype=torch.float16)
+    y = _run_cuda(dict(u=u, delta=delta, A=A, B=B, C=B), True)
+    last = slice(channels - 1, channels)
+    y_ref = selective_scan(u[:, last].double().cpu(), delta[:, last].double().cpu(), A[last].double().cpu(),
+                           B.double().cpu(), B.double().cpu(), delta_softplus=True, backend="reference")
+    assert _rel(y[:, last], y_ref) < 1e-4

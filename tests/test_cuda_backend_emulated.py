@@ -1,0 +1,96 @@
+"""The whole 'cuda' backend path on the CPU: selective_scan(..., backend="cuda") -> the custom op -> the Python
+backend (vmamba_zoo/ops/cuda_backend.py) -> the extension's host code (selective_scan.cpp, built with the
+kernels emulated: tests/cuda_emulation) -> the kernels' own code. Runs a selection of the GPU suite's checks
+(tests/gpu/test_cuda_backend.py) with its device switched to the CPU, so its test logic is exercised too.
+"""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from vmamba_zoo.ops import cuda_backend
+
+import cuda_emulation
+
+GPU_TESTS = Path(__file__).resolve().parent / "gpu" / "test_cuda_backend.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_suite():
+    if cuda_emulation.compiler() is None:
+        pytest.skip("no C++ compiler (g++) for the CUDA emulation")
+    from torch.utils.cpp_extension import is_ninja_available
+    if not is_ninja_available():
+        pytest.skip("ninja is needed to build the emulated extension")
+    cuda_emulation.build_ops()
+    spec = importlib.util.spec_from_file_location("gpu_test_cuda_backend", GPU_TESTS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def suite(gpu_suite, monkeypatch):
+    """The GPU suite's module, on the CPU, with the backend pointed at the emulated extension."""
+    monkeypatch.setattr(gpu_suite, "DEVICE", "cpu")
+    monkeypatch.setattr(cuda_backend, "OPS_NAMESPACE", cuda_emulation.OPS_NAMESPACE)
+    monkeypatch.setattr(cuda_backend, "_DEVICE_TYPE", "cpu")
+    monkeypatch.setattr(cuda_backend, "load_extension", lambda: True)
+    monkeypatch.setattr(cuda_backend, "_device_ok", lambda device: True)
+    return gpu_suite
+
+
+# the emulation runs each CUDA thread as an OS thread: small shapes (17 channels at d_state 16: backward
+# blocks of 9 warps, one spare)
+@pytest.mark.parametrize("shape", [(2, 2, 3, 4, 1), (2, 2, 3, 4, 257), (1, 4, 2, 16, 130), (1, 1, 17, 16, 270)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_emulated_matches_oracle(suite, shape, dtype):
+    suite._check(shape, dtype)
+
+
+@pytest.mark.parametrize("options", ["none", "D_only", "z_bias"])
+def test_emulated_optional_inputs(suite, options):
+    suite._check((2, 2, 5, 4, 300), torch.float32, optionals=suite.OPTIONALS[options], softplus=options != "none")
+
+
+def test_emulated_output_in_input_dtype(suite):
+    suite.test_cuda_output_in_input_dtype(torch.float16)
+
+
+def test_emulated_mixed_dtypes(suite):
+    suite.test_cuda_mixed_dtypes()
+
+
+def test_emulated_block_width_override(suite, monkeypatch):
+    monkeypatch.setenv("VMAMBA_ZOO_CUDA_BWD_WARPS", "3")  # 10 channels: blocks of 3, 3, 3 and 1 (+2 spare) warps
+    suite._check((1, 1, 10, 2, 270), torch.float32)
+
+
+def test_emulated_empty_length(suite):
+    suite.test_cuda_empty_length()
+
+
+def test_emulated_backward_is_deterministic(suite):
+    suite.test_cuda_backward_is_deterministic((1, 2, 12, 2, 270))
+
+
+def test_emulated_op_checks_inputs(suite):
+    """The host code refuses bad inputs with a clear message instead of launching."""
+    ops = getattr(torch.ops, cuda_emulation.OPS_NAMESPACE)
+    u = torch.randn(1, 4, 10)
+    A = -torch.rand(4, 2)
+    B = torch.randn(1, 2, 2, 10)
+    with pytest.raises(RuntimeError, match="A must be float32"):
+        ops.selective_scan_fwd(u, u, A.double(), B, B, None, None, None, True, True)
+    with pytest.raises(RuntimeError, match="must have u's dtype"):
+        ops.selective_scan_fwd(u, u, A, B.half(), B, None, None, None, True, True)
+    with pytest.raises(RuntimeError, match="do not split into 3 groups"):
+        ops.selective_scan_fwd(u, u, A, torch.randn(1, 3, 2, 10), torch.randn(1, 3, 2, 10), None, None, None, True,
+                               True)
+    with pytest.raises(RuntimeError, match="d_state must be in"):
+        ops.selective_scan_fwd(u, u, -torch.rand(4, 300), torch.randn(1, 2, 300, 10), torch.randn(1, 2, 300, 10),
+                               None, None, None, True, True)
+    with pytest.raises(RuntimeError, match="D must have shape"):
+        ops.selective_scan_fwd(u, u, A, B, B, torch.randn(3), None, None, True, True)

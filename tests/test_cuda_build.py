@@ -213,6 +213,7 @@ def failing_build(monkeypatch, tmp_path):
     monkeypatch.setattr(cuda_backend, "_ops_registered", lambda: False)
     monkeypatch.setattr(cuda_backend, "_load_prebuilt", lambda: False)
     monkeypatch.setattr(cuda_backend, "buildable", lambda: (True, ""))
+    monkeypatch.setattr(cuda_backend, "_ninja_available", lambda: True)
     monkeypatch.setenv("VMAMBA_ZOO_CUDA_CACHE", str(tmp_path))
     return calls
 
@@ -241,3 +242,27 @@ def test_build_failure_never_breaks_a_forward(failing_build, monkeypatch):
     with pytest.warns(RuntimeWarning, match="CUDA selective scan is unavailable"):
         y = selective_scan(u, delta, A, B, C, delta_softplus=True)
     torch.testing.assert_close(y, reference.selective_scan_fwd(u, delta, A, B, C, None, None, None, True, True))
+
+
+def test_build_without_ninja_goes_through_setuptools(failing_build, monkeypatch):
+    """No ninja (torch's load() needs it): setuptools' build_ext compiles instead; its failure is summarised too."""
+    monkeypatch.setattr(cuda_backend, "_ninja_available", lambda: False)
+    calls = []
+
+    def setuptools_build(build_dir, host_flags, nvcc_flags):
+        calls.append(build_dir)
+        raise RuntimeError("setuptools build_ext failed:\nselective_scan.cpp:12:3: error: 'foo' was not declared")
+    monkeypatch.setattr(cuda_backend, "_build_with_setuptools", setuptools_build)
+    with pytest.warns(RuntimeWarning, match="'foo' was not declared"):
+        assert cuda_backend.load_extension() is False
+    assert len(calls) == 1 and failing_build == []
+
+
+def test_built_library_names(tmp_path):
+    import sysconfig
+    assert cuda_backend._built_library(tmp_path) is None
+    suffixed = tmp_path / f"{cuda_backend.JIT_NAME}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    suffixed.write_bytes(b"")
+    assert cuda_backend._built_library(tmp_path) == suffixed
+    (tmp_path / f"{cuda_backend.JIT_NAME}.so").write_bytes(b"")
+    assert cuda_backend._built_library(tmp_path) == tmp_path / f"{cuda_backend.JIT_NAME}.so"

@@ -7,7 +7,8 @@ Where the compiled code comes from, in order:
 
 1. ahead of time: ``VMAMBA_ZOO_BUILD_CUDA=1 pip install --no-build-isolation -e .`` builds the module
    ``vmamba_zoo._C_selective_scan`` (see setup.py);
-2. just in time, on the first CUDA call: ``torch.utils.cpp_extension.load`` (needs nvcc and ninja) builds it
+2. just in time, on the first CUDA call: ``torch.utils.cpp_extension.load`` (needs nvcc; with ninja, else
+   setuptools' build_ext, one file at a time) builds it
    into ``~/.cache/vmamba_zoo/torch_extensions/<torch version>_<CUDA version>_<arch list>_<source hash>``
    (``VMAMBA_ZOO_CUDA_CACHE`` overrides the parent folder), once per machine; ``VMAMBA_ZOO_CUDA_JIT=0`` turns
    this off. Architectures: ``TORCH_CUDA_ARCH_LIST`` if set, else ``8.0;8.6;9.0+PTX``.
@@ -19,13 +20,16 @@ delete the folder to try again.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import re
-import shutil
+import subprocess
 import sys
+import sysconfig
 import threading
 import warnings
 from pathlib import Path
@@ -131,13 +135,7 @@ def buildable() -> tuple[bool, str]:
         return False, "this torch is a CPU build"
     if _cuda_home() is None:
         return False, "no CUDA toolkit (nvcc) found: set CUDA_HOME"
-    try:
-        from torch.utils.cpp_extension import is_ninja_available
-        if not is_ninja_available():
-            return False, "ninja is not installed (pip install ninja)"
-    except ImportError:
-        return False, "torch.utils.cpp_extension is unavailable"
-    return True, ""
+    return True, ""  # (without ninja the build goes through setuptools: slower, same result)
 
 
 def summarize_build_error(text: str, max_lines: int = 12) -> str:
@@ -183,36 +181,73 @@ def _load_prebuilt() -> bool:
     return True
 
 
-def _build_jit() -> bool:
+def _ninja_available() -> bool:
+    from torch.utils.cpp_extension import is_ninja_available
+    return is_ninja_available()
+
+
+def _built_library(build_dir: Path) -> Optional[Path]:
+    """The library an earlier build left in build_dir (ninja's name, or setuptools' with the ABI suffix)."""
+    for name in (f"{JIT_NAME}.so", f"{JIT_NAME}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"):
+        if (build_dir / name).exists():
+            return build_dir / name
+    return None
+
+
+# Without ninja (torch's load() needs it) the sources are compiled by setuptools' build_ext, one file after
+# another, in a child process (the compiler's output is captured for the error summary).
+_SETUPTOOLS_BUILD = """
+import json, os, sys
+from setuptools import Distribution
+from torch.utils.cpp_extension import BuildExtension, CUDAExtension
+name, build_dir, include_dir, host_flags, nvcc_flags, sources = json.loads(sys.argv[1])
+extension = CUDAExtension(name, sources, include_dirs=[include_dir],
+                          extra_compile_args={"cxx": host_flags, "nvcc": nvcc_flags})
+dist = Distribution({"name": name, "ext_modules": [extension], "script_name": "setup.py",
+                     "cmdclass": {"build_ext": BuildExtension.with_options(use_ninja=False)},
+                     "script_args": ["build_ext", "--build-lib", build_dir,
+                                     "--build-temp", os.path.join(build_dir, "build_temp")]})
+dist.parse_command_line()
+dist.run_commands()
+"""
+
+
+def _build_with_setuptools(build_dir: Path, host_flags: list[str], nvcc_flags: list[str]) -> Path:
+    from torch.utils.file_baton import FileBaton
+    baton = FileBaton(str(build_dir / "setuptools_build.lock"))  # another process may be building the same
+    if baton.try_acquire():
+        try:
+            if _built_library(build_dir) is None:
+                args = [JIT_NAME, str(build_dir), str(SOURCE_DIR), host_flags, nvcc_flags,
+                        [str(p) for p in source_files()]]
+                result = subprocess.run([sys.executable, "-c", _SETUPTOOLS_BUILD, json.dumps(args)],
+                                        capture_output=True, text=True)
+                if result.returncode != 0:
+                    raise RuntimeError(f"setuptools build_ext failed:\n{result.stdout[-20000:]}\n"
+                                       f"{result.stderr[-20000:]}")
+        finally:
+            baton.release()
+    else:
+        baton.wait()
+    library = _built_library(build_dir)
+    if library is None:
+        raise RuntimeError("the build finished without leaving a library in " + str(build_dir))
+    return library
+
+
+@contextlib.contextmanager
+def _build_environment():
+    """TORCH_CUDA_ARCH_LIST (torch reads it to choose -gencode flags) and the CUDA toolkit, for the build only."""
     from torch.utils import cpp_extension
-    build_dir = cache_dir()
-    failure = build_dir / FAILURE_FILE
-    if failure.exists():
-        raise _BuildFailed(f"an earlier build failed (delete {build_dir} to retry):\n{failure.read_text()}")
-    build_dir.mkdir(parents=True, exist_ok=True)
-    if not (build_dir / f"{JIT_NAME}.so").exists():
-        print(COMPILING_MESSAGE, file=sys.stderr, flush=True)
-        logger.info("%s (into %s)", COMPILING_MESSAGE, build_dir)
-    host_flags, nvcc_flags = compile_flags()
     cuda_home = _cuda_home()
     saved = {k: os.environ.get(k) for k in ("TORCH_CUDA_ARCH_LIST", "CUDA_HOME")}
     saved_home = cpp_extension.CUDA_HOME
+    os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list()
+    if cuda_home:
+        os.environ["CUDA_HOME"] = cuda_home
+        cpp_extension.CUDA_HOME = cuda_home
     try:
-        os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list()  # torch reads it to choose -gencode flags
-        if cuda_home:
-            os.environ["CUDA_HOME"] = cuda_home
-            cpp_extension.CUDA_HOME = cuda_home
-        cpp_extension.load(name=JIT_NAME, sources=[str(p) for p in source_files()],
-                           extra_include_paths=[str(SOURCE_DIR)], extra_cflags=host_flags,
-                           extra_cuda_cflags=nvcc_flags, build_directory=str(build_dir),
-                           is_python_module=False, verbose=False)
-    except Exception as exc:  # the compiler's output is in the message
-        summary = summarize_build_error(exc)
-        try:
-            failure.write_text(summary + "\n")
-        except OSError:
-            pass
-        raise _BuildFailed(f"building it failed:\n{summary}") from exc
+        yield
     finally:
         cpp_extension.CUDA_HOME = saved_home
         for k, v in saved.items():
@@ -220,7 +255,38 @@ def _build_jit() -> bool:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    _STATE.origin = f"jit {build_dir}"
+
+
+def _build_jit() -> bool:
+    from torch.utils import cpp_extension
+    build_dir = cache_dir()
+    failure = build_dir / FAILURE_FILE
+    if failure.exists():
+        raise _BuildFailed(f"an earlier build failed (delete {build_dir} to retry):\n{failure.read_text()}")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    use_ninja = _ninja_available()
+    if _built_library(build_dir) is None:
+        print(COMPILING_MESSAGE + ("" if use_ninja else " (no ninja: one file at a time, slower)"),
+              file=sys.stderr, flush=True)
+        logger.info("%s (into %s)", COMPILING_MESSAGE, build_dir)
+    host_flags, nvcc_flags = compile_flags()
+    try:
+        with _build_environment():
+            if use_ninja:
+                cpp_extension.load(name=JIT_NAME, sources=[str(p) for p in source_files()],
+                                   extra_include_paths=[str(SOURCE_DIR)], extra_cflags=host_flags,
+                                   extra_cuda_cflags=nvcc_flags, build_directory=str(build_dir),
+                                   is_python_module=False, verbose=False)
+            else:
+                torch.ops.load_library(str(_build_with_setuptools(build_dir, host_flags, nvcc_flags)))
+    except Exception as exc:  # the compiler's output is in the message
+        summary = summarize_build_error(exc)
+        try:
+            failure.write_text(summary + "\n")
+        except OSError:
+            pass
+        raise _BuildFailed(f"building it failed:\n{summary}") from exc
+    _STATE.origin = f"jit {build_dir}" + ("" if use_ninja else " (setuptools, no ninja)")
     return True
 
 

@@ -176,3 +176,83 @@ def test_kernels_run_interpreted(kernels):
     """Guard: the kernels really are interpreter functions here (so the tests above ran Triton code)."""
     assert type(kernels._cross_scan_kernel).__name__ == "InterpretedFunction"
     assert type(kernels._cross_merge_kernel).__name__ == "InterpretedFunction"
+
+
+# Compiles the kernels for sm_90 with the real Triton compiler (no GPU needed) and prints, per variant, the
+# TTGIR layout of every global load/store (in program order) and whether the PTX has 16-byte vector loads.
+_COMPILE_SCRIPT = r'''
+import json, re, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from vmamba_zoo.ops.kernels import triton_cross_scan as k
+
+def compile_variant(name, dtype, channels, height, width, directions, channels_last):
+    kernel = getattr(k, name)
+    h, w, block_c, block_h, block_w = k.tile_shape(channels, height, width, directions, channels_last)
+    signature = {arg: "constexpr" for arg in kernel.arg_names}
+    signature.update({kernel.arg_names[0]: "*" + dtype, kernel.arg_names[1]: "*" + dtype,
+                      "C": "i32", "H": "i32", "W": "i32"})
+    constants = dict(K=directions, CHANNELS_LAST=channels_last, ALIGN_C=k._alignment(channels),
+                     ALIGN_H=k._alignment(h), ALIGN_W=k._alignment(w), BLOCK_C=block_c, BLOCK_H=block_h,
+                     BLOCK_W=block_w)
+    if "ACC_FP64" in kernel.arg_names:
+        constants["ACC_FP64"] = dtype == "fp64"
+    # as the launcher specialises: 16-byte aligned pointers, ints divisible by 16 marked so
+    attrs = {(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]}
+    attrs.update({(i,): [["tt.divisibility", 16]] for i, v in ((2, channels), (3, h), (4, w)) if v % 16 == 0})
+    compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs),
+                              target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": k._num_warps(block_c * block_h * block_w)})
+    ttgir = compiled.asm["ttgir"]
+    layouts = dict(re.findall(r"^(#\w+) = #ttg\.blocked<(.*)>$", ttgir, re.M))
+    accesses = []
+    for line in ttgir.splitlines():
+        op = re.search(r"\btt\.(load|store) ", line)
+        encoding = re.search(r"tensor<[^>]*!tt\.ptr<[^>]*>, (#\w+)>", line)
+        if op and encoding:
+            fields = {key: [int(v) for v in val.split(",")]
+                      for key, val in re.findall(r"(\w+) = \[([\d, ]+)\]", layouts[encoding.group(1)])}
+            accesses.append([op.group(1), fields["order"][0], fields["threadsPerWarp"], fields["sizePerThread"]])
+    vector_loads = bool(re.search(r"ld\.global(\.\w+)*\.v4\.b32", compiled.asm["ptx"]))
+    return dict(accesses=accesses, vector_loads=vector_loads)
+
+variants = json.loads(sys.argv[1])
+print(json.dumps([compile_variant(*v) for v in variants]))
+'''
+
+
+def test_kernels_compile_for_sm90_with_coalesced_accesses(tmp_path):
+    """The real compiler (sm_90, in a subprocess without the interpreter) builds every kernel variant, and
+    lays each global access out along the axis its addresses are adjacent on: the image's W (channel-first)
+    or C (channel-last) axis, and the sequences' step axis, which is the tile's last axis for every
+    direction (the column directions go through the transposed tile; the reversed ones rely on Triton
+    ordering non-contiguous accesses along the last axis). Aligned fp16 maps (56x56) get 16-byte loads."""
+    import json
+    import subprocess
+    import sys
+    variants = [[kernel, dtype, channels, height, width, directions, channels_last]
+                for kernel in ("_cross_scan_kernel", "_cross_merge_kernel")
+                for dtype, maps, direction_counts in (("fp16", ((96, 56, 56), (5, 13, 4)), (4, 2)),
+                                                      ("fp32", ((96, 56, 56),), (4,)))
+                for channels, height, width in maps
+                for directions in direction_counts for channels_last in (False, True)]
+    env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(variants)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    for (kernel, dtype, channels, height, width, directions, channels_last), result in zip(variants, results):
+        scan = kernel == "_cross_scan_kernel"
+        accesses = result["accesses"]
+        assert len(accesses) == 1 + directions, (kernel, accesses)
+        image_access = accesses[0] if scan else accesses[-1]
+        sequence_accesses = accesses[1:] if scan else accesses[:-1]
+        assert image_access[1] == (0 if channels_last else 2), (kernel, image_access)
+        for access in sequence_accesses:
+            assert access[1] == 2, (kernel, directions, channels_last, access)
+        if (height, width) == (56, 56):  # whole warps run along the adjacent addresses
+            for _, fastest, threads_per_warp, _ in accesses:
+                assert threads_per_warp[fastest] >= 2, (kernel, accesses)
+            if dtype == "fp16" and not channels_last:
+                assert result["vector_loads"], kernel

@@ -147,6 +147,15 @@ def _column_steps(c, i, j, C, H, W):
 
 
 @triton.jit
+def _widen(values, FP64: tl.constexpr):
+    """The merge's accumulation type: float32, or float64 for float64 input."""
+    if FP64:
+        return values.to(tl.float64)
+    else:
+        return values.to(tl.float32)
+
+
+@triton.jit
 def _aligned(n, ALIGN: tl.constexpr):
     # n is a multiple of ALIGN (the host checked), so this is n; written so the compiler learns it
     return n // ALIGN * ALIGN
@@ -186,23 +195,22 @@ def _cross_merge_kernel(y_ptr, out_ptr, C, H, W,
     H = _aligned(H, ALIGN_H)
     W = _aligned(W, ALIGN_W)
     L = H * W
-    acc_dtype = tl.float64 if ACC_FP64 else tl.float32
     batch, c, i, j = _tile_indices(C, H, W, BLOCK_C, BLOCK_H, BLOCK_W, CHANNELS_LAST)
     mask = (c < C)[:, None, None] & ((i < H)[:, None] & (j < W)[None, :])[None, :, :]
     rows = i[:, None] * W + j[None, :]
     # summed in the reference's order ((y0 + y2') + (y1 + y3')), so float32 results equal it exactly
-    merged = tl.load(y_ptr + _sequence_offsets(batch, 0, c, rows, C, L, K), mask=mask, other=0).to(acc_dtype)
+    merged = _widen(tl.load(y_ptr + _sequence_offsets(batch, 0, c, rows, C, L, K), mask=mask, other=0), ACC_FP64)
     if K == 2:
-        merged += tl.load(y_ptr + _sequence_offsets(batch, 1, c, (L - 1) - rows, C, L, K), mask=mask,
-                          other=0).to(acc_dtype)
+        merged += _widen(tl.load(y_ptr + _sequence_offsets(batch, 1, c, (L - 1) - rows, C, L, K), mask=mask,
+                                 other=0), ACC_FP64)
     if K == 4:
-        merged += tl.load(y_ptr + _sequence_offsets(batch, 2, c, (L - 1) - rows, C, L, K), mask=mask,
-                          other=0).to(acc_dtype)
+        merged += _widen(tl.load(y_ptr + _sequence_offsets(batch, 2, c, (L - 1) - rows, C, L, K), mask=mask,
+                                 other=0), ACC_FP64)
         cols, mask_t = _column_steps(c, i, j, C, H, W)  # column directions: read as transposed tiles
-        col_sum = tl.load(y_ptr + _sequence_offsets(batch, 1, c, cols, C, L, K), mask=mask_t,
-                          other=0).to(acc_dtype)
-        col_sum += tl.load(y_ptr + _sequence_offsets(batch, 3, c, (L - 1) - cols, C, L, K), mask=mask_t,
-                           other=0).to(acc_dtype)
+        col_sum = _widen(tl.load(y_ptr + _sequence_offsets(batch, 1, c, cols, C, L, K), mask=mask_t, other=0),
+                         ACC_FP64)
+        col_sum += _widen(tl.load(y_ptr + _sequence_offsets(batch, 3, c, (L - 1) - cols, C, L, K), mask=mask_t,
+                                  other=0), ACC_FP64)
         merged += tl.permute(col_sum, (0, 2, 1))
     tl.store(out_ptr + _image_offsets(batch, c, i, j, C, H, W, CHANNELS_LAST),
              merged.to(out_ptr.dtype.element_ty), mask=mask)

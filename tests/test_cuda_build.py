@@ -70,6 +70,7 @@ _BUILD_SCRIPT = textwrap.dedent("""
     import torch, warnings
     warnings.simplefilter("error", RuntimeWarning)  # a failed build is a test failure here, not a fallback
     from vmamba_zoo.ops import cuda_backend
+    (cuda_backend.cache_dir() / cuda_backend.FAILURE_FILE).unlink(missing_ok=True)  # always a fresh attempt
     ok = cuda_backend.load_extension()
     print("STATUS", ok, cuda_backend.extension_status())
     ops = torch.ops.vmamba_zoo_cuda

@@ -26,7 +26,7 @@ import torch
 from vmamba_zoo.ops import reference
 from vmamba_zoo.ops.kernels import triton_cross_scan as kernels
 
-STAGES = [("T stage1", 96, 56), ("T stage2", 192, 28), ("T stage3", 384, 14), ("T stage4", 768, 7)]
+STAGES = [("T stage0", 96, 56), ("T stage1", 192, 28), ("T stage2", 384, 14), ("T stage3", 768, 7)]
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -138,8 +138,6 @@ def run_case(name, channels, size, directions, channels_last, dtype, batch, swee
         if sweep:
             sweep_tiles(op, x if op == "scan" else y, height, width, directions, channels_last, nbytes, t_copy,
                         prefix)
-    del x, y
-    torch.cuda.empty_cache()
 
 
 def sweep_tiles(op, tensor, height, width, directions, channels_last, nbytes, t_copy, prefix):
@@ -191,6 +189,7 @@ def main(argv=None):
                 try:
                     run_case(name, channels, size, directions, channels_last, DTYPES[args.dtype], args.batch,
                              args.sweep)
+                    torch.cuda.empty_cache()  # the case's tensors are gone with its frame
                 except Exception as err:  # noqa: BLE001
                     print(f"case {name} C={channels} {size}x{size} K={directions} "
                           f"{'cl' if channels_last else 'cf'}: ERROR {type(err).__name__}: {err}")

@@ -16,9 +16,11 @@ coalesced along its own contiguous axis and transposes between them in shared me
 access is coalesced; none is a per-element scatter. The reversed directions count down, which Triton's
 analysis does not call contiguous; it then runs consecutive threads along the last tile axis, so the
 column directions go through the transposed tile [BLOCK_C, BLOCK_W, BLOCK_H] (rows last) and the
-reversed ones still write consecutive (descending) addresses from consecutive threads. Tiles that cover whole rows (BLOCK_W >= W) make the
-row-direction writes one contiguous run per channel, and tiles that cover whole columns do the same for
-the column directions; the tile shapes below aim for that at VMamba's map sizes (56/28/14/7).
+reversed ones still write consecutive (descending) addresses from consecutive threads.
+
+Tiles that cover whole rows (BLOCK_W >= W) make the row-direction writes one contiguous run per
+channel, and tiles that cover whole columns do the same for the column directions; the tile shapes
+below aim for that at VMamba's map sizes (56/28/14/7).
 
 With K < 4 no direction needs the 2D structure, so the image is viewed as one row of L pixels
 (H=1, W=L): the tiles are then plain [channels, pixels] blocks with no padding waste.
@@ -31,6 +33,8 @@ channel/plane term on, so tensors above 2**31 elements are addressed correctly (
 int32: H*W < 2**31 is checked).
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import triton
@@ -232,10 +236,12 @@ def _launch(kernel, src, dst, channels, height, width, directions, channels_last
         raise ValueError(f"maps of {height * width} pixels (>= 2**31) are not supported")
     programs = src.shape[0] * triton.cdiv(channels, block_c) * triton.cdiv(height, block_h) * \
         triton.cdiv(width, block_w)
-    kernel[(programs,)](src, dst, channels, height, width, K=directions, CHANNELS_LAST=channels_last, **extra,
-                        ALIGN_C=_alignment(channels), ALIGN_H=_alignment(height), ALIGN_W=_alignment(width),
-                        BLOCK_C=block_c, BLOCK_H=block_h, BLOCK_W=block_w,
-                        num_warps=_num_warps(block_c * block_h * block_w))
+    # Triton launches on the current device: make it the tensors' (e.g. cuda:1 while cuda:0 is current)
+    with torch.cuda.device(src.device) if src.is_cuda else contextlib.nullcontext():
+        kernel[(programs,)](src, dst, channels, height, width, K=directions, CHANNELS_LAST=channels_last, **extra,
+                            ALIGN_C=_alignment(channels), ALIGN_H=_alignment(height), ALIGN_W=_alignment(width),
+                            BLOCK_C=block_c, BLOCK_H=block_h, BLOCK_W=block_w,
+                            num_warps=_num_warps(block_c * block_h * block_w))
 
 
 def cross_scan(x: torch.Tensor, directions: int, channels_last: bool, tile: dict | None = None) -> torch.Tensor:

@@ -94,3 +94,16 @@ def test_emulated_op_checks_inputs(suite):
                                None, None, None, True, True)
     with pytest.raises(RuntimeError, match="D must have shape"):
         ops.selective_scan_fwd(u, u, A, B, B, torch.randn(3), None, None, True, True)
+
+
+def test_emulated_empty_channels_and_batch(suite):
+    """No channels or no batch: empty outputs and zero gradients, nothing launched."""
+    ops = getattr(torch.ops, cuda_emulation.OPS_NAMESPACE)
+    for batch, channels in ((0, 4), (2, 0)):
+        u = torch.randn(batch, channels, 5)
+        A = -torch.rand(channels, 2)
+        B = torch.randn(batch, 2, 2, 5)
+        assert ops.selective_scan_fwd(u, u, A, B, B, None, None, None, True, True).shape == u.shape
+        du, ddelta, dA, dB, dC, dD, dz, dbias = ops.selective_scan_bwd(u, u, u, A, B, B, None, None, None, True)
+        assert du.shape == u.shape and dA.shape == A.shape and dB.shape == B.shape
+        assert not dA.any() and not dB.any() and dD.numel() == 0 and dz.numel() == 0

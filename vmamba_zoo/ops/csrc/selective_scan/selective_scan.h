@@ -29,6 +29,7 @@ enum class ScalarKind : int { kFloat = 0, kHalf = 1, kBFloat16 = 2 };
 // Channels per block: at most max_warps, spread evenly over the blocks a group needs (group_size 96 with
 // max 16 -> 6 blocks of 16; group_size 6 -> 1 block of 6), so few warps idle.
 inline int warps_per_block_for(int group_size, int max_warps) {
+  if (group_size <= 0) return 1;  // no channels: nothing is launched
   const int blocks = (group_size + max_warps - 1) / max_warps;
   return (group_size + blocks - 1) / blocks;
 }

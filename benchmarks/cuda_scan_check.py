@@ -160,7 +160,7 @@ def correctness(cases=None) -> None:
 # ----------------------------------------------------------------------------------------------- speed
 def speed_inputs(batch, groups, group_size, d_state, length, act=torch.float16):
     channels = groups * group_size
-    dev = "cuda"
+    dev = DEVICE
     u = torch.randn(batch, channels, length, device=dev, dtype=act)
     delta = (0.5 * torch.randn(batch, channels, length, device=dev)).to(act)
     A = -torch.exp(torch.randn(channels, d_state, device=dev))
@@ -172,71 +172,68 @@ def speed_inputs(batch, groups, group_size, d_state, length, act=torch.float16):
 
 
 def speed(copy_gbs: float, sweep: bool) -> None:
-    from vmamba_zoo.ops import available_backends, selective_scan
+    from vmamba_zoo.ops import available_backends
     cases = {"VMamba-T stage0 (N=1)": (128, 4, 96, 1, 3136), "vanilla-T stage0 (N=16)": (32, 4, 192, 16, 3136)}
     print(f"\nspeed: fp16 u/delta/B/C, fp32 A/D/bias, softplus, fp32 output; copy bandwidth {copy_gbs:.0f} GB/s")
     print("  bytes counted: fwd reads u, delta (2 B), writes y (4 B) + B, C; bwd reads dout (4), u, delta, "
           "writes du, ddelta (2 each) + 2x B, C")
     print(f"{'case':<26}{'backend':<14}{'fwd ms':>8}{'fwd GB/s':>10}{'% copy':>8}{'bwd ms':>8}{'bwd GB/s':>10}"
           f"{'% copy':>8}")
-    backends = [b for b in ("cuda", "triton") if b in available_backends("selective_scan_fwd")]
+    runs = [(b, None) for b in ("cuda", "triton") if b in available_backends("selective_scan_fwd")]
+    if sweep:
+        runs += [("cuda", w) for w in ("4", "8", "16")]
     for name, shape in cases.items():
         try:
-            u, delta, A, B, C, D, bias = speed_inputs(*shape)
+            time_case(name, shape, runs, copy_gbs)
         except torch.OutOfMemoryError:
-            print(f"{name:<26}out of memory allocating the inputs")
-            continue
-        elems = u.numel()
-        bc_bytes = 2 * B.numel() * B.element_size()
-        fwd_bytes = elems * (2 + 2 + 4) + bc_bytes
-        bwd_bytes = elems * (4 + 2 + 2 + 2 + 2) + 2 * bc_bytes
-        runs = [(b, None) for b in backends]
-        if sweep:
-            runs += [("cuda", w) for w in ("4", "8", "16")]
-        for backend, warps in runs:
-            label = backend + (f" w{warps}" if warps else "")
-            saved = os.environ.get("VMAMBA_ZOO_CUDA_BWD_WARPS")
-            if warps:
-                os.environ["VMAMBA_ZOO_CUDA_BWD_WARPS"] = warps
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", RuntimeWarning)
-
-                    def fwd():
-                        return selective_scan(u, delta, A, B, C, D, None, bias, True, True, backend)
-                    y = fwd()
-                    g = torch.randn_like(y)
-
-                    def bwd():
-                        torch.autograd.grad(y, (u, delta, A, B, C, D, bias), g, retain_graph=True)
-                    tf, tb = cuda_time(fwd), cuda_time(bwd)
-                gf, gb = fwd_bytes / tf / 1e9, bwd_bytes / tb / 1e9
-                print(f"{name:<26}{label:<14}{tf * 1e3:>8.3f}{gf:>10.0f}{100 * gf / copy_gbs:>7.0f}%"
-                      f"{tb * 1e3:>8.3f}{gb:>10.0f}{100 * gb / copy_gbs:>7.0f}%", flush=True)
-                del y, g
-            except torch.OutOfMemoryError:
-                print(f"{name:<26}{label:<14}  out of memory")
-            except Exception as exc:  # noqa: BLE001
-                print(f"{name:<26}{label:<14}  ERROR")
-                note_failure(f"timing {name} {label}", exc)
-            finally:
-                if warps:
-                    if saved is None:
-                        os.environ.pop("VMAMBA_ZOO_CUDA_BWD_WARPS", None)
-                    else:
-                        os.environ["VMAMBA_ZOO_CUDA_BWD_WARPS"] = saved
-                torch.cuda.empty_cache()
-        # the kernel alone (no custom-op dispatch / Python wrapper around it)
-        try:
-            op = torch.ops.vmamba_zoo_cuda.selective_scan_fwd
-            with torch.no_grad():
-                tk = cuda_time(lambda: op(u, delta, A, B, C, D, None, bias, True, True))
-            print(f"{name:<26}{'cuda (raw op)':<14}{tk * 1e3:>8.3f}{fwd_bytes / tk / 1e9:>10.0f}"
-                  f"{100 * fwd_bytes / tk / 1e9 / copy_gbs:>7.0f}%")
-        except Exception as exc:  # noqa: BLE001
-            note_failure(f"raw op timing {name}", exc)
-        del u, delta, A, B, C, D, bias
+            print(f"{name:<26}out of memory")
         torch.cuda.empty_cache()
+
+
+def time_case(name: str, shape, runs, copy_gbs: float) -> None:
+    from vmamba_zoo.ops import selective_scan
+    u, delta, A, B, C, D, bias = speed_inputs(*shape)
+    elems = u.numel()
+    bc_bytes = 2 * B.numel() * B.element_size()
+    fwd_bytes = elems * (2 + 2 + 4) + bc_bytes
+    bwd_bytes = elems * (4 + 2 + 2 + 2 + 2) + 2 * bc_bytes
+    for backend, warps in runs:
+        label = backend + (f" w{warps}" if warps else "")
+        saved = os.environ.get("VMAMBA_ZOO_CUDA_BWD_WARPS")
+        if warps:
+            os.environ["VMAMBA_ZOO_CUDA_BWD_WARPS"] = warps  # read by the extension at each backward call
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)  # a fallback to another backend is an error here
+                y = selective_scan(u, delta, A, B, C, D, None, bias, True, True, backend)
+                g = torch.randn_like(y)
+                tf = cuda_time(lambda: selective_scan(u, delta, A, B, C, D, None, bias, True, True, backend))
+                tb = cuda_time(lambda: torch.autograd.grad(y, (u, delta, A, B, C, D, bias), g, retain_graph=True))
+            gf, gb = fwd_bytes / tf / 1e9, bwd_bytes / tb / 1e9
+            print(f"{name:<26}{label:<14}{tf * 1e3:>8.3f}{gf:>10.0f}{100 * gf / copy_gbs:>7.0f}%"
+                  f"{tb * 1e3:>8.3f}{gb:>10.0f}{100 * gb / copy_gbs:>7.0f}%", flush=True)
+        except torch.OutOfMemoryError:
+            print(f"{name:<26}{label:<14}  out of memory")
+        except Exception as exc:  # noqa: BLE001
+            print(f"{name:<26}{label:<14}  ERROR")
+            note_failure(f"timing {name} {label}", exc)
+        finally:
+            if warps:
+                if saved is None:
+                    os.environ.pop("VMAMBA_ZOO_CUDA_BWD_WARPS", None)
+                else:
+                    os.environ["VMAMBA_ZOO_CUDA_BWD_WARPS"] = saved
+            y = g = None
+            torch.cuda.empty_cache()
+    # the kernel alone (no custom-op dispatch / Python wrapper around it)
+    try:
+        op = torch.ops.vmamba_zoo_cuda.selective_scan_fwd
+        with torch.no_grad():
+            tk = cuda_time(lambda: op(u, delta, A, B, C, D, None, bias, True, True))
+        print(f"{name:<26}{'cuda (raw op)':<14}{tk * 1e3:>8.3f}{fwd_bytes / tk / 1e9:>10.0f}"
+              f"{100 * fwd_bytes / tk / 1e9 / copy_gbs:>7.0f}%")
+    except Exception as exc:  # noqa: BLE001
+        note_failure(f"raw op timing {name}", exc)
 
 
 def main() -> int:
@@ -250,7 +247,7 @@ def main() -> int:
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  CUDA {torch.version.cuda}  "
           f"capability {'.'.join(map(str, torch.cuda.get_device_capability()))}")
     try:
-        import vmamba_zoo  # noqa: F401
+        import vmamba_zoo.ops  # noqa: F401  (registers the backends)
     except Exception as exc:  # noqa: BLE001
         note_failure("importing vmamba_zoo failed (run from the repository root with PYTHONPATH=.)", exc)
         return 1

@@ -1,4 +1,7 @@
-"""FLOPs (MACs) and params: fvcore vs torch FlopCounterMode, the paper's figures, the scan formula."""
+"""FLOPs (MACs) and params: fvcore vs torch FlopCounterMode, the paper's figures, the scan formula, recurrent
+layers, every token mixer."""
+import warnings
+
 import pytest
 import timm
 import torch
@@ -85,3 +88,94 @@ def test_unknown_model_is_clear_error():
 
 def test_count_params():
     assert count_params(timm.create_model("test_vmamba")) == 511_784
+
+
+# ------------------------------------------------------------------------------------ recurrent layers
+def _lstm_by_hand(batch, length, inputs, hidden, layers, directions):
+    """4 gates * hidden * (in + hidden) MACs per step, direction and layer (matmuls only, no gate math)."""
+    total, width = 0, inputs
+    for _ in range(layers):
+        total += directions * batch * length * 4 * hidden * (width + hidden)
+        width = directions * hidden
+    return total
+
+
+class _LSTMOp(torch.nn.Module):
+    """A 2-layer bidirectional LSTM through the vmamba_zoo::lstm_fwd op."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = torch.nn.ParameterList(weights)
+
+    def forward(self, x):
+        from vmamba_zoo.ops.lstm import lstm_scan
+        return lstm_scan(x, list(self.weights), num_layers=2, bidirectional=True)
+
+
+def test_lstm_counted_by_hand_formula_both_ways():
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 3, num_layers=2, batch_first=True, bidirectional=True).eval()
+    x = torch.randn(2, 7, 5)
+    expected = _lstm_by_hand(2, 7, 5, 3, layers=2, directions=2)
+    assert expected == 2 * 2 * 7 * 4 * 3 * (5 + 3) + 2 * 2 * 7 * 4 * 3 * (6 + 3) == 5712
+    assert count_macs_fvcore(lstm, x) == expected                  # aten::lstm handle
+    total, ops = count_macs_torch(lstm, x, by_operator=True)       # oneDNN kernel on CPU
+    assert total == expected and ops == {"aten.mkldnn_rnn_layer": expected}
+    with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=False):  # unrolled into matmuls: native
+        warnings.simplefilter("ignore", UserWarning)  # flags() also sets oneDNN's TF32 switch, warning without XPU
+        assert count_macs_torch(lstm, x) == expected
+    op = _LSTMOp(list(lstm._flat_weights))                         # the custom op (compile / meta path)
+    assert count_macs_fvcore(op, x) == count_macs_torch(op, x) == expected
+    with torch.device("meta"):
+        meta = _LSTMOp([torch.empty_like(w) for w in lstm._flat_weights])
+    assert count_macs_torch(meta, x.to("meta")) == expected
+    gru = torch.nn.GRU(5, 3, batch_first=True).eval()              # the same rule: 3 gates
+    assert count_macs_fvcore(gru, x) == count_macs_torch(gru, x) == 2 * 7 * 3 * 3 * (5 + 3)
+
+
+def test_lstm_mixer_counted_by_hand_formula_both_ways():
+    from vmamba_zoo.mixers import create_mixer
+    torch.manual_seed(0)
+    dim, hidden, batch, h, w = 16, 8, 2, 6, 5
+    mixer = create_mixer("lstm", dim, hidden_size=hidden, scan_directions=4).eval()
+    length = h * w
+    expected = (batch * length * dim * hidden                                   # in_proj
+                + _lstm_by_hand(batch, length, hidden, hidden, 1, 2) * 2        # rows and columns, both ways
+                + 5 * batch * length * hidden                                   # out_norm
+                + batch * length * hidden * dim)                                # out_proj
+    x = torch.randn(batch, h, w, dim)
+    assert count_macs_fvcore(mixer, x) == count_macs_torch(mixer, x) == expected
+    with torch.device("meta"):
+        meta = create_mixer("lstm", dim, hidden_size=hidden, scan_directions=4)
+    assert count_macs_torch(meta, x.to("meta")) == expected
+
+
+MIXER_CASES = [("ss2d", dict()), ("mamba", dict(scan_directions=1)), ("mamba", dict(scan_directions=4, d_state=4)),
+               ("lstm", dict(scan_directions=1)), ("lstm", dict(scan_directions=2)), ("lstm", dict(scan_directions=4)),
+               ("xlstm", dict(scan_directions=1)), ("xlstm", dict(scan_directions=4, chunk_size=8)),
+               ("xlstm", dict(cell="slstm", scan_directions=1)), ("xlstm", dict(cell="slstm", scan_directions=2)),
+               ("attention", dict()), ("attention", dict(window_size=4))]
+
+
+@pytest.mark.parametrize("name, kwargs", MIXER_CASES, ids=[f"{n}-{kw}" for n, kw in MIXER_CASES])
+def test_counters_agree_on_every_mixer(name, kwargs):
+    """fvcore (jit trace), FlopCounterMode on real CPU tensors and on the meta device: one number per mixer.
+    dim 32: dt_rank 2 (with dt_rank 1 torch lowers the delta einsum to a multiply FlopCounterMode skips)."""
+    from vmamba_zoo.mixers import create_mixer
+    torch.manual_seed(0)
+    mixer = create_mixer(name, 32, **kwargs).eval()
+    x = torch.randn(2, 7, 6, 32)
+    fv, fv_ops = count_macs_fvcore(mixer, x, by_operator=True)
+    tc, tc_ops = count_macs_torch(mixer, x, by_operator=True)
+    with torch.device("meta"):
+        meta = create_mixer(name, 32, **kwargs)
+    assert fv == tc == count_macs_torch(meta, x.to("meta")) > 0, (fv_ops, tc_ops)
+
+
+@pytest.mark.parametrize("name", ["vmamba_tiny_mamba", "vmamba_tiny_lstm", "vmamba_tiny_xlstm", "vmamba_tiny_attn"])
+def test_counters_agree_on_mixer_variants(name):
+    model = timm.create_model(name, dims=32, depths=(1, 1, 2, 1)).eval()  # the variant's mixers, small widths
+    x = torch.randn(1, 3, 64, 64)
+    fv = count_macs_fvcore(model, x)
+    assert fv == count_macs_torch(model, x) == model_complexity(name, 64, method="torch", dims=32,
+                                                               depths=(1, 1, 2, 1))["macs"]

@@ -5,6 +5,7 @@ matmuls, convolutions, einsums and LayerNorm (5 per element with affine, fvcore'
 elementwise activations / additions do not; the head is included. A selective scan call counts
 ``9*B*L*D*N + B*D*L`` (``+ B*D*L`` more with a z input) where ``D`` is all of its channels (K*d_inner),
 exactly as the VMamba authors' ``flops_selective_scan_fn``; cross_scan / cross_merge count 0.
+The sLSTM op counts its recurrent matmul (batch*K*L*heads*4d*d, :func:`vmamba_zoo.ops.slstm.slstm_macs`).
 Recurrent layers (LSTM, GRU, RNN) count their matmuls only, ``tokens * (size of every weight matrix)``
 (:func:`vmamba_zoo.ops.lstm.lstm_macs`: 4*hidden*(in + hidden) per LSTM step, direction and layer); their
 biases and elementwise gate math are not counted, as for every other layer. Both counters see them:
@@ -39,6 +40,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..ops.lstm import lstm_macs
+from ..ops.slstm import slstm_macs
 
 __all__ = ["selective_scan_macs", "count_params", "count_macs_fvcore", "count_macs_torch", "create_model_for_size",
            "model_complexity", "complexity_table", "plot_sweep", "FVCORE_OP_NAMES"]
@@ -127,6 +129,10 @@ def _fvcore_rnn(inputs: List[Any], outputs: List[Any]) -> int:
     return lstm_macs(_fvcore_shape(inputs[0]), [_fvcore_shape(w) for w in params.node().inputs()])
 
 
+def _fvcore_slstm(inputs: List[Any], outputs: List[Any]) -> int:
+    return slstm_macs(_fvcore_shape(inputs[0]))  # wx (batch, K, L, heads, 4, d): the recurrent matmul
+
+
 FVCORE_HANDLES = {
     "aten::einsum": _fvcore_einsum,
     SCAN_OP: _fvcore_scan,
@@ -136,6 +142,7 @@ FVCORE_HANDLES = {
     "aten::scaled_dot_product_attention": _fvcore_sdpa,
     **{f"aten::{name}": _fvcore_rnn for name in ("lstm", "gru", "rnn_tanh", "rnn_relu")},
     "vmamba_zoo::lstm_fwd": _fvcore_rnn,
+    "vmamba_zoo::slstm_fwd": _fvcore_slstm,
     "vmamba_zoo::layer_norm_fwd": _fvcore_layer_norm,
 }
 
@@ -171,6 +178,14 @@ def _ensure_torch_scan_formula() -> None:
     @register_flop_formula(torch.ops.vmamba_zoo.lstm_fwd)
     def _lstm_flop(x, weights, *args, out_shape=None, **kwargs) -> int:
         return 2 * lstm_macs(x, weights)
+
+    @register_flop_formula(torch.ops.vmamba_zoo.slstm_fwd)
+    def _slstm_flop(wx, *args, out_shape=None, **kwargs) -> int:
+        return 2 * slstm_macs(wx)
+
+    @register_flop_formula(torch.ops.vmamba_zoo.slstm_bwd)
+    def _slstm_bwd_flop(dh, wx, *args, out_shape=None, **kwargs) -> int:
+        return 3 * 2 * slstm_macs(wx)  # pre-activations again, the reverse recurrence's R^T dpre, and dR
 
     @register_flop_formula(torch.ops.vmamba_zoo.lstm_bwd)
     def _lstm_bwd_flop(dout, x, weights, *args, out_shape=None, **kwargs) -> int:

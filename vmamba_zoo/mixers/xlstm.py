@@ -7,20 +7,22 @@ mLSTM (matrix memory, per head; q, k, v of head width d, k scaled by d^-1/2; gat
     C_t = f_t C_{t-1} + i_t v_t k_t^T,   n_t = f_t n_{t-1} + i_t k_t
     h_t = C_t q_t / max(|n_t . q_t|, exp(-m_t))
   Training/inference use the equivalent chunkwise-parallel form (:func:`mlstm_chunkwise`: quadratic
-  within chunks of ``chunk_size`` steps, the (C, n, m) state carried between chunks; one chunk = the
-  fully parallel form); the step-by-step recurrence is the oracle in :mod:`vmamba_zoo.mixers.reference`.
+  within equal chunks of at most ``chunk_size`` steps, every chunk at once, the states entering the chunks as one weighted
+  sum of the chunks' own states; one chunk = the fully parallel form); the step-by-step recurrence is the
+  oracle in :mod:`vmamba_zoo.mixers.reference`.
 sLSTM (scalar memory, block-diagonal recurrent weights R over ``num_heads`` heads):
     i~, f~, z~, o~ = W x_t + R h_{t-1} + b
     m_t = max(log sigmoid(f~_t) + m_{t-1}, i~_t)  (m_{-1} = 0),  i_t, f_t as above
     c_t = f_t c_{t-1} + i_t tanh(z~_t),  n_t = f_t n_{t-1} + i_t,  h_t = sigmoid(o~_t) c_t / n_t
-  Recurrent by nature: a loop over positions after one batched input projection.
+  Recurrent by nature: one batched input projection, then the ``vmamba_zoo::slstm_fwd`` op over the positions
+  (:mod:`vmamba_zoo.ops.slstm`: a PyTorch loop, one Triton kernel on CUDA; explicit backward).
 Block: x -> in_proj -> cell along each scan direction -> sum on pixels -> per-head LayerNorm
 [-> * SiLU(z), mLSTM] -> out_proj. With one direction, ``alternate`` reverses it on odd blocks
-(``block_index``), as Vision-LSTM. FLOPs: all matmuls/einsums, counted natively by FlopCounterMode.
+(``block_index``), as Vision-LSTM. FLOPs: all matmuls/einsums natively, the sLSTM recurrence's R h_{t-1}
+by the op's formula (:mod:`vmamba_zoo.analysis.flops`); gate math not counted.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -30,64 +32,72 @@ from timm.layers import register_notrace_module
 from torch import Tensor
 
 from ..ops import SCAN_DIRECTIONS, cross_merge, cross_scan
+from ..ops.slstm import slstm_scan as _slstm_op
 from .base import TokenMixer, register_mixer
 
 __all__ = ["XLSTMMixer", "mlstm_chunkwise", "slstm_scan"]
 
 
 def mlstm_chunkwise(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tensor, chunk_size: int = 64) -> Tensor:
-    """mLSTM outputs h (..., L, d) of q, k, v (..., L, d) and gate pre-activations (..., L); k unscaled."""
-    k = k * k.shape[-1] ** -0.5
-    log_f = F.logsigmoid(fgate)
-    length = q.shape[-2]
-    C = n = m = None
-    outs = []
-    for start in range(0, length, chunk_size):
-        qc, kc, vc = (t[..., start:start + chunk_size, :] for t in (q, k, v))
-        ic, b = igate[..., start:start + chunk_size], log_f[..., start:start + chunk_size].cumsum(-1)
-        size = b.shape[-1]
-        causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
-        log_d = (b[..., :, None] - b[..., None, :] + ic[..., None, :]).masked_fill(~causal, float("-inf"))
-        m_t = log_d.amax(-1)  # (..., c): the stabiliser the recurrence would have
-        if C is not None:
-            inter = b + m[..., None]  # log-weight of the carried state at each step
-            m_t = torch.maximum(m_t, inter)
-        s = (qc @ kc.transpose(-1, -2)) * torch.exp(log_d - m_t[..., None])
-        num, den = s @ vc, s.sum(-1)
-        if C is not None:
-            scale = torch.exp(inter - m_t)
-            num = num + scale[..., None] * (qc @ C.transpose(-1, -2))
-            den = den + scale * (qc @ n[..., None])[..., 0]
-        outs.append(num / torch.maximum(den.abs(), torch.exp(-m_t))[..., None])
-        m_end = m_t[..., -1]
-        w = torch.exp(b[..., -1:] - b + ic - m_end[..., None])[..., None]  # each step's weight in the new state
-        C_new, n_new = (vc * w).transpose(-1, -2) @ kc, (kc * w).sum(-2)
-        if C is not None:
-            decay = torch.exp(b[..., -1] + m - m_end)
-            C_new, n_new = C_new + decay[..., None, None] * C, n_new + decay[..., None] * n
-        C, n, m = C_new, n_new, m_end
-    return torch.cat(outs, dim=-2)
+    """mLSTM outputs h (..., L, d) of q, k, v (..., L, d) and gate pre-activations (..., L); k unscaled.
+
+    All chunks at once (a fixed number of ops whatever L, no loop over chunks): within a chunk the quadratic
+    form; across chunks, each chunk's own state contribution S_j (stabilised at the end of chunk j) and the
+    state entering chunk c as one (chunks x chunks) weighted sum of the S_j. The stabiliser m_t is the
+    recurrence's own, max_{j<=t} (i~_j + sum_{j<s<=t} log f_s), from a cumulative max over chunk ends.
+    """
+    *lead, length, d = q.shape
+    k = k * d ** -0.5
+    chunks = -(-length // chunk_size)
+    size = -(-length // chunks)  # equal chunks of at most chunk_size steps: less padding than chunk_size ones
+    pad = chunks * size - length
+    if pad:  # padded steps come last: no real step sees them (finite values: no NaN in any gradient)
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        igate, fgate = F.pad(igate, (0, pad)), F.pad(fgate, (0, pad))
+    q, k, v = (t.reshape(*lead, chunks, size, d) for t in (q, k, v))
+    ig = igate.reshape(*lead, chunks, size)
+    b = F.logsigmoid(fgate).reshape(*lead, chunks, size).cumsum(-1)  # log decay from the chunk start to t
+    # log weight of step j at step t in the chunk, -inf above the diagonal; one (size, size) tensor per chunk
+    # is made here and in the weights below, as few as autograd allows: they dominate the memory traffic
+    future = torch.ones(size, size, dtype=torch.bool, device=q.device).triu(1)
+    log_d = ((ig - b)[..., None, :] + b[..., :, None]).masked_fill_(future, float("-inf"))
+    m = log_d.amax(-1)  # (..., chunks, size): the stabiliser from the chunk's own steps
+    if chunks > 1:
+        # chunk-end stabilisers M_c = max(a_c, g_c + M_{c-1}) = G_c + cummax_{j<=c}(a_j - G_j), G = cumsum(g)
+        g = b[..., -1]
+        big_g = g.cumsum(-1)
+        offset = (m[..., -1] - big_g).cummax(-1).values  # M_c - G_c
+        m_end = big_g + offset
+        m_prev = F.pad(m_end[..., :-1], (1, 0), value=float("-inf"))  # M_{c-1}; none before the first chunk
+        m = torch.maximum(m, b + m_prev[..., None])
+    s = (q @ k.transpose(-1, -2)) * (log_d - m[..., None]).exp_()
+    num, den = s @ v, s.sum(-1)
+    if chunks > 1:
+        # chunk j's state S_j = sum_{s in j} exp(g_j - b_s + i~_s - M_j) v_s k_s^T (and n: k_s), as (d*d + d)
+        w = torch.exp(g[..., None] - b + ig - m_end[..., None])[..., None]
+        own = torch.cat([((v * w).transpose(-1, -2) @ k).flatten(-2), (k * w).sum(-2)], dim=-1)
+        # state entering chunk c: sum_{j<c} exp((G_{c-1} - M_{c-1}) - (G_j - M_j)) S_j, weights <= 1
+        p = -offset
+        p_prev = F.pad(p[..., :-1], (1, 0))
+        before = torch.ones(chunks, chunks, dtype=torch.bool, device=q.device).tril(-1)
+        weights = torch.exp((p_prev[..., :, None] - p[..., None, :]).masked_fill(~before, float("-inf")))
+        entering = weights @ own  # (..., chunks, d*d + d)
+        C, n = entering[..., :d * d].unflatten(-1, (d, d)), entering[..., d * d:]
+        scale = torch.exp(b + m_prev[..., None] - m)  # 0 in the first chunk
+        num = num + scale[..., None] * (q @ C.transpose(-1, -2))
+        den = den + scale * (q @ n[..., None])[..., 0]
+    h = num / torch.maximum(den.abs(), torch.exp(-m))[..., None]
+    return h.reshape(*lead, chunks * size, d)[..., :length, :]
 
 
-def slstm_scan(wx: Tensor, R: Tensor) -> Tensor:
-    """sLSTM outputs (batch, K, heads, d, L) of input pre-activations wx (batch, K, heads, 4, d, L) (gates
-    i, f, z, o) and recurrent weights R (K, heads, 4*d, d)."""
-    batch, k, heads, _, d, length = wx.shape
-    h = c = n = m = wx.new_zeros(batch, k, heads, d)
-    outs = []
-    for t in range(length):
-        pre = wx[..., t] + torch.einsum("bkhe,khge->bkhg", h, R).view(batch, k, heads, 4, d)
-        i_pre, f_pre, z_pre, o_pre = pre.unbind(3)
-        log_f = F.logsigmoid(f_pre)
-        m_new = torch.maximum(log_f + m, i_pre)
-        i, f = torch.exp(i_pre - m_new), torch.exp(log_f + m - m_new)
-        c, n, m = f * c + i * torch.tanh(z_pre), f * n + i, m_new
-        h = torch.sigmoid(o_pre) * c / n
-        outs.append(h)
-    return torch.stack(outs, dim=-1)
+def slstm_scan(wx: Tensor, R: Tensor, backend: str = "auto") -> Tensor:
+    """sLSTM outputs (batch, K, L, heads, d) of input pre-activations wx (batch, K, L, heads, 4, d) (gates
+    i, f, z, o) and recurrent weights R (K, heads, 4*d, d): the ``vmamba_zoo::slstm_fwd`` op
+    (:mod:`vmamba_zoo.ops.slstm`: a PyTorch loop, or one Triton kernel on CUDA)."""
+    return _slstm_op(wx, R, backend=backend)
 
 
-@register_notrace_module  # python loops over positions: one leaf module under timm's fx tracing
+@register_notrace_module  # shape arithmetic in forward: one leaf module under timm's fx tracing
 @register_mixer("xlstm")
 class XLSTMMixer(TokenMixer):
     """mLSTM or sLSTM over 1, 2 or 4 scan directions of a (batch, H, W, dim) map. See the module doc.
@@ -97,14 +107,14 @@ class XLSTMMixer(TokenMixer):
         inner_ratio: cell width = int(inner_ratio * dim), split into ``num_heads`` heads.
         scan_directions: 1, 2 or 4 (cross_scan's orders). alternate: with 1 direction, odd
             ``block_index`` blocks scan in reverse (Vision-LSTM). chunk_size: mLSTM chunk length.
-        proj_drop: dropout after out_proj.
+        proj_drop: dropout after out_proj. backend: backend of the sLSTM op ("auto", "reference", "triton").
     """
 
-    model_options = ("block_index",)
+    model_options = ("block_index", "backend")
 
     def __init__(self, dim: int, cell: str = "mlstm", inner_ratio: float = 0.5, num_heads: int = 4,
                  scan_directions: int = 1, alternate: bool = True, chunk_size: int = 64, block_index: int = 0,
-                 proj_drop: float = 0.0, device=None, dtype=None):
+                 proj_drop: float = 0.0, backend: str = "auto", device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         if cell not in ("mlstm", "slstm"):
@@ -117,7 +127,7 @@ class XLSTMMixer(TokenMixer):
         k = scan_directions
         self.cell, self.inner, self.num_heads, self.scan_directions = cell, inner, num_heads, k
         self.reverse = alternate and k == 1 and block_index % 2 == 1
-        self.chunk_size = chunk_size
+        self.chunk_size, self.backend = chunk_size, backend
         head_dim = inner // num_heads
         if cell == "mlstm":
             self.in_proj = nn.Linear(dim, 4 * inner, bias=False, **dd)  # q, k, v and the output gate z
@@ -167,15 +177,17 @@ class XLSTMMixer(TokenMixer):
         us = cross_scan(u.contiguous(), k, channels_last=True)  # (batch, K, C, L)
         if self.reverse:
             us = us.flip(-1)
-        gates = torch.einsum("bkcl,kgc->bkgl", us, self.gate_weight) + self.gate_bias[None, :, :, None]
         if self.cell == "mlstm":
+            gates = torch.einsum("bkcl,kgc->bkgl", us, self.gate_weight) + self.gate_bias[None, :, :, None]
             q, kk, v = (t.reshape(batch, k, heads, -1, length).transpose(-1, -2) for t in us.chunk(3, dim=2))
             ig, fg = gates.float().view(batch, k, 2, heads, length).unbind(2)
             ys = mlstm_chunkwise(q.float(), kk.float(), v.float(), ig, fg, self.chunk_size)  # float32 state
             ys = ys.transpose(-1, -2).reshape(batch, k, inner, length)
-        else:
-            wx = gates.float().view(batch, k, heads, 4, inner // heads, length)
-            ys = slstm_scan(wx, self.recurrent_weight.float()).reshape(batch, k, inner, length)
+        else:  # pre-activations position-major, as the recurrence reads them
+            gates = torch.einsum("bkcl,kgc->bklg", us, self.gate_weight) + self.gate_bias[None, :, None, :]
+            wx = gates.float().view(batch, k, length, heads, 4, inner // heads)
+            ys = slstm_scan(wx, self.recurrent_weight.float(), self.backend)  # (batch, K, L, heads, d)
+            ys = ys.reshape(batch, k, length, inner).transpose(-1, -2)
         if self.reverse:
             ys = ys.flip(-1)
         y = self._norm(cross_merge(ys.contiguous(), height, width, k, channels_last=True)).to(x.dtype)

@@ -112,9 +112,12 @@ def _lazy(name: str):
 
 
 if importlib.util.find_spec("triton") is not None:
-    for _op in ("layer_norm_fwd", "layer_norm_bwd"):
-        register_backend(_op, "triton", _lazy(_op), priority=TRITON_PRIORITY, supports=_triton_supports,
-                         auto_supports=_triton_auto)
+    register_backend("layer_norm_fwd", "triton", _lazy("layer_norm_fwd"), priority=TRITON_PRIORITY,
+                     supports=_triton_supports, auto_supports=_triton_auto)
+    # the Triton backward is slower than torch's on every VMamba-T shape (nvidia-h200, 2026-11-22:
+    # benchmarks/layer_norm_kernels_h200_2026-11-22.txt), so auto mode keeps torch's; asked by name it runs
+    register_backend("layer_norm_bwd", "triton", _lazy("layer_norm_bwd"), priority=TRITON_PRIORITY,
+                     supports=_triton_supports, auto_supports=lambda tensors: False)
 
 
 # ------------------------------------------------------------------------------------ custom ops

@@ -9,7 +9,6 @@ PYTHONPATH=. python benchmarks/xlstm_speed.py [--rev 17b9ac4] [--device cpu] [--
 """
 import argparse
 import importlib.util
-import statistics
 import subprocess
 import tempfile
 import time

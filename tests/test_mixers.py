@@ -326,7 +326,8 @@ def test_variant_params_flops_and_architecture(name):
 
 
 def test_mixer_flops_formulas():
-    """How the counters see the mixers: LSTM and attention matmuls natively (meta device), with our LN rule."""
+    """How the counters see the mixers (meta device): the LSTM op's formula, attention matmuls natively, our LN
+    rule."""
     height, width, dim = 6, 5, DIM
     with torch.device("meta"):
         lstm = create_mixer("lstm", dim, scan_directions=4, hidden_size=8)

@@ -23,8 +23,6 @@ by the op's formula (:mod:`vmamba_zoo.analysis.flops`); gate math not counted.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

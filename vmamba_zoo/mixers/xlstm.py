@@ -30,7 +30,7 @@ from timm.layers import register_notrace_module
 from torch import Tensor
 
 from ..ops import SCAN_DIRECTIONS, cross_merge, cross_scan
-from ..ops.slstm import slstm_scan as _slstm_op
+from ..ops.slstm import slstm_scan  # re-exported: the sLSTM recurrence over (batch, K, L, heads, 4, d)
 from .base import TokenMixer, register_mixer
 
 __all__ = ["XLSTMMixer", "mlstm_chunkwise", "slstm_scan"]
@@ -86,13 +86,6 @@ def mlstm_chunkwise(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tenso
         den = den + scale * (q @ n[..., None])[..., 0]
     h = num / torch.maximum(den.abs(), torch.exp(-m))[..., None]
     return h.reshape(*lead, chunks * size, d)[..., :length, :]
-
-
-def slstm_scan(wx: Tensor, R: Tensor, backend: str = "auto") -> Tensor:
-    """sLSTM outputs (batch, K, L, heads, d) of input pre-activations wx (batch, K, L, heads, 4, d) (gates
-    i, f, z, o) and recurrent weights R (K, heads, 4*d, d): the ``vmamba_zoo::slstm_fwd`` op
-    (:mod:`vmamba_zoo.ops.slstm`: a PyTorch loop, or one Triton kernel on CUDA)."""
-    return _slstm_op(wx, R, backend=backend)
 
 
 @register_notrace_module  # shape arithmetic in forward: one leaf module under timm's fx tracing

@@ -36,15 +36,16 @@ def _num_warps(d_state: int) -> int:
 
 
 @triton.jit
-def _pixel_of(l, H, W, L, K: tl.constexpr, k: tl.constexpr):
-    """Row-major pixel index of step ``l`` of direction ``k`` (K=4: rows, columns, both reversed)."""
-    REVERSED: tl.constexpr = (K == 4 and k >= 2) or (K == 2 and k == 1)
-    COLUMNS: tl.constexpr = K == 4 and k % 2 == 1
-    if REVERSED:
-        l = L - 1 - l
-    if COLUMNS:
-        l = (l % H) * W + l // H
-    return l
+def _pixel_of(l, H, W, L, K: tl.constexpr, k):
+    """Row-major pixel index of step ``l`` of direction ``k`` (K=4: rows, columns, both reversed).
+
+    ``k`` is a run-time loop index: unrolling the directions (and the rank loops) made the backward's
+    compile take minutes at dt_rank 48.
+    """
+    reversed_ = ((K == 4) & (k >= 2)) | ((K == 2) & (k == 1))
+    l = tl.where(reversed_, L - 1 - l, l)
+    columns = (K == 4) & (k % 2 == 1)
+    return tl.where(columns, (l % H) * W + l // H, l)
 
 
 @triton.jit
@@ -60,7 +61,7 @@ def _raw_delta(dts_ptr, dts_base, w_ptr, kc, bias, l, valid, L, R: tl.constexpr,
                BLOCK_L: tl.constexpr):
     """W_dt[k] @ dts[k] + bias at steps ``l``: rank R, a few FMAs per element."""
     dt = tl.zeros([BLOCK_D, BLOCK_L], tl.float32) + bias[:, None]
-    for r in tl.static_range(R):
+    for r in range(R):
         w_r = tl.load(w_ptr + kc * R + r).to(tl.float32)
         d_r = tl.load(dts_ptr + dts_base + r * L + l, mask=valid, other=0.0).to(tl.float32)
         dt += w_r[:, None] * d_r[None, :]
@@ -80,7 +81,7 @@ def _ss2d_fwd_kernel(x_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr
     rows = tl.arange(0, BLOCK_D * N)
     cols = tl.arange(0, BLOCK_L)
     states = tl.arange(0, N)
-    for k in tl.static_range(K):
+    for k in range(K):
         kc = k * channels + chan  # index into the K*D per-direction parameters
         A_rows = tl.load(A_ptr + (k * channels + d0 + rows // N) * N + rows % N).to(tl.float32)
         bias = tl.load(bias_ptr + kc).to(tl.float32)
@@ -106,8 +107,8 @@ def _ss2d_fwd_kernel(x_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr
             if WRITE_OUT:
                 Cv = tl.load(C_ptr + st_off[:, None] + l[None, :], mask=valid[None, :], other=0.0).to(tl.float32)
                 y = _sum_states(h * _expand_states(Cv, BLOCK_D, N, BLOCK_L), BLOCK_D, N, BLOCK_L) + Dv[:, None] * u
-                if k > 0:  # merge: add onto the directions already written by this program
-                    y += tl.load(out_ptr + offs, mask=valid[None, :], other=0.0)
+                # merge: add onto the directions already written by this program
+                y += tl.load(out_ptr + offs, mask=valid[None, :] & (k > 0), other=0.0)
                 tl.store(out_ptr + offs, y, mask=valid[None, :])
         tl.debug_barrier()  # the next direction reads what every thread of this program wrote
 
@@ -130,7 +131,7 @@ def _ss2d_bwd_kernel(x_ptr, dy_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_pt
     cols = tl.arange(0, BLOCK_L)
     states = tl.arange(0, N)
     ranks = tl.arange(0, RP)
-    for k in tl.static_range(K):
+    for k in range(K):
         kc = k * channels + chan
         A_rows = tl.load(A_ptr + (k * channels + d0 + rows // N) * N + rows % N).to(tl.float32)
         bias = tl.load(bias_ptr + kc).to(tl.float32)
@@ -187,18 +188,16 @@ def _ss2d_bwd_kernel(x_ptr, dy_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_pt
             ddt = _sum_states(g_decay * A_rows[:, None], BLOCK_D, N, BLOCK_L) + gB * u
             ddt = tl.where(valid[None, :], ddt * tl.sigmoid(dt_raw), 0.0)  # through the softplus
             dbias_acc += tl.sum(ddt, axis=1)
-            for r in tl.static_range(R):  # the low-rank projection's gradients: dW_dt and dts
+            for r in range(R):  # the low-rank projection's gradients: dW_dt and dts
                 w_r = tl.load(w_ptr + kc * R + r).to(tl.float32)
                 d_r = tl.load(dts_ptr + dts_base + r * L + l, mask=valid, other=0.0).to(tl.float32)
                 dw_acc += tl.where(ranks[None, :] == r, tl.sum(ddt * d_r[None, :], axis=1)[:, None], 0.0)
                 tl.store(ddts_part_ptr + ddts_base + r * L + l, tl.sum(ddt * w_r[:, None], axis=0), mask=valid)
             du = gB * dt + dy * Dv[:, None]
-            if k > 0:  # merge du of all directions onto the pixels, in float32, then once in x's dtype
-                du += tl.load(dx_acc_ptr + offs, mask=valid[None, :], other=0.0)
-            if k == K - 1:
-                tl.store(dx_ptr + offs, du.to(dx_ptr.dtype.element_ty), mask=valid[None, :])
-            else:
-                tl.store(dx_acc_ptr + offs, du, mask=valid[None, :])
+            # merge du of all directions onto the pixels, in float32, then once in x's dtype
+            du += tl.load(dx_acc_ptr + offs, mask=valid[None, :] & (k > 0), other=0.0)
+            tl.store(dx_ptr + offs, du.to(dx_ptr.dtype.element_ty), mask=valid[None, :] & (k == K - 1))
+            tl.store(dx_acc_ptr + offs, du, mask=valid[None, :] & (k < K - 1))
         tl.store(dA_part_ptr + (pid_b * K * channels + k * channels + d0) * N + rows, dA_acc)
         tl.store(dD_part_ptr + pid_b * K * channels + kc, dD_acc)
         tl.store(dbias_part_ptr + pid_b * K * channels + kc, dbias_acc)

@@ -239,6 +239,12 @@ class LayerNorm(nn.LayerNorm):
         if x.dim() == 0 or x.shape[-1] != channels:
             raise ValueError(f"LayerNorm({channels}): expected an input whose last dimension is {channels}, "
                              f"got shape {tuple(x.shape)}")
+        if self.backend == "auto" and torch.compiler.is_compiling():
+            # under torch.compile, inductor fuses a plain LayerNorm with its neighbours (residual adds, casts),
+            # which an opaque op would prevent
+            out_dtype = _autocast_dtype(x)
+            y = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+            return y if out_dtype is None else y.to(out_dtype)
         return layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)
 
     def extra_repr(self) -> str:

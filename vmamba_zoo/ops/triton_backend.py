@@ -57,6 +57,16 @@ def _ss2d_auto(tensors):
     return _on_cuda(tensors) and _ss2d_supports(tensors)
 
 
+# the fused backward walks the low-rank projection rank by rank; on nvidia-h200 (2026-11-22) it beat the
+# unfused composition at dt_rank 6 (VMamba-T stage 0: 7.3 vs 10.8 ms) and lost from dt_rank 12 on (stage 1:
+# 6.2 vs 5.0 ms, stage 3 at rank 48: 6.6 vs 2.3 ms), so auto mode uses it for small ranks only
+FUSED_BWD_MAX_RANK = 8
+
+
+def _ss2d_bwd_auto(tensors):  # (dy, x, dts, Bs, Cs)
+    return _ss2d_auto(tensors) and tensors[2].shape[2] <= FUSED_BWD_MAX_RANK
+
+
 def _lazy(name: str, module: str = _KERNELS):
     def call(*args):
         return getattr(importlib.import_module(module), name)(*args)
@@ -68,6 +78,6 @@ if triton_available():
     for _op in ("selective_scan_fwd", "selective_scan_bwd"):
         register_backend(_op, "triton", _lazy(_op), priority=TRITON_PRIORITY, supports=_scan_supports,
                          auto_supports=_scan_auto)
-    for _op in ("ss2d_scan_fwd", "ss2d_scan_bwd"):
+    for _op, _auto in (("ss2d_scan_fwd", _ss2d_auto), ("ss2d_scan_bwd", _ss2d_bwd_auto)):
         register_backend(_op, "triton", _lazy(_op, _SS2D_KERNELS), priority=TRITON_PRIORITY,
-                         supports=_ss2d_supports, auto_supports=_ss2d_auto)
+                         supports=_ss2d_supports, auto_supports=_auto)

@@ -14,7 +14,8 @@ runs the reverse recurrence of the gate gradients, and forms dR in one more matm
 Backends (:mod:`vmamba_zoo.ops.backends`): ``reference``, PyTorch loops over the positions with everything
 else (the input projection, the gate math of the backward that does not depend on the reverse carry) batched
 outside them; ``triton`` (:mod:`vmamba_zoo.ops.kernels.triton_slstm`), one kernel launch per direction of the
-recurrence, chosen automatically on CUDA for head widths up to 128.
+recurrence, only when asked for by name: on nvidia-h200 (2026-11-22) it needed 520 KB of shared memory at
+vmamba_tiny_xlstm's shapes (limit 227 KB) and failed, so auto mode runs the reference loops on every device.
 Layout: wx (batch, K, L, heads, 4, d), R (K, heads, 4d, d), states (batch, K, L, heads, d), all float32/64.
 FLOPs: ``slstm_macs``, the recurrent matmul (batch*K*L*heads*4d*d); formulas in :mod:`vmamba_zoo.analysis.flops`.
 """
@@ -135,8 +136,9 @@ def _triton_supports(tensors: Sequence[Tensor]) -> bool:
             and (devices == {"cuda"} or (devices == {"cpu"} and _interpreting())))
 
 
-def _triton_auto(tensors: Sequence[Tensor]) -> bool:  # never the interpreter unless asked for by name
-    return {t.device.type for t in tensors} == {"cuda"} and _triton_supports(tensors)
+def _triton_auto(tensors: Sequence[Tensor]) -> bool:
+    # off until the kernel fits in shared memory (see the module docstring); by name it still runs
+    return False
 
 
 def _lazy(name: str):

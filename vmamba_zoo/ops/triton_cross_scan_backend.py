@@ -48,7 +48,14 @@ def _lazy(name: str):
     return call
 
 
+def _never(tensors: Sequence[torch.Tensor]) -> bool:
+    return False
+
+
+# nvidia-h200, 2026-11-22 (benchmarks/benchmark_h200_2026-11-22.md, channel-last VMamba-T shapes): the merge
+# kernel beats torch's copies 1.0-2.9x, the scan kernel was 0.6-0.9x of them; so auto picks the merge only
+# (the scan still runs when asked for by name)
 if importlib.util.find_spec("triton") is not None:
-    for _op in ("cross_scan", "cross_merge"):
+    for _op, _auto in (("cross_scan", _never), ("cross_merge", _auto_supports)):
         register_backend(_op, "triton", _lazy(_op), priority=CROSS_SCAN_TRITON_PRIORITY, supports=_supports,
-                         auto_supports=_auto_supports)
+                         auto_supports=_auto)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 import traceback
 import warnings
 
 import torch
+
+from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time
 
 failures: list[str] = []
 DEVICE = "cuda"
@@ -34,27 +35,6 @@ def note_failure(what: str, exc: BaseException | None = None) -> None:
     if exc is not None:
         lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
         print("     " + "".join(lines[-6:]).replace("\n", "\n     ").rstrip())
-
-
-def cuda_time(fn, repeats=10, warmup=3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
-
-
-def copy_bandwidth() -> float:
-    x = torch.empty(1024 * 2 ** 20 // 4, device="cuda")
-    y = torch.empty_like(x)
-    t = cuda_time(lambda: y.copy_(x))
-    return 2 * x.numel() * 4 / t / 1e9  # read + write
 
 
 # ----------------------------------------------------------------------------------------------- build

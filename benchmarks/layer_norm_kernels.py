@@ -17,7 +17,6 @@ correctness check prints a PASS or FAIL line; a failing case prints diagnostics 
 """
 import argparse
 import importlib
-import statistics
 import sys
 import traceback
 
@@ -25,40 +24,18 @@ import torch
 import torch.nn.functional as F
 
 import vmamba_zoo  # noqa: F401
+from vmamba_zoo.analysis.benchmark import copy_bandwidth
+from vmamba_zoo.analysis.benchmark import cuda_time as _cuda_time
 from vmamba_zoo.ops import available_backends, layer_norm
 
 KERNELS = "vmamba_zoo.ops.kernels.triton_layer_norm"
 STAGES = {"stage0 56x56 C=96": (56, 96), "stage1 28x28 C=192": (28, 192),
           "stage2 14x14 C=384": (14, 384), "stage3 7x7 C=768": (7, 768)}
 FAILURES = []
-_L2_FLUSH = None
 
 
 def cuda_time(fn, repeats=20, warmup=3):
-    """Median seconds of ``fn()`` by CUDA events, with L2 flushed before each call (cold-cache timing:
-    the stage-3 tensors would otherwise sit in H200's 60 MB L2)."""
-    global _L2_FLUSH
-    if _L2_FLUSH is None:
-        _L2_FLUSH = torch.empty(256 * 2 ** 20, dtype=torch.int8, device="cuda")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _L2_FLUSH.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
-
-
-def copy_bandwidth():
-    x = torch.randn(512 * 2 ** 20 // 4, device="cuda")
-    y = torch.empty_like(x)
-    t = cuda_time(lambda: y.copy_(x))
-    return 2 * x.numel() * 4 / t / 1e9
+    return _cuda_time(fn, repeats, warmup, flush_l2=True)  # cold cache: stage-3 tensors fit in L2
 
 
 def report(ok: bool, what: str, detail: str = "") -> None:

@@ -1,36 +1,15 @@
-"""Selective-scan kernels against the memory floor, and model throughput per scan backend, on one GPU.
+"""Selective-scan kernels against the memory floor, and model throughput per scan backend, on one GPU
+(session 1; tools/benchmark.py is the current benchmark).
 
 PYTHONPATH=. python benchmarks/scan_kernels.py   (prints tables; commit the output with device + date)
 """
-import statistics
-
 import timm
 import torch
 
 import vmamba_zoo  # noqa: F401
+from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time
 from vmamba_zoo.analysis.throughput import measure_throughput
 from vmamba_zoo.ops import available_backends, selective_scan
-
-
-def cuda_time(fn, repeats=10, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
-
-
-def copy_bandwidth():
-    x = torch.randn(512 * 2 ** 20 // 4, device="cuda")
-    y = torch.empty_like(x)
-    t = cuda_time(lambda: y.copy_(x))
-    return 2 * x.numel() * 4 / t / 1e9
 
 
 def scan_case(batch, groups, group_size, d_state, length, act_dtype=torch.float16):

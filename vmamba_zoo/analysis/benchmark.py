@@ -98,12 +98,18 @@ def model_table(rows: List[Dict[str, Any]]) -> str:
 
 
 # ----------------------------------------------------------------------------------------- kernels
-def cuda_time(fn: Callable[[], Any], repeats: int = 10, warmup: int = 3) -> float:
-    """Median seconds of ``fn`` between CUDA events."""
+_L2_FLUSH: Dict[str, Any] = {}
+
+
+def cuda_time(fn: Callable[[], Any], repeats: int = 10, warmup: int = 3, flush_l2: bool = False) -> float:
+    """Median seconds of ``fn`` between CUDA events; ``flush_l2`` overwrites 256 MiB before each call
+    (cold-cache timing: small tensors would otherwise sit in the H200's 60 MB L2)."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        if flush_l2:
+            _L2_FLUSH.setdefault("buffer", torch.empty(256 * 2 ** 20, dtype=torch.int8, device="cuda")).zero_()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()

@@ -69,6 +69,20 @@ def _raw_delta(dts_ptr, dts_base, w_ptr, kc, bias, l, valid, L, R: tl.constexpr,
 
 
 @triton.jit
+def _direction_setup(A_ptr, bias_ptr, D_ptr, pid_b, k, d0, chan, rows, channels, L, n_chunks,
+                     K: tl.constexpr, R: tl.constexpr, N: tl.constexpr):
+    """Direction k's parameters of this program's channels and its offsets into B/C, dts and chunk states."""
+    kc = k * channels + chan  # index into the K*D per-direction parameters
+    A_rows = tl.load(A_ptr + (k * channels + d0 + rows // N) * N + rows % N).to(tl.float32)
+    bias = tl.load(bias_ptr + kc).to(tl.float32)
+    Dv = tl.load(D_ptr + kc).to(tl.float32)
+    st_off = ((pid_b * K + k) * N + tl.arange(0, N)).to(tl.int64) * L
+    dts_base = (pid_b * K + k).to(tl.int64) * R * L
+    state_off = (((pid_b * K + k) * channels + d0) * N + rows).to(tl.int64) * n_chunks
+    return kc, A_rows, bias, Dv, st_off, dts_base, state_off
+
+
+@triton.jit
 def _ss2d_fwd_kernel(x_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, out_ptr, states_ptr,
                      H, W, channels, n_chunks,
                      K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -80,15 +94,9 @@ def _ss2d_fwd_kernel(x_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr
     chan = d0 + tl.arange(0, BLOCK_D)
     rows = tl.arange(0, BLOCK_D * N)
     cols = tl.arange(0, BLOCK_L)
-    states = tl.arange(0, N)
     for k in range(K):
-        kc = k * channels + chan  # index into the K*D per-direction parameters
-        A_rows = tl.load(A_ptr + (k * channels + d0 + rows // N) * N + rows % N).to(tl.float32)
-        bias = tl.load(bias_ptr + kc).to(tl.float32)
-        Dv = tl.load(D_ptr + kc).to(tl.float32)
-        st_off = ((pid_b * K + k) * N + states).to(tl.int64) * L
-        dts_base = (pid_b * K + k).to(tl.int64) * R * L
-        state_off = (((pid_b * K + k) * channels + d0) * N + rows).to(tl.int64) * n_chunks
+        kc, A_rows, bias, Dv, st_off, dts_base, state_off = _direction_setup(
+            A_ptr, bias_ptr, D_ptr, pid_b, k, d0, chan, rows, channels, L, n_chunks, K, R, N)
         carry = tl.zeros([BLOCK_D * N], tl.float32)
         for chunk in range(0, n_chunks):
             if WRITE_STATES:
@@ -132,13 +140,8 @@ def _ss2d_bwd_kernel(x_ptr, dy_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_pt
     states = tl.arange(0, N)
     ranks = tl.arange(0, RP)
     for k in range(K):
-        kc = k * channels + chan
-        A_rows = tl.load(A_ptr + (k * channels + d0 + rows // N) * N + rows % N).to(tl.float32)
-        bias = tl.load(bias_ptr + kc).to(tl.float32)
-        Dv = tl.load(D_ptr + kc).to(tl.float32)
-        st_off = ((pid_b * K + k) * N + states).to(tl.int64) * L
-        dts_base = (pid_b * K + k).to(tl.int64) * R * L
-        state_off = (((pid_b * K + k) * channels + d0) * N + rows).to(tl.int64) * n_chunks
+        kc, A_rows, bias, Dv, st_off, dts_base, state_off = _direction_setup(
+            A_ptr, bias_ptr, D_ptr, pid_b, k, d0, chan, rows, channels, L, n_chunks, K, R, N)
         # partial sums over this block's channels: dB, dC (batch, K, n_dblocks, N, L); ddts (n_dblocks, batch, K, R, L)
         part_off = (((pid_b * K + k) * n_dblocks + pid_d) * N + states).to(tl.int64) * L
         ddts_base = ((pid_d * batch + pid_b) * K + k).to(tl.int64) * R * L

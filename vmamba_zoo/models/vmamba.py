@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, SelectAdaptivePool2d, register_notrace_function, trunc_normal_
+from timm.layers import DropPath, Mlp, SelectAdaptivePool2d, register_notrace_function, register_notrace_module, \
+    trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
@@ -30,6 +31,8 @@ from .checkpoint import checkpoint_filter_fn
 __all__ = ["VMamba", "MIN_INPUT_SIZE"]
 
 MIN_INPUT_SIZE = 32  # every stage keeps at least one position
+
+register_notrace_module(LayerNorm)  # one leaf under torch.fx: its forward checks shapes and dispatches on autocast
 
 
 class ConvStem(nn.Module):

@@ -23,7 +23,7 @@ import warnings
 
 import torch
 
-from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time
+from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, scan_inputs, scan_speed_inputs
 
 failures: list[str] = []
 DEVICE = "cuda"
@@ -70,13 +70,7 @@ GRAD_TOL = {torch.float32: 1e-4, torch.float16: 1e-1, torch.bfloat16: 1e-1}
 
 
 def make_inputs(batch, groups, group_size, d_state, length, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    f = dict(dtype=torch.float64, generator=g)
-    channels = groups * group_size
-    return dict(u=torch.randn(batch, channels, length, **f), delta=0.5 * torch.randn(batch, channels, length, **f),
-                A=-torch.exp(torch.randn(channels, d_state, **f)), B=torch.randn(batch, groups, d_state, length, **f),
-                C=torch.randn(batch, groups, d_state, length, **f), D=torch.randn(channels, **f),
-                z=torch.randn(batch, channels, length, **f), delta_bias=0.3 * torch.randn(channels, **f))
+    return scan_inputs(batch, groups, group_size, d_state, length, seed)
 
 
 def rel_err(a, b) -> float:
@@ -139,16 +133,7 @@ def correctness(cases=None) -> None:
 
 # ----------------------------------------------------------------------------------------------- speed
 def speed_inputs(batch, groups, group_size, d_state, length, act=torch.float16):
-    channels = groups * group_size
-    dev = DEVICE
-    u = torch.randn(batch, channels, length, device=dev, dtype=act)
-    delta = (0.5 * torch.randn(batch, channels, length, device=dev)).to(act)
-    A = -torch.exp(torch.randn(channels, d_state, device=dev))
-    B = torch.randn(batch, groups, d_state, length, device=dev, dtype=act)
-    C = torch.randn_like(B)
-    D = torch.randn(channels, device=dev)
-    bias = 0.3 * torch.randn(channels, device=dev)
-    return [t.requires_grad_() for t in (u, delta, A, B, C, D, bias)]
+    return scan_speed_inputs(batch, groups, group_size, d_state, length, act)
 
 
 def speed(copy_gbs: float, sweep: bool) -> None:

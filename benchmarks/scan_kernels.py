@@ -7,22 +7,13 @@ import timm
 import torch
 
 import vmamba_zoo  # noqa: F401
-from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time
+from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, scan_speed_inputs
 from vmamba_zoo.analysis.throughput import measure_throughput
 from vmamba_zoo.ops import available_backends, selective_scan
 
 
 def scan_case(batch, groups, group_size, d_state, length, act_dtype=torch.float16):
-    channels = groups * group_size
-    dev = "cuda"
-    u = torch.randn(batch, channels, length, device=dev, dtype=act_dtype)
-    delta = (0.5 * torch.randn(batch, channels, length, device=dev)).to(act_dtype)
-    A = -torch.exp(torch.randn(channels, d_state, device=dev))
-    B = torch.randn(batch, groups, d_state, length, device=dev, dtype=act_dtype)
-    C = torch.randn_like(B)
-    D = torch.randn(channels, device=dev)
-    bias = 0.3 * torch.randn(channels, device=dev)
-    return [t.requires_grad_() for t in (u, delta, A, B, C, D, bias)]
+    return scan_speed_inputs(batch, groups, group_size, d_state, length, act_dtype)
 
 
 def bench_scan(copy_gbs):

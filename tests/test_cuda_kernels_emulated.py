@@ -8,6 +8,7 @@ This checks the kernels' indexing, warp scans and barriers without a GPU; the GP
 import pytest
 import torch
 
+from vmamba_zoo.analysis.benchmark import scan_inputs
 from vmamba_zoo.ops import selective_scan
 from vmamba_zoo.ops.reference import selective_scan_naive
 
@@ -26,13 +27,7 @@ def lib():
 
 
 def _inputs(batch, groups, group_size, d_state, length, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    f = dict(dtype=torch.float64, generator=g)
-    channels = groups * group_size
-    return dict(u=torch.randn(batch, channels, length, **f), delta=0.5 * torch.randn(batch, channels, length, **f),
-                A=-torch.exp(torch.randn(channels, d_state, **f)), B=torch.randn(batch, groups, d_state, length, **f),
-                C=torch.randn(batch, groups, d_state, length, **f), D=torch.randn(channels, **f),
-                z=torch.randn(batch, channels, length, **f), delta_bias=0.3 * torch.randn(channels, **f))
+    return scan_inputs(batch, groups, group_size, d_state, length, seed)
 
 
 def _rel(a, b):

@@ -11,6 +11,7 @@ import warnings
 import pytest
 import torch
 
+from vmamba_zoo.analysis.benchmark import scan_inputs
 from vmamba_zoo.ops import cuda_backend, selective_scan
 from vmamba_zoo.ops.reference import selective_scan_naive
 
@@ -35,14 +36,7 @@ def _extension():
 
 
 def _inputs(batch, groups, group_size, d_state, length, seed, positive_delta=False):
-    g = torch.Generator().manual_seed(seed)
-    f = dict(dtype=torch.float64, generator=g)
-    channels = groups * group_size
-    delta = 0.5 * torch.randn(batch, channels, length, **f)
-    return dict(u=torch.randn(batch, channels, length, **f), delta=delta.abs() if positive_delta else delta,
-                A=-torch.exp(torch.randn(channels, d_state, **f)), B=torch.randn(batch, groups, d_state, length, **f),
-                C=torch.randn(batch, groups, d_state, length, **f), D=torch.randn(channels, **f),
-                z=torch.randn(batch, channels, length, **f), delta_bias=0.3 * torch.randn(channels, **f))
+    return scan_inputs(batch, groups, group_size, d_state, length, seed, positive_delta)
 
 
 def _rel(a, b):

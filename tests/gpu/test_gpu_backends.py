@@ -5,6 +5,7 @@ Run on the device machine: ``pytest -m gpu tests/gpu``. CI (no GPU) deselects th
 import pytest
 import torch
 
+from vmamba_zoo.analysis.benchmark import scan_inputs
 from vmamba_zoo.ops import available_backends, cross_merge, cross_scan, selective_scan
 from vmamba_zoo.ops.reference import selective_scan_naive
 
@@ -20,13 +21,7 @@ def _need_cuda():
 
 
 def _inputs(batch, groups, group_size, d_state, length, seed):
-    g = torch.Generator().manual_seed(seed)
-    f = dict(dtype=torch.float64, generator=g)
-    channels = groups * group_size
-    return dict(u=torch.randn(batch, channels, length, **f), delta=0.5 * torch.randn(batch, channels, length, **f),
-                A=-torch.exp(torch.randn(channels, d_state, **f)), B=torch.randn(batch, groups, d_state, length, **f),
-                C=torch.randn(batch, groups, d_state, length, **f), D=torch.randn(channels, **f),
-                z=torch.randn(batch, channels, length, **f), delta_bias=0.3 * torch.randn(channels, **f))
+    return scan_inputs(batch, groups, group_size, d_state, length, seed)
 
 
 def _rel(a, b):

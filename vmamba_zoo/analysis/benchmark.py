@@ -126,6 +126,30 @@ def copy_bandwidth(mib: int = 512) -> float:
     return 2 * x.numel() * 4 / cuda_time(lambda: y.copy_(x)) / 1e9
 
 
+def scan_inputs(batch: int, groups: int, group_size: int, d_state: int, length: int, seed: int = 0,
+                positive_delta: bool = False) -> Dict[str, torch.Tensor]:
+    """Random selective-scan inputs, float64 on the CPU (tests cast and move them): u, delta (batch, channels, L),
+    A (channels, N) < 0, B, C (batch, groups, N, L), D, z, delta_bias; ``positive_delta`` for runs without
+    softplus (decays must stay below 1)."""
+    g = torch.Generator().manual_seed(seed)
+    f = dict(dtype=torch.float64, generator=g)
+    channels = groups * group_size
+    u, delta = torch.randn(batch, channels, length, **f), 0.5 * torch.randn(batch, channels, length, **f)
+    return dict(u=u, delta=delta.abs() if positive_delta else delta, A=-torch.exp(torch.randn(channels, d_state, **f)),
+                B=torch.randn(batch, groups, d_state, length, **f), C=torch.randn(batch, groups, d_state, length, **f),
+                D=torch.randn(channels, **f), z=torch.randn(batch, channels, length, **f),
+                delta_bias=0.3 * torch.randn(channels, **f))
+
+
+def scan_speed_inputs(batch: int, groups: int, group_size: int, d_state: int, length: int,
+                      act_dtype: torch.dtype = torch.float16) -> List[torch.Tensor]:
+    """(u, delta, A, B, C, D, delta_bias) on CUDA, activations in ``act_dtype``, parameters float32, with grad."""
+    data = scan_inputs(batch, groups, group_size, d_state, length)
+    params = ("A", "D", "delta_bias")
+    return [data[k].to("cuda", torch.float32 if k in params else act_dtype).requires_grad_()
+            for k in ("u", "delta", "A", "B", "C", "D", "delta_bias")]
+
+
 # VMamba-T stage shapes at batch 128, 224x224 (d_inner = dim with ssm_ratio 1.0, d_state 1, dt_rank dim/16)
 STAGES_TINY = {"T stage0 56x56": (128, 96, 56, 56), "T stage1 28x28": (128, 192, 28, 28),
                "T stage2 14x14": (128, 384, 14, 14), "T stage3 7x7": (128, 768, 7, 7)}

@@ -73,7 +73,9 @@ def _lstm_bwd(dout: Tensor, x: Tensor, weights: List[Tensor], has_biases: bool, 
         inputs = [x.detach().requires_grad_()] + [w.detach().requires_grad_() for w in weights]
         out = _run(inputs[0], inputs[1:], has_biases, num_layers, bidirectional, train=True)
         grads = torch.autograd.grad(out, inputs, dout, allow_unused=True)
-    return [torch.zeros_like(t) if g is None else g.contiguous() for g, t in zip(grads, inputs)]
+    # cuDNN returns the weight gradients as views of one flat buffer; a custom op's outputs may not alias
+    return [torch.zeros_like(t) if g is None else g.clone(memory_format=torch.contiguous_format)
+            for g, t in zip(grads, inputs)]
 
 
 @_lstm_bwd.register_fake

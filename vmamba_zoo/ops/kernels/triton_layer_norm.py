@@ -60,6 +60,12 @@ def _num_warps(tile: int) -> int:
 
 
 @triton.jit
+def _row_mean(total, n_cols):
+    # IEEE division: Triton's plain fp32 `/` is approximate, so with C = 1 the mean was not x (noise in dx)
+    return tl.fdiv(total, total * 0.0 + n_cols, ieee_rounding=True)
+
+
+@triton.jit
 def _layer_norm_fwd_kernel(x_ptr, y_ptr, weight_ptr, bias_ptr, mean_ptr, rstd_ptr, n_rows, n_cols, eps,
                            HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
                            BLOCK_ROWS: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -70,9 +76,9 @@ def _layer_norm_fwd_kernel(x_ptr, y_ptr, weight_ptr, bias_ptr, mean_ptr, rstd_pt
     mask = row_mask[:, None] & col_mask[None, :]
     offsets = rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=1) / n_cols
+    mean = _row_mean(tl.sum(x, axis=1), n_cols)
     centred = tl.where(mask, x - mean[:, None], 0.0)  # padding columns must not enter the variance
-    variance = tl.sum(centred * centred, axis=1) / n_cols
+    variance = _row_mean(tl.sum(centred * centred, axis=1), n_cols)
     rstd = tl.rsqrt(variance + eps)
     y = centred * rstd[:, None]
     if HAS_WEIGHT:
@@ -118,8 +124,8 @@ def _layer_norm_bwd_kernel(dy_ptr, x_ptr, weight_ptr, mean_ptr, rstd_ptr, dx_ptr
             g = dy
         if HAS_BIAS:
             dbias_acc += dy
-        g_mean = tl.sum(g, axis=1) / n_cols
-        gxhat_mean = tl.sum(g * xhat, axis=1) / n_cols
+        g_mean = _row_mean(tl.sum(g, axis=1), n_cols)
+        gxhat_mean = _row_mean(tl.sum(g * xhat, axis=1), n_cols)
         dx = (g - g_mean[:, None] - xhat * gxhat_mean[:, None]) * rstd[:, None]
         tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
     partial_offsets = program.to(tl.int64) * n_cols + cols

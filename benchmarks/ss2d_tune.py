@@ -10,9 +10,9 @@ from vmamba_zoo.ops import ss2d_selective_scan
 from vmamba_zoo.ops.kernels import triton_ss2d as kern
 
 
-# (rows, block_l, seg_steps, num_warps); the default first
-SETTINGS = [(32, 32, 4, 4), (16, 32, 4, 4), (64, 32, 4, 4), (32, 64, 2, 4), (32, 32, 8, 4), (32, 32, 2, 2),
-            (64, 64, 2, 8)]
+# SS2D_TILE overrides; the default first
+SETTINGS = [{}, dict(dot_min_rank=1), dict(dot_min_rank=100), dict(rows=16), dict(rows=64), dict(seg_steps=8),
+            dict(seg_steps=2), dict(num_warps=2)]
 
 
 def main(settings=SETTINGS, stages=("T stage0 56x56", "T stage2 14x14")):
@@ -26,8 +26,9 @@ def main(settings=SETTINGS, stages=("T stage0 56x56", "T stage2 14x14")):
         tf = cuda_time(lambda: ss2d_selective_scan(*leaves, 4, True, "reference"), 5, 2)
         tb = cuda_time(lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True), 5, 2)
         print(f"composition {name}: {tf * 1e3:6.3f}/{tb * 1e3:6.3f}", flush=True)
-    for rows, block_l, seg_steps, warps in settings:
-        kern.SS2D_TILE.update(rows=rows, block_l=block_l, seg_steps=seg_steps, num_warps=warps)
+    for setting in settings:
+        kern.SS2D_TILE.update(default)
+        kern.SS2D_TILE.update(setting)
         line = []
         for name, leaves in cases.items():
             y = ss2d_selective_scan(*leaves, 4, True, "triton")
@@ -37,14 +38,13 @@ def main(settings=SETTINGS, stages=("T stage0 56x56", "T stage2 14x14")):
             line.append(f"{name.split()[1]} {tf * 1e3:6.3f}/{tb * 1e3:6.3f}")
             for key, t in (("fwd", tf), ("bwd", tb)):
                 if t < best.get((name, key), (1e9,))[0]:
-                    best[(name, key)] = (t, rows, block_l, seg_steps, warps)
-        print(f"rows {rows:>2} block_l {block_l:>3} seg_steps {seg_steps} warps {warps}  " + "  ".join(line),
-              flush=True)
+                    best[(name, key)] = (t, setting)
+        print(f"{str(setting or 'default'):36s} " + "  ".join(line), flush=True)
     kern.SS2D_TILE.update(default)
-    print("best (ms, rows, block_l, seg_steps, warps):")
+    print(f"default {default}; best (ms, override):")
     for (name, key), (t, *cfg) in sorted(best.items()):
         print(f"  {name} {key}: {t * 1e3:.3f} ms {cfg}")
 
 
 if __name__ == "__main__":
-    main(stages=tuple(sys.argv[1:]) or ("T stage0 56x56", "T stage2 14x14", "T stage3 7x7"))
+    main(stages=tuple(sys.argv[1:]) or tuple(STAGES_TINY))

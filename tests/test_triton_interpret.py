@@ -77,7 +77,7 @@ def test_triton_is_not_picked_automatically_on_cpu(interpreter):
 
 # "segments": 16-step tiles, one per segment, so a 35-pixel map has 3 segments (the last one partial, so the
 # reversed directions start padded); rows 16 with 16 channels takes the tensor-core (tl.dot) projection path
-SS2D_TILES = {"default": {}, "segments": {"block_l": 16, "seg_steps": 1, "rows": 16}}
+SS2D_TILES = {"default": {}, "segments": {"block_l": 16, "seg_steps": 1, "rows": 16, "dot_min_rank": 1}}
 
 
 @pytest.mark.parametrize("directions", [1, 2, 4])

@@ -16,7 +16,8 @@ same pixels. One program does both, adding into the merged float32 output in tur
 are two launches (the second adds onto the first), so the merge needs no atomics and is deterministic.
 
 The delta projection delta = softplus(W_dt @ dts + bias) is computed per tile (a tensor-core dot when the
-channel block is 16 wide or more), and its backward reduces dts and W_dt gradients the same way. The
+channel block is 16 wide and the rank large, rank-1 updates otherwise), and its backward reduces the dts and
+W_dt gradients the same way. The
 backward's parameter gradients are per-program partial sums that torch adds up in a fixed order.
 """
 import torch
@@ -27,7 +28,8 @@ from .triton_selective_scan import _expand, _expand_states, _first_order, _softp
 
 # rows = channel block x d_state per program, BLOCK_L steps per tile, seg_steps tiles per segment;
 # `benchmarks/ss2d_tune.py` sweeps it on the GPU
-SS2D_TILE = {"rows": 32, "block_l": 32, "seg_steps": 4, "num_warps": 4, "num_warps_large_state": 2}
+SS2D_TILE = {"rows": 32, "block_l": 32, "seg_steps": 4, "num_warps": 4, "num_warps_large_state": 2,
+             "dot_min_rank": 12}
 
 
 @triton.jit
@@ -73,14 +75,27 @@ def _dts_tile(dts_ptr, dts_base, l, valid, L, R: tl.constexpr, RP: tl.constexpr)
 
 
 @triton.jit
-def _matmul(a, b, DOT: tl.constexpr, IEEE: tl.constexpr):
-    """a (M, K) @ b (K, N) in float32: tensor cores when the tile allows it (TF32 for 16-bit activations, whose
-    values TF32 holds exactly), else a broadcast multiply-reduce."""
+def _matmul(a, b, IEEE: tl.constexpr):
+    """a (M, K) @ b (K, N) in float32 on tensor cores (TF32 for 16-bit activations, whose values TF32 holds
+    exactly; IEEE float32 for float32 ones)."""
+    if IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    return tl.dot(a, b, input_precision="tf32")
+
+
+@triton.jit
+def _raw_delta(dts_ptr, dts_base, w_ptr, kc, w_tile, bias, l, valid, L, R: tl.constexpr, RP: tl.constexpr,
+               BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, DOT: tl.constexpr, IEEE: tl.constexpr):
+    """W_dt[k] @ dts[k] + bias at steps ``l``: a tensor-core dot for large ranks, rank-1 updates for small ones
+    (a dot's operands go through shared memory, which costs more than a few FMAs per element)."""
     if DOT:
-        if IEEE:
-            return tl.dot(a, b, input_precision="ieee")
-        return tl.dot(a, b, input_precision="tf32")
-    return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+        return _matmul(w_tile, _dts_tile(dts_ptr, dts_base, l, valid, L, R, RP), IEEE) + bias[:, None]
+    dt = tl.zeros([BLOCK_D, BLOCK_L], tl.float32) + bias[:, None]
+    for r in range(R):
+        w_r = tl.load(w_ptr + kc * R + r).to(tl.float32)
+        d_r = tl.load(dts_ptr + dts_base + r * L + l, mask=valid, other=0.0).to(tl.float32)
+        dt += w_r[:, None] * d_r[None, :]
+    return dt
 
 
 @triton.jit
@@ -99,7 +114,7 @@ def _setup(A_ptr, bias_ptr, D_ptr, w_ptr, pid_b, k, d0, chan, rows, channels, L,
 
 
 @triton.jit
-def _tile(x_ptr, dts_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base, st_off, w_tile, bias, A_rows,
+def _tile(x_ptr, dts_ptr, w_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base, st_off, w_tile, bias, A_rows,
           K: tl.constexpr, R: tl.constexpr, RP: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr,
           BLOCK_L: tl.constexpr, CHANNELS_LAST: tl.constexpr, DOT: tl.constexpr, IEEE: tl.constexpr):
     """Inputs of one tile of steps ``l``: u gathered from the image, delta, B, the decay a = exp(delta*A)
@@ -107,13 +122,13 @@ def _tile(x_ptr, dts_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base,
     valid = (l >= 0) & (l < L)
     offs = _pixel_offsets(pid_b, chan, _pixel_of(l, H, W, L, K, k), L, channels, CHANNELS_LAST)
     u = tl.load(x_ptr + offs, mask=valid[None, :], other=0.0).to(tl.float32)
-    d = _dts_tile(dts_ptr, dts_base, l, valid, L, R, RP)
-    dt_raw = _matmul(w_tile, d, DOT, IEEE) + bias[:, None]
+    dt_raw = _raw_delta(dts_ptr, dts_base, w_ptr, k * channels + chan, w_tile, bias, l, valid, L, R, RP, BLOCK_D,
+                        BLOCK_L, DOT, IEEE)
     dt = _softplus(dt_raw)
     Bv = tl.load(B_ptr + st_off[:, None] + l[None, :], mask=valid[None, :], other=0.0).to(tl.float32)
     a = tl.where(valid[None, :], tl.exp(_expand(dt, BLOCK_D, N, BLOCK_L) * A_rows[:, None]), 1.0)
     drive = _expand(dt * u, BLOCK_D, N, BLOCK_L) * _expand_states(Bv, BLOCK_D, N, BLOCK_L)
-    return valid, offs, u, d, dt_raw, dt, Bv, a, drive
+    return valid, offs, u, dt_raw, dt, Bv, a, drive
 
 
 @triton.jit
@@ -169,8 +184,8 @@ def _summary_kernel(x_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr,
     adj = tl.zeros([BLOCK_D * N], tl.float32)
     for i in range(SEG_STEPS):
         l = l0 + i * BLOCK_L + cols
-        valid, offs, u, d, dt_raw, dt, Bv, a, drive = _tile(
-            x_ptr, dts_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base, st_off, w_tile, bias, A_rows,
+        valid, offs, u, dt_raw, dt, Bv, a, drive = _tile(
+            x_ptr, dts_ptr, w_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base, st_off, w_tile, bias, A_rows,
             K, R, RP, N, BLOCK_D, BLOCK_L, CHANNELS_LAST, DOT, IEEE)
         drive = tl.where(cols[None, :] == 0, drive + a * end[:, None], drive)
         prod, h = tl.associative_scan((a, drive), axis=1, combine_fn=_first_order)
@@ -235,8 +250,8 @@ def _ss2d_fwd_kernel(x_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr
                         + ((pid_b * K + k) * channels + d0) * N + rows)
         for i in range(SEG_STEPS):
             l = l0 + i * BLOCK_L + cols
-            valid, offs, u, d, dt_raw, dt, Bv, a, drive = _tile(
-                x_ptr, dts_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base, st_off, w_tile, bias, A_rows,
+            valid, offs, u, dt_raw, dt, Bv, a, drive = _tile(
+                x_ptr, dts_ptr, w_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base, st_off, w_tile, bias, A_rows,
                 K, R, RP, N, BLOCK_D, BLOCK_L, CHANNELS_LAST, DOT, IEEE)
             drive = tl.where(cols[None, :] == 0, drive + a * carry[:, None], drive)
             _, h = tl.associative_scan((a, drive), axis=1, combine_fn=_first_order)
@@ -283,8 +298,8 @@ def _ss2d_bwd_kernel(x_ptr, dy_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_pt
         for i in range(SEG_STEPS):  # the state at every tile start of the segment
             tl.store(tile_ptr + tile_off + i, carry)
             l = l0 + i * BLOCK_L + cols
-            valid, offs, u, d, dt_raw, dt, Bv, a, drive = _tile(
-                x_ptr, dts_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base, st_off, w_tile, bias, A_rows,
+            valid, offs, u, dt_raw, dt, Bv, a, drive = _tile(
+                x_ptr, dts_ptr, w_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base, st_off, w_tile, bias, A_rows,
                 K, R, RP, N, BLOCK_D, BLOCK_L, CHANNELS_LAST, DOT, IEEE)
             _, h = tl.associative_scan((a, tl.where(cols[None, :] == 0, drive + a * carry[:, None], drive)), axis=1,
                                        combine_fn=_first_order)
@@ -302,8 +317,8 @@ def _ss2d_bwd_kernel(x_ptr, dy_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_pt
         for step in range(SEG_STEPS):
             i = SEG_STEPS - 1 - step
             l = l0 + i * BLOCK_L + cols
-            valid, offs, u, d, dt_raw, dt, Bv, a, drive = _tile(
-                x_ptr, dts_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base, st_off, w_tile, bias, A_rows,
+            valid, offs, u, dt_raw, dt, Bv, a, drive = _tile(
+                x_ptr, dts_ptr, w_ptr, B_ptr, pid_b, chan, l, H, W, L, channels, k, dts_base, st_off, w_tile, bias, A_rows,
                 K, R, RP, N, BLOCK_D, BLOCK_L, CHANNELS_LAST, DOT, IEEE)
             h0 = tl.load(tile_ptr + tile_off + i)
             _, h = tl.associative_scan((a, tl.where(cols[None, :] == 0, drive + a * h0[:, None], drive)), axis=1,
@@ -326,9 +341,16 @@ def _ss2d_bwd_kernel(x_ptr, dy_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_pt
             ddt = tl.where(valid[None, :], ddt * tl.sigmoid(dt_raw), 0.0)  # through the softplus
             dbias_acc += tl.sum(ddt, axis=1)
             # the low-rank projection: dW_dt += ddt @ dts^T, ddts = W_dt^T @ ddt
-            dw_acc += _matmul(ddt, tl.trans(d), DOT, IEEE)
-            tl.store(ddts_part_ptr + ddts_base + ranks[:, None] * L + l[None, :],
-                     _matmul(tl.trans(w_tile), ddt, DOT, IEEE), mask=(ranks[:, None] < R) & valid[None, :])
+            if DOT:
+                dw_acc += _matmul(ddt, tl.trans(_dts_tile(dts_ptr, dts_base, l, valid, L, R, RP)), IEEE)
+                tl.store(ddts_part_ptr + ddts_base + ranks[:, None] * L + l[None, :],
+                         _matmul(tl.trans(w_tile), ddt, IEEE), mask=(ranks[:, None] < R) & valid[None, :])
+            else:
+                for r in range(R):
+                    w_r = tl.load(w_ptr + kc * R + r).to(tl.float32)
+                    d_r = tl.load(dts_ptr + dts_base + r * L + l, mask=valid, other=0.0).to(tl.float32)
+                    dw_acc += tl.where(ranks[None, :] == r, tl.sum(ddt * d_r[None, :], axis=1)[:, None], 0.0)
+                    tl.store(ddts_part_ptr + ddts_base + r * L + l, tl.sum(ddt * w_r[:, None], axis=0), mask=valid)
             du = gB * dt + dy * Dv[:, None]
             du += tl.load(dx_ptr + offs, mask=valid[None, :] & (k > 0), other=0.0)
             tl.store(dx_ptr + offs, du, mask=valid[None, :])
@@ -351,7 +373,7 @@ def _geometry(x, tensors, channels_last):
         block_d *= 2
     block_l = min(SS2D_TILE["block_l"], max(16, triton.next_power_of_2(length)))
     seg_steps = max(1, min(SS2D_TILE["seg_steps"], triton.cdiv(length, block_l)))
-    dot = block_d >= 16  # tl.dot needs 16-wide tiles
+    dot = block_d >= 16 and dt_rank >= SS2D_TILE["dot_min_rank"]  # tl.dot needs 16-wide tiles
     flags = dict(K=tensors[1].shape[1], R=dt_rank, RP=max(16 if dot else 1, triton.next_power_of_2(dt_rank)),
                  N=d_state, BLOCK_D=block_d, BLOCK_L=block_l, SEG_STEPS=seg_steps, CHANNELS_LAST=channels_last,
                  DOT=dot, IEEE=tensors[1].dtype == torch.float32,

@@ -25,30 +25,22 @@ def _softplus(x):
 @triton.jit
 def _expand(x, BLOCK_D: tl.constexpr, N: tl.constexpr, BLOCK_L: tl.constexpr):
     """(BLOCK_D, BLOCK_L) per channel -> (BLOCK_D * N, BLOCK_L) per (channel, state) row."""
-    if N == 1:  # skip the reshapes: each can cost a layout change through shared memory
-        return x
     return tl.reshape(tl.broadcast_to(x[:, None, :], (BLOCK_D, N, BLOCK_L)), (BLOCK_D * N, BLOCK_L))
 
 
 @triton.jit
 def _expand_states(x, BLOCK_D: tl.constexpr, N: tl.constexpr, BLOCK_L: tl.constexpr):
     """(N, BLOCK_L) per state -> (BLOCK_D * N, BLOCK_L) per (channel, state) row."""
-    if N == 1:
-        return tl.broadcast_to(x, (BLOCK_D, BLOCK_L))
     return tl.reshape(tl.broadcast_to(x[None, :, :], (BLOCK_D, N, BLOCK_L)), (BLOCK_D * N, BLOCK_L))
 
 
 @triton.jit
 def _sum_states(x, BLOCK_D: tl.constexpr, N: tl.constexpr, BLOCK_L: tl.constexpr):
-    if N == 1:
-        return x
     return tl.sum(tl.reshape(x, (BLOCK_D, N, BLOCK_L)), axis=1)
 
 
 @triton.jit
 def _sum_channels(x, BLOCK_D: tl.constexpr, N: tl.constexpr, BLOCK_L: tl.constexpr):
-    if N == 1:
-        return tl.sum(x, axis=0, keep_dims=True)
     return tl.sum(tl.reshape(x, (BLOCK_D, N, BLOCK_L)), axis=0)
 
 

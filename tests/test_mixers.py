@@ -88,7 +88,7 @@ ORACLE_CASES = [
     ("xlstm", dict(scan_directions=4, chunk_size=5, num_heads=2), ref.xlstm_naive),
     ("xlstm", dict(cell="slstm", scan_directions=2), ref.xlstm_naive),
     ("xlstm", dict(cell="slstm", block_index=3), ref.xlstm_naive),
-    ("xlstm", dict(cell="slstm", scan_directions=4, backend="triton"), ref.xlstm_naive),  # Triton interpreter
+    ("xlstm", dict(cell="slstm", scan_directions=4), ref.xlstm_naive),
     ("attention", dict(head_dim=8), ref.attention_naive),
     ("attention", dict(head_dim=8, window_size=3, qk_ratio=0.5), ref.attention_naive),
 ]

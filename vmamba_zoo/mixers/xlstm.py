@@ -15,7 +15,7 @@ sLSTM (scalar memory, block-diagonal recurrent weights R over ``num_heads`` head
     m_t = max(log sigmoid(f~_t) + m_{t-1}, i~_t)  (m_{-1} = 0),  i_t, f_t as above
     c_t = f_t c_{t-1} + i_t tanh(z~_t),  n_t = f_t n_{t-1} + i_t,  h_t = sigmoid(o~_t) c_t / n_t
   Recurrent by nature: one batched input projection, then the ``vmamba_zoo::slstm_fwd`` op over the positions
-  (:mod:`vmamba_zoo.ops.slstm`: a PyTorch loop, one Triton kernel on CUDA; explicit backward).
+  (:mod:`vmamba_zoo.ops.slstm`: a PyTorch loop with the rest batched outside it; explicit backward).
 Block: x -> in_proj -> cell along each scan direction -> sum on pixels -> per-head LayerNorm
 [-> * SiLU(z), mLSTM] -> out_proj. With one direction, ``alternate`` reverses it on odd blocks
 (``block_index``), as Vision-LSTM. FLOPs: all matmuls/einsums natively, the sLSTM recurrence's R h_{t-1}
@@ -98,7 +98,7 @@ class XLSTMMixer(TokenMixer):
         inner_ratio: cell width = int(inner_ratio * dim), split into ``num_heads`` heads.
         scan_directions: 1, 2 or 4 (cross_scan's orders). alternate: with 1 direction, odd
             ``block_index`` blocks scan in reverse (Vision-LSTM). chunk_size: mLSTM chunk length.
-        proj_drop: dropout after out_proj. backend: backend of the sLSTM op ("auto", "reference", "triton").
+        proj_drop: dropout after out_proj. backend: backend of the sLSTM op ("auto", "reference").
     """
 
     model_options = ("block_index", "backend")

@@ -179,9 +179,14 @@ _layer_norm_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ------------------------------------------------------------------------------------ public API
+# device types with an autocast mode (torch.amp.is_autocast_available would say so, but torch 2.11's dynamo
+# cannot trace it, which broke torch.compile(fullgraph=True) of the models on the GPU machine)
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "hpu", "mps")
+
+
 def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
     device_type = x.device.type
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+    if device_type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return None
 

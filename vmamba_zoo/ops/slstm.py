@@ -11,19 +11,15 @@ constant: the exact gradient, without the terms through m that cancel. The forwa
 (h, c, n, m) the backward needs; the backward recomputes the pre-activations from them in one batched matmul,
 runs the reverse recurrence of the gate gradients, and forms dR in one more matmul.
 
-Backends (:mod:`vmamba_zoo.ops.backends`): ``reference``, PyTorch loops over the positions with everything
+Backend (:mod:`vmamba_zoo.ops.backends`): ``reference``, PyTorch loops over the positions with everything
 else (the input projection, the gate math of the backward that does not depend on the reverse carry) batched
-outside them; ``triton`` (:mod:`vmamba_zoo.ops.kernels.triton_slstm`), one kernel launch per direction of the
-recurrence, only when asked for by name: on nvidia-h200 (2026-11-22) it needed 520 KB of shared memory at
-vmamba_tiny_xlstm's shapes (limit 227 KB) and failed, so auto mode runs the reference loops on every device.
+outside them. (A Triton kernel, one launch per direction, was removed: on nvidia-h200 it needed 520 KB of
+shared memory at vmamba_tiny_xlstm's shapes, limit 227 KB, and gave NaN at the smallest one.)
 Layout: wx (batch, K, L, heads, 4, d), R (K, heads, 4d, d), states (batch, K, L, heads, d), all float32/64.
 FLOPs: ``slstm_macs``, the recurrent matmul (batch*K*L*heads*4d*d); formulas in :mod:`vmamba_zoo.analysis.flops`.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
 from typing import Sequence, Tuple
 
 import torch
@@ -124,35 +120,8 @@ def slstm_bwd_reference(dh: Tensor, wx: Tensor, R: Tensor, h: Tensor, c: Tensor,
 
 
 # -------------------------------------------------------------------------------------------- backends
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _triton_supports(tensors: Sequence[Tensor]) -> bool:
-    # the kernels hold a head's (d, d) gate blocks of R in one tile: d <= 128; float32 (the mixer's state dtype)
-    devices = {t.device.type for t in tensors}
-    return (importlib.util.find_spec("triton") is not None and tensors[0].shape[-1] <= 128
-            and all(t.dtype == torch.float32 for t in tensors)
-            and (devices == {"cuda"} or (devices == {"cpu"} and _interpreting())))
-
-
-def _triton_auto(tensors: Sequence[Tensor]) -> bool:
-    # off until the kernel fits in shared memory (see the module docstring); by name it still runs
-    return False
-
-
-def _lazy(name: str):
-    def call(*args):
-        return getattr(importlib.import_module("vmamba_zoo.ops.kernels.triton_slstm"), name)(*args)
-    return call
-
-
 register_backend("slstm_fwd", "reference", slstm_fwd_reference, priority=0)
 register_backend("slstm_bwd", "reference", slstm_bwd_reference, priority=0)
-register_backend("slstm_fwd", "triton", _lazy("slstm_fwd"), priority=10, supports=_triton_supports,
-                 auto_supports=_triton_auto)
-register_backend("slstm_bwd", "triton", _lazy("slstm_bwd"), priority=10, supports=_triton_supports,
-                 auto_supports=_triton_auto)
 
 
 # ------------------------------------------------------------------------------------------ custom ops

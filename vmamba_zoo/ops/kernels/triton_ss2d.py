@@ -19,8 +19,9 @@ import triton.language as tl
 from .triton_selective_scan import _expand, _expand_states, _first_order, _softplus, _sum_channels, _sum_states
 
 # tile of the fused kernels, separate from the plain scan's: rows = BLOCK_D * d_state per program, BLOCK_L
-# steps per chunk; `benchmarks/ss2d_tune.py` sweeps it on the GPU
-SS2D_TILE = {"rows": 16, "block_l": 32, "num_warps": 4, "num_warps_large_state": 2}
+# steps per chunk. `benchmarks/ss2d_tune.py` on nvidia-h200 (2026-11-22, session 3): small single-warp
+# programs win, T stage 0 fwd/bwd 1.55/7.37 -> 1.43/5.47 ms (benchmarks/ss2d_tune_h200_2026-11-22.txt)
+SS2D_TILE = {"rows": 8, "block_l": 16, "num_warps": 1, "num_warps_large_state": 2}
 
 
 def _block_sizes(channels: int, d_state: int, length: int):

@@ -9,15 +9,16 @@
 #include "cuda_runtime.h"  // the emulation, not the toolkit's header
 #include "selective_scan_bwd_kernel.cuh"
 #include "selective_scan_fwd_kernel.cuh"
+#include "ss2d_kernel.cuh"
 
 namespace vmamba_zoo_cuda {
 namespace {
 
-template <typename Kernel>
-void run_grid(Kernel kernel, const SelectiveScanParams& p, size_t shared_floats) {
-  const unsigned threads = static_cast<unsigned>(p.warps_per_block) * 32;
-  for (unsigned by = 0; by < static_cast<unsigned>(p.batch); ++by) {
-    for (unsigned bx = 0; bx < static_cast<unsigned>(p.groups * p.blocks_per_group); ++bx) {
+template <typename Kernel, typename Params>
+void run_blocks(Kernel kernel, const Params& p, unsigned grid_x, unsigned grid_y, unsigned threads,
+                size_t shared_floats) {
+  for (unsigned by = 0; by < grid_y; ++by) {
+    for (unsigned bx = 0; bx < grid_x; ++bx) {
       emulation::Block block(static_cast<int>(threads), shared_floats);
       std::vector<std::thread> workers;
       workers.reserve(threads);
@@ -33,6 +34,54 @@ void run_grid(Kernel kernel, const SelectiveScanParams& p, size_t shared_floats)
       for (auto& worker : workers) worker.join();
     }
   }
+}
+
+template <typename Kernel>
+void run_grid(Kernel kernel, const SelectiveScanParams& p, size_t shared_floats) {
+  run_blocks(kernel, p, static_cast<unsigned>(p.groups * p.blocks_per_group), static_cast<unsigned>(p.batch),
+             static_cast<unsigned>(p.warps_per_block) * 32, shared_floats);
+}
+
+// the fused SS2D kernels: grid (tiles, batch), one warp per segment (as ss2d.cu)
+template <typename T, int R>
+void run_ss2d(const SS2DParams& p, bool backward) {
+  const size_t shared = static_cast<size_t>(ss2d_smem_floats(p));
+  const unsigned threads = static_cast<unsigned>(p.segments) * 32;
+  if (backward) {
+    run_blocks(ss2d_bwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, shared);
+  } else {
+    run_blocks(ss2d_fwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, shared);
+  }
+}
+
+template <typename T>
+void run_ss2d_rank(const SS2DParams& p, bool backward) {
+  switch (ss2d_rank_bucket(p.rank)) {
+    case 8:
+      return run_ss2d<T, 8>(p, backward);
+    case 16:
+      return run_ss2d<T, 16>(p, backward);
+    case 32:
+      return run_ss2d<T, 32>(p, backward);
+    default:
+      return run_ss2d<T, 64>(p, backward);
+  }
+}
+
+cudaError_t launch_ss2d(const SS2DParams& p, ScalarKind kind, bool backward) {
+  if (p.d_state != 1 || p.rank < 1 || p.rank > kSS2DMaxRank) return cudaErrorInvalidValue;
+  switch (kind) {
+    case ScalarKind::kFloat:
+      run_ss2d_rank<float>(p, backward);
+      return cudaSuccess;
+    case ScalarKind::kHalf:
+      run_ss2d_rank<c10::Half>(p, backward);
+      return cudaSuccess;
+    case ScalarKind::kBFloat16:
+      run_ss2d_rank<c10::BFloat16>(p, backward);
+      return cudaSuccess;
+  }
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace
@@ -74,6 +123,10 @@ cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, ScalarKind i
   }
   return cudaErrorInvalidValue;
 }
+
+cudaError_t launch_ss2d_fwd(const SS2DParams& p, ScalarKind kind, cudaStream_t) { return launch_ss2d(p, kind, false); }
+
+cudaError_t launch_ss2d_bwd(const SS2DParams& p, ScalarKind kind, cudaStream_t) { return launch_ss2d(p, kind, true); }
 
 bool selective_scan_kernels_available() { return true; }
 

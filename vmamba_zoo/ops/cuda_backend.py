@@ -1,7 +1,9 @@
-"""Registers the CUDA selective-scan kernels (``vmamba_zoo/ops/csrc/selective_scan``) as the ``cuda`` backend.
+"""Registers the CUDA kernels (``vmamba_zoo/ops/csrc/selective_scan``) as the ``cuda`` backend of the selective
+scan and of the fused SS2D scan (``ss2d_scan_fwd`` / ``_bwd``).
 
 Priority 20, above ``triton`` (10) and ``reference`` (0): auto mode picks it for CUDA tensors of float32,
-float16 or bfloat16 with d_state up to 256, provided the extension is there or can be built.
+float16 or bfloat16 with d_state up to 256 (the fused SS2D scan: d_state 1, dt_rank up to 64), provided the
+extension is there or can be built.
 
 Where the compiled code comes from, in order:
 
@@ -40,7 +42,8 @@ import torch
 from .backends import register_backend
 
 __all__ = ["CUDA_PRIORITY", "DEFAULT_ARCH_LIST", "MAX_D_STATE", "arch_list", "cache_dir", "cache_key",
-           "extension_status", "load_extension", "selective_scan_bwd", "selective_scan_fwd"]
+           "extension_status", "load_extension", "selective_scan_bwd", "selective_scan_fwd", "ss2d_scan_bwd",
+           "ss2d_scan_fwd"]
 
 logger = logging.getLogger(__name__)
 
@@ -410,5 +413,54 @@ def selective_scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus
     return tuple(None if t is None else g.to(t.dtype) for g, t in zip(grads, inputs))
 
 
-for _op, _fn in (("selective_scan_fwd", selective_scan_fwd), ("selective_scan_bwd", selective_scan_bwd)):
-    register_backend(_op, "cuda", _fn, priority=CUDA_PRIORITY, supports=supports)
+# ----------------------------------------------------------------------------------------- fused SS2D
+SS2D_MAX_RANK = 64  # kSS2DMaxRank in ss2d.h; the kernels are built for d_state 1 (VMamba v2)
+
+
+def ss2d_supports(tensors: Sequence[torch.Tensor]) -> bool:
+    """(x, dts, Bs, Cs) for the forward, (dy, x, dts, Bs, Cs) for the backward: on one CUDA device, no float64,
+    d_state 1, dt_rank up to 64."""
+    dts, Bs = tensors[-3], tensors[-2]
+    if any(t.device.type != _DEVICE_TYPE for t in tensors) or len({t.device for t in tensors}) != 1:
+        return False
+    if any(t.dtype not in _SUPPORTED_DTYPES for t in tensors):
+        return False
+    if Bs.dim() != 4 or Bs.shape[2] != 1 or dts.dim() != 4 or not 1 <= dts.shape[2] <= SS2D_MAX_RANK:
+        return False
+    return load_extension() and _device_ok(tensors[0].device)
+
+
+def _channels_last(t: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return t if channels_last else t.permute(0, 2, 3, 1)
+
+
+def _ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last):
+    """The kernels' inputs: a channels-last image, activations in one dtype, parameters float32."""
+    act = _common_dtype(x, dts, Bs, Cs)
+    f32 = torch.float32
+    return (_as(_channels_last(x, channels_last), act), _as(dts, act), _as(dt_weight, f32), _as(dt_bias, f32),
+            _as(A, f32), _as(Bs, act), _as(Cs, act), _as(Ds, f32))
+
+
+def ss2d_scan_fwd(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last):
+    """The fused SS2D scan (same signature as the reference's); a channels-first image is run channels-last."""
+    out = getattr(torch.ops, OPS_NAMESPACE).ss2d_fwd(
+        *_ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last), directions)
+    return out if channels_last else out.permute(0, 3, 1, 2).contiguous()
+
+
+def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last):
+    """Gradients (dx, ddts, ddt_weight, ddt_bias, dA, dBs, dCs, dDs), each in its input's dtype and layout."""
+    dy = _as(_channels_last(dy, channels_last), torch.float32)
+    grads = getattr(torch.ops, OPS_NAMESPACE).ss2d_bwd(
+        dy, *_ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last), directions)
+    dx = grads[0] if channels_last else grads[0].permute(0, 3, 1, 2)
+    inputs = (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds)
+    return (dx.to(x.dtype),) + tuple(g.to(t.dtype) for g, t in zip(grads[1:], inputs[1:]))
+
+
+for _op, _fn, _supports in (("selective_scan_fwd", selective_scan_fwd, supports),
+                            ("selective_scan_bwd", selective_scan_bwd, supports),
+                            ("ss2d_scan_fwd", ss2d_scan_fwd, ss2d_supports),
+                            ("ss2d_scan_bwd", ss2d_scan_bwd, ss2d_supports)):
+    register_backend(_op, "cuda", _fn, priority=CUDA_PRIORITY, supports=_supports)

@@ -9,12 +9,8 @@
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
-#ifndef VMAMBA_ZOO_CUDA_EMULATION
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-// (not ATen/cuda/CUDAContext.h: it pulls in cuBLAS/cuSPARSE headers, which a minimal toolkit may lack)
-#endif
 
+#include "host_common.h"
 #include "selective_scan.h"
 
 // VMAMBA_ZOO_CUDA_EMULATION: the tests' CPU build (tests/cuda_emulation), with the kernels run by an
@@ -24,43 +20,11 @@ namespace {
 
 using at::Tensor;
 
-#ifndef VMAMBA_ZOO_CUDA_EMULATION
-constexpr bool kOnCuda = true;
-// runs the kernels on `t`'s device, on its current stream
-struct OnDeviceOf {
-  explicit OnDeviceOf(const Tensor& t) : guard(t.device()) {}
-  c10::cuda::OptionalCUDAGuard guard;
-};
-cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
-#else
-constexpr bool kOnCuda = false;
-struct OnDeviceOf {
-  explicit OnDeviceOf(const Tensor&) {}
-};
-cudaStream_t current_stream() { return nullptr; }
-#endif
+constexpr const char* kWhat = "vmamba_zoo CUDA selective scan";
 
-ScalarKind scalar_kind(const Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat:
-      return ScalarKind::kFloat;
-    case at::kHalf:
-      return ScalarKind::kHalf;
-    case at::kBFloat16:
-      return ScalarKind::kBFloat16;
-    default:
-      break;
-  }
-  TORCH_CHECK(false, "vmamba_zoo CUDA selective scan: u must be float32, float16 or bfloat16, got ", t.scalar_type());
-  return ScalarKind::kFloat;  // not reached
-}
+ScalarKind scalar_kind(const Tensor& t) { return vmamba_zoo_cuda::scalar_kind(t, kWhat, "u"); }
 
-void check_cuda(const Tensor& t, const char* name, const Tensor& u) {
-  TORCH_CHECK(t.is_cuda() == kOnCuda, "vmamba_zoo CUDA selective scan: ", name,
-              " must be a CUDA tensor, got device ", t.device());
-  TORCH_CHECK(t.device() == u.device(), "vmamba_zoo CUDA selective scan: ", name, " is on ", t.device(),
-              " but u is on ", u.device());
-}
+void check_cuda(const Tensor& t, const char* name, const Tensor& u) { check_device(t, kWhat, name, u); }
 
 void check_shape(const Tensor& t, const char* name, at::IntArrayRef expected) {
   TORCH_CHECK(t.sizes() == expected, "vmamba_zoo CUDA selective scan: ", name, " must have shape ", expected,
@@ -159,13 +123,7 @@ int bwd_max_warps(int64_t d_state) {
   return default_bwd_max_warps(static_cast<int>(d_state));
 }
 
-void check_launch(cudaError_t status, const char* what) {
-  TORCH_CHECK(status == cudaSuccess, "vmamba_zoo CUDA selective scan: launching the ", what, " kernel failed: ",
-              cudaGetErrorString(status),
-              status == cudaErrorNoKernelImageForDevice || status == cudaErrorInvalidDeviceFunction
-                  ? " (the extension was not built for this GPU's architecture: set TORCH_CUDA_ARCH_LIST and rebuild)"
-                  : "");
-}
+void check_launch(cudaError_t status, const char* kernel) { vmamba_zoo_cuda::check_launch(status, kWhat, kernel); }
 
 Tensor selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
                           const std::optional<Tensor>& D, const std::optional<Tensor>& z,

@@ -1,0 +1,125 @@
+"""The fused SS2D CUDA kernels (vmamba_zoo/ops/csrc/selective_scan/ss2d_kernel.cuh) and their host code
+(ss2d.cpp), run on the CPU through the thread-per-CUDA-thread emulation (tests/cuda_emulation), behind the
+package's op (backend="cuda"), against the float64 composition of the reference ops: forward and every
+gradient. Shapes cover spare lanes (channels not a multiple of 32), several segments per block, sub-chunks
+cut short, 1/2/4 directions, ranks in each kernel build, channels-first input, fp16/bf16.
+"""
+import pytest
+import torch
+
+from vmamba_zoo.ops import cuda_backend, ss2d_selective_scan
+from vmamba_zoo.ops.backends import resolve
+
+import cuda_emulation
+
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+PARAMS = ("dt_weight", "dt_bias", "A", "Ds")
+
+
+@pytest.fixture(scope="module")
+def emulated_ops():
+    if cuda_emulation.compiler() is None:
+        pytest.fail("no C++ compiler (g++) for the CUDA emulation")
+    cuda_emulation.build_ops()
+
+
+@pytest.fixture
+def cuda_on_cpu(emulated_ops, monkeypatch):
+    """The cuda backend pointed at the emulated extension (CPU tensors)."""
+    monkeypatch.setattr(cuda_backend, "OPS_NAMESPACE", cuda_emulation.OPS_NAMESPACE)
+    monkeypatch.setattr(cuda_backend, "_DEVICE_TYPE", "cpu")
+    monkeypatch.setattr(cuda_backend, "load_extension", lambda: True)
+    monkeypatch.setattr(cuda_backend, "_device_ok", lambda device: True)
+
+
+def _data(batch, directions, hw, channels, rank, channels_last=True, seed=0):
+    h, w = hw
+    length = h * w
+    g = torch.Generator().manual_seed(seed)
+    f = dict(dtype=torch.float64, generator=g)
+    x = torch.randn(batch, h, w, channels, **f) if channels_last else torch.randn(batch, channels, h, w, **f)
+    return dict(x=x, dts=torch.randn(batch, directions, rank, length, **f),
+                dt_weight=0.5 * torch.randn(directions, channels, rank, **f),
+                dt_bias=0.3 * torch.randn(directions * channels, **f),
+                A=-torch.exp(torch.randn(directions * channels, 1, **f)),
+                Bs=torch.randn(batch, directions, 1, length, **f), Cs=torch.randn(batch, directions, 1, length, **f),
+                Ds=torch.randn(directions * channels, **f))
+
+
+def _rel(a, b):
+    return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+
+def _check(shape, dtype=torch.float32, channels_last=True, seed=0):
+    batch, directions, hw, channels, rank = shape
+    data = _data(batch, directions, hw, channels, rank, channels_last, seed)
+    ours = {n: t.to(torch.float32 if n in PARAMS else dtype).requires_grad_() for n, t in data.items()}
+    ref = {n: ours[n].detach().double().requires_grad_() for n in data}
+    y = ss2d_selective_scan(**ours, directions=directions, channels_last=channels_last, backend="cuda")
+    y_ref = ss2d_selective_scan(**ref, directions=directions, channels_last=channels_last, backend="reference")
+    assert y.dtype == torch.float32 and y.shape == y_ref.shape
+    assert _rel(y, y_ref) < TOL[dtype]
+    grad = torch.randn(y_ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1))
+    got = torch.autograd.grad(y, list(ours.values()), grad.float())
+    want = torch.autograd.grad(y_ref, list(ref.values()), grad)
+    for name, a, b in zip(ours, got, want):
+        assert a.dtype == ours[name].dtype and a.shape == b.shape, name
+        assert _rel(a, b) < TOL[dtype] * 10, name  # gradients sum over L or channels: one more digit
+
+
+# (batch, directions, (H, W), channels, dt_rank). The emulation runs a CUDA thread per OS thread: small shapes.
+# 7x9 = 63 steps: 1 segment of 8 sub-chunks, the last cut short; 16x12 = 192: 6 segments of 32 steps;
+# 40 channels: a second tile with 24 spare lanes; ranks 3, 12, 24, 48 hit each kernel build (8/16/32/64).
+SHAPES = [(1, 4, (7, 9), 32, 3), (2, 4, (16, 12), 40, 12), (1, 2, (5, 13), 8, 24), (1, 1, (3, 11), 33, 48),
+          (1, 4, (1, 1), 4, 1), (1, 4, (13, 1), 16, 2)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"b{s[0]}k{s[1]}_{s[2][0]}x{s[2][1]}_d{s[3]}r{s[4]}")
+def test_emulated_ss2d_matches_reference_fp32(cuda_on_cpu, shape):
+    _check(shape, seed=shape[3])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_emulated_ss2d_half_types(cuda_on_cpu, dtype):
+    _check((1, 4, (9, 10), 24, 6), dtype)
+
+
+def test_emulated_ss2d_channels_first(cuda_on_cpu):
+    _check((1, 4, (6, 11), 16, 4), channels_last=False)
+
+
+def test_emulated_ss2d_is_deterministic(cuda_on_cpu):
+    data = {n: t.float().requires_grad_() for n, t in _data(1, 4, (12, 12), 40, 5).items()}
+    runs = []
+    for _ in range(2):
+        y = ss2d_selective_scan(**data, directions=4, channels_last=True, backend="cuda")
+        runs.append([y.detach()] + list(torch.autograd.grad(y, list(data.values()), torch.ones_like(y))))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_ss2d_cuda_backend_scope(cuda_on_cpu):
+    """Auto mode picks the fused CUDA kernel for d_state 1 and ranks up to 64, and steps aside otherwise."""
+    x = torch.zeros(1, 4, 4, 8)
+    small = (x, torch.zeros(1, 4, 6, 16), torch.zeros(1, 4, 1, 16), torch.zeros(1, 4, 1, 16))
+    assert resolve("ss2d_scan_fwd", "auto", small) is cuda_backend.ss2d_scan_fwd
+    assert resolve("ss2d_scan_bwd", "auto", (x,) + small) is cuda_backend.ss2d_scan_bwd
+    for other in ((x, torch.zeros(1, 4, 6, 16), torch.zeros(1, 4, 4, 16), torch.zeros(1, 4, 4, 16)),  # d_state 4
+                  (x, torch.zeros(1, 4, 65, 16), small[2], small[3]),  # dt_rank 65
+                  (x.double(), small[1].double(), small[2].double(), small[3].double())):  # float64
+        assert not cuda_backend.ss2d_supports(other)
+        assert resolve("ss2d_scan_fwd", "auto", other) is not cuda_backend.ss2d_scan_fwd
+
+
+def test_ss2d_host_code_rejects_bad_input(cuda_on_cpu):
+    ops = getattr(torch.ops, cuda_emulation.OPS_NAMESPACE)
+    d = {n: t.float() for n, t in _data(1, 4, (4, 4), 8, 2).items()}
+    args = [d[n] for n in ("x", "dts", "dt_weight", "dt_bias", "A", "Bs", "Cs", "Ds")]
+    with pytest.raises(RuntimeError, match="d_state 1"):
+        ops.ss2d_fwd(*args[:4], torch.zeros(32, 4), torch.zeros(1, 4, 4, 16), torch.zeros(1, 4, 4, 16), args[7], 4)
+    with pytest.raises(RuntimeError, match="scan_directions must be 1, 2 or 4"):
+        ops.ss2d_fwd(*args, 3)
+    with pytest.raises(RuntimeError, match="dts must have x's dtype"):
+        ops.ss2d_fwd(args[0], args[1].half(), *args[2:], 4)
+    with pytest.raises(RuntimeError, match="dy must be float32"):
+        ops.ss2d_bwd(torch.zeros(1, 4, 4, 8, dtype=torch.float16), *args, 4)

@@ -1,0 +1,62 @@
+// Host-side helpers shared by the extension's ops (selective_scan.cpp, ss2d.cpp): the device guard and
+// stream, the dtype switch, launch-error messages. The tests' CPU build (VMAMBA_ZOO_CUDA_EMULATION, see
+// tests/cuda_emulation) runs the same host code on CPU tensors.
+#pragma once
+
+#include <ATen/ATen.h>
+#ifndef VMAMBA_ZOO_CUDA_EMULATION
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+// (not ATen/cuda/CUDAContext.h: it pulls in cuBLAS/cuSPARSE headers, which a minimal toolkit may lack)
+#endif
+
+#include "selective_scan.h"
+
+namespace vmamba_zoo_cuda {
+
+#ifndef VMAMBA_ZOO_CUDA_EMULATION
+constexpr bool kOnCuda = true;
+// runs the kernels on `t`'s device, on its current stream
+struct OnDeviceOf {
+  explicit OnDeviceOf(const at::Tensor& t) : guard(t.device()) {}
+  c10::cuda::OptionalCUDAGuard guard;
+};
+inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+#else
+constexpr bool kOnCuda = false;
+struct OnDeviceOf {
+  explicit OnDeviceOf(const at::Tensor&) {}
+};
+inline cudaStream_t current_stream() { return nullptr; }
+#endif
+
+// `what` names the op in messages ("vmamba_zoo CUDA selective scan")
+inline ScalarKind scalar_kind(const at::Tensor& t, const char* what, const char* name) {
+  switch (t.scalar_type()) {
+    case at::kFloat:
+      return ScalarKind::kFloat;
+    case at::kHalf:
+      return ScalarKind::kHalf;
+    case at::kBFloat16:
+      return ScalarKind::kBFloat16;
+    default:
+      break;
+  }
+  TORCH_CHECK(false, what, ": ", name, " must be float32, float16 or bfloat16, got ", t.scalar_type());
+  return ScalarKind::kFloat;  // not reached
+}
+
+inline void check_device(const at::Tensor& t, const char* what, const char* name, const at::Tensor& first) {
+  TORCH_CHECK(t.is_cuda() == kOnCuda, what, ": ", name, " must be a CUDA tensor, got device ", t.device());
+  TORCH_CHECK(t.device() == first.device(), what, ": ", name, " is on ", t.device(), " but the first input is on ",
+              first.device());
+}
+
+inline void check_launch(cudaError_t status, const char* what, const char* kernel) {
+  TORCH_CHECK(status == cudaSuccess, what, ": launching the ", kernel, " kernel failed: ", cudaGetErrorString(status),
+              status == cudaErrorNoKernelImageForDevice || status == cudaErrorInvalidDeviceFunction
+                  ? " (the extension was not built for this GPU's architecture: set TORCH_CUDA_ARCH_LIST and rebuild)"
+                  : "");
+}
+
+}  // namespace vmamba_zoo_cuda

@@ -1,0 +1,183 @@
+// Host side of the fused SS2D CUDA scan: input checks, allocation, the fixed-order sums of the backward's
+// partial results; registered next to the selective scan as
+//   torch.ops.vmamba_zoo_cuda.ss2d_fwd / ss2d_bwd
+// and called by the Python backend (vmamba_zoo/ops/cuda_backend.py) from behind the package's custom ops
+// torch.ops.vmamba_zoo.ss2d_scan_fwd / _bwd. Shapes: ss2d.h.
+#include <tuple>
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "host_common.h"
+#include "ss2d.h"
+
+namespace vmamba_zoo_cuda {
+namespace {
+
+using at::Tensor;
+
+constexpr const char* kWhat = "vmamba_zoo CUDA SS2D scan";
+
+void check_shape(const Tensor& t, const char* name, at::IntArrayRef expected) {
+  TORCH_CHECK(t.sizes() == expected, kWhat, ": ", name, " must have shape ", expected, ", got ", t.sizes());
+}
+
+struct Inputs {
+  Tensor x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds;
+  ScalarKind kind;
+};
+
+// Checks the inputs, fills in `p` and returns them contiguous (they outlive the launch).
+Inputs prepare(SS2DParams& p, const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias,
+               const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
+  TORCH_CHECK(x.dim() == 4, kWhat, ": x must be a channels-last image (batch, H, W, D), got shape ", x.sizes());
+  check_device(x, kWhat, "x", x);
+  const ScalarKind kind = scalar_kind(x, kWhat, "x");
+  TORCH_CHECK(directions == 1 || directions == 2 || directions == 4, kWhat,
+              ": scan_directions must be 1, 2 or 4, got ", directions);
+  const int64_t batch = x.size(0), height = x.size(1), width = x.size(2), channels = x.size(3);
+  const int64_t length = height * width;
+  TORCH_CHECK(dts.dim() == 4 && dts.size(0) == batch && dts.size(1) == directions && dts.size(3) == length, kWhat,
+              ": dts must be (batch, K, R, L) = (", batch, ", ", directions, ", R, ", length, "), got ", dts.sizes());
+  const int64_t rank = dts.size(2);
+  TORCH_CHECK(rank >= 1 && rank <= kSS2DMaxRank, kWhat, ": dt_rank must be in [1, ", kSS2DMaxRank, "], got ", rank);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == directions * channels, kWhat, ": A must be (K*D, d_state) = (",
+              directions * channels, ", N), got ", A.sizes());
+  const int64_t d_state = A.size(1);
+  TORCH_CHECK(d_state == 1, kWhat, ": the kernels are built for d_state 1 (VMamba v2), got ", d_state,
+              " (other sizes run on the triton backend)");
+  check_shape(dt_weight, "dt_weight", {directions, channels, rank});
+  check_shape(dt_bias, "dt_bias", {directions * channels});
+  check_shape(Ds, "Ds", {directions * channels});
+  check_shape(Bs, "Bs", {batch, directions, d_state, length});
+  check_shape(Cs, "Cs", {batch, directions, d_state, length});
+  const std::pair<const Tensor*, const char*> activations[] = {{&dts, "dts"}, {&Bs, "Bs"}, {&Cs, "Cs"}};
+  for (const auto& [t, name] : activations) {
+    check_device(*t, kWhat, name, x);
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), kWhat, ": ", name, " must have x's dtype ", x.scalar_type(),
+                ", got ", t->scalar_type());
+  }
+  const std::pair<const Tensor*, const char*> parameters[] = {
+      {&dt_weight, "dt_weight"}, {&dt_bias, "dt_bias"}, {&A, "A"}, {&Ds, "Ds"}};
+  for (const auto& [t, name] : parameters) {
+    check_device(*t, kWhat, name, x);
+    TORCH_CHECK(t->scalar_type() == at::kFloat, kWhat, ": ", name, " must be float32, got ", t->scalar_type());
+  }
+  TORCH_CHECK(length * channels < (int64_t{1} << 31) && rank * length < (int64_t{1} << 31), kWhat,
+              ": H*W*D and dt_rank*H*W must be below 2^31");
+  TORCH_CHECK(batch <= 65535, kWhat, ": batch must be at most 65535 (grid y), got ", batch);
+
+  p.batch = static_cast<int>(batch);
+  p.height = static_cast<int>(height);
+  p.width = static_cast<int>(width);
+  p.length = static_cast<int>(length);
+  p.channels = static_cast<int>(channels);
+  p.directions = static_cast<int>(directions);
+  p.rank = static_cast<int>(rank);
+  p.d_state = static_cast<int>(d_state);
+  p.tiles = static_cast<int>((channels + 31) / 32);
+  ss2d_split(p);
+  Inputs in{x.contiguous(),  dts.contiguous(), dt_weight.contiguous(), dt_bias.contiguous(), A.contiguous(),
+            Bs.contiguous(), Cs.contiguous(),  Ds.contiguous(),        kind};
+  p.x = in.x.data_ptr();
+  p.dts = in.dts.data_ptr();
+  p.dt_weight = in.dt_weight.data_ptr<float>();
+  p.dt_bias = in.dt_bias.data_ptr<float>();
+  p.A = in.A.data_ptr<float>();
+  p.B = in.Bs.data_ptr();
+  p.C = in.Cs.data_ptr();
+  p.D = in.Ds.data_ptr<float>();
+  return in;
+}
+
+// the merged scan output, float32 (batch, H, W, D)
+Tensor ss2d_fwd(const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias, const Tensor& A,
+                const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
+  const OnDeviceOf device_guard(x);
+  SS2DParams p;
+  const Inputs in = prepare(p, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
+  Tensor out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+  if (out.numel() == 0) return out;
+  p.out = out.data_ptr<float>();
+  check_launch(launch_ss2d_fwd(p, in.kind, current_stream()), kWhat, "forward");
+  return out;
+}
+
+// gradients of (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds), each in its input's dtype
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_bwd(
+    const Tensor& dy, const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias,
+    const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
+  const OnDeviceOf device_guard(x);
+  SS2DParams p;
+  const Inputs in = prepare(p, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
+  check_device(dy, kWhat, "dy", x);
+  check_shape(dy, "dy", x.sizes());
+  TORCH_CHECK(dy.scalar_type() == at::kFloat, kWhat, ": dy must be float32 (the output's dtype), got ",
+              dy.scalar_type());
+  const Tensor dy_c = dy.contiguous();
+  const auto f32 = x.options().dtype(at::kFloat);
+  const int64_t batch = p.batch, K = p.directions, C = p.channels, L = p.length, R = p.rank, N = p.d_state;
+  Tensor dx = at::empty_like(in.x);
+  Tensor dx_acc = K > 1 ? at::empty(x.sizes(), f32) : at::empty({0}, f32);
+  Tensor ddts_part = at::empty({batch, K, p.tiles, R, L}, f32);
+  Tensor dB_part = at::empty({batch, K, p.tiles, N, L}, f32);
+  Tensor dC_part = at::empty_like(dB_part);
+  Tensor dw_part = at::empty({batch, K * C, R}, f32);
+  Tensor dbias_part = at::empty({batch, K * C}, f32);
+  Tensor dD_part = at::empty_like(dbias_part);
+  Tensor dA_part = at::empty({batch, K * C, N}, f32);
+  Tensor scratch = at::empty({batch, p.tiles, p.segments, p.subs, 2 * N, 32}, f32);
+  if (x.numel() > 0) {
+    p.dy = dy_c.data_ptr<float>();
+    p.dx = dx.data_ptr();
+    p.dx_acc = K > 1 ? dx_acc.data_ptr<float>() : nullptr;
+    p.ddts_part = ddts_part.data_ptr<float>();
+    p.dB_part = dB_part.data_ptr<float>();
+    p.dC_part = dC_part.data_ptr<float>();
+    p.dw_part = dw_part.data_ptr<float>();
+    p.dbias_part = dbias_part.data_ptr<float>();
+    p.dD_part = dD_part.data_ptr<float>();
+    p.dA_part = dA_part.data_ptr<float>();
+    p.scratch = scratch.data_ptr<float>();
+    check_launch(launch_ss2d_bwd(p, in.kind, current_stream()), kWhat, "backward");
+  } else {  // an empty image: every gradient is zero
+    for (Tensor* t : {&dx, &ddts_part, &dB_part, &dC_part, &dw_part, &dbias_part, &dD_part, &dA_part}) t->zero_();
+  }
+  // fixed-order sums (torch's reductions use no atomics: deterministic)
+  auto over_tiles = [&](const Tensor& part, const Tensor& like) {
+    return (p.tiles == 1 ? part.select(2, 0) : part.sum(2)).to(like.scalar_type()).contiguous();
+  };
+  return {dx,
+          over_tiles(ddts_part, in.dts),
+          dw_part.sum(0).view({K, C, R}),
+          dbias_part.sum(0),
+          dA_part.sum(0),
+          over_tiles(dB_part, in.Bs),
+          over_tiles(dC_part, in.Cs),
+          dD_part.sum(0)};
+}
+
+}  // namespace
+}  // namespace vmamba_zoo_cuda
+
+#ifndef VMAMBA_ZOO_CUDA_EMULATION
+#define VMAMBA_ZOO_SS2D_NAMESPACE vmamba_zoo_cuda
+#define VMAMBA_ZOO_SS2D_KEY CUDA
+#else
+#define VMAMBA_ZOO_SS2D_NAMESPACE vmamba_zoo_cuda_emulated
+#define VMAMBA_ZOO_SS2D_KEY CPU
+#endif
+
+TORCH_LIBRARY_FRAGMENT(VMAMBA_ZOO_SS2D_NAMESPACE, m) {
+  m.def(
+      "ss2d_fwd(Tensor x, Tensor dts, Tensor dt_weight, Tensor dt_bias, Tensor A, Tensor Bs, Tensor Cs, Tensor Ds, "
+      "int directions) -> Tensor");
+  m.def(
+      "ss2d_bwd(Tensor dy, Tensor x, Tensor dts, Tensor dt_weight, Tensor dt_bias, Tensor A, Tensor Bs, Tensor Cs, "
+      "Tensor Ds, int directions) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(VMAMBA_ZOO_SS2D_NAMESPACE, VMAMBA_ZOO_SS2D_KEY, m) {
+  m.impl("ss2d_fwd", &vmamba_zoo_cuda::ss2d_fwd);
+  m.impl("ss2d_bwd", &vmamba_zoo_cuda::ss2d_bwd);
+}

@@ -1,0 +1,97 @@
+// Fused SS2D scan (cross-scan -> delta projection -> selective scan -> cross-merge) CUDA kernels: what the host
+// code (ss2d.cpp) and the kernels (ss2d_kernel.cuh, ss2d.cu) share.
+//
+// Shapes (contiguous; image channels-last; K directions, R = dt_rank, N = d_state, L = H*W):
+//   x (batch, H, W, D)        dts (batch, K, R, L), Bs, Cs (batch, K, N, L): in each direction's scan order
+//   dt_weight (K, D, R) fp32  dt_bias, Ds (K*D) fp32   A (K*D, N) fp32        out, dy (batch, H, W, D) fp32
+// Direction k walks the pixels in its own order (K=4: rows, columns, rows reversed, columns reversed);
+// delta = softplus(dt_weight[k] @ dts[k] + dt_bias[k]) is computed on the fly, and the K outputs are summed
+// into `out` at the pixel each step came from.
+//
+// Work split: the 32 lanes of a warp are 32 consecutive channels (a channels-last pixel is then one
+// coalesced load), and each lane walks its steps one after the other in registers. A block is one
+// (batch, tile of 32 channels); its warps split the sequence into `segments` pieces, walked in parallel
+// and joined by composing each piece's affine map h -> P h + Q in shared memory. The block walks the K
+// directions one after another, so it alone adds the K outputs of its pixels: no atomics, deterministic.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "selective_scan.h"
+
+namespace vmamba_zoo_cuda {
+
+constexpr int kSS2DSubSteps = 8;      // steps the backward keeps in registers at a time
+constexpr int kSS2DMaxSegments = 16;  // warps per block
+constexpr int kSS2DMaxRank = 64;      // dt_rank the kernels are built for (register arrays)
+constexpr int kSS2DTargetWarps = 8192;  // enough warps in flight to cover the GPU's latency (~60 per SM)
+
+// Largest rank of each kernel build (the rank loops are unrolled to it, dt_weight and its gradient live in
+// registers) and its warps per block: from 32 ranks a thread needs more than the 128 registers that 16-warp
+// blocks allow, so those blocks stay at 8 warps.
+inline int ss2d_rank_bucket(int rank) { return rank <= 8 ? 8 : rank <= 16 ? 16 : rank <= 32 ? 32 : 64; }
+inline int ss2d_max_segments(int rank) { return ss2d_rank_bucket(rank) >= 32 ? 8 : kSS2DMaxSegments; }
+
+struct SS2DParams {
+  int batch = 0, height = 0, width = 0, length = 0, channels = 0, directions = 0, rank = 0, d_state = 0;
+  int tiles = 0;     // ceil(channels / 32)
+  int segments = 1;  // warps per block
+  int seg_len = 0;   // steps per segment, a multiple of kSS2DSubSteps
+  int subs = 0;      // seg_len / kSS2DSubSteps
+
+  const void* x = nullptr;
+  const void* dts = nullptr;
+  const float* dt_weight = nullptr;
+  const float* dt_bias = nullptr;
+  const float* A = nullptr;
+  const void* B = nullptr;
+  const void* C = nullptr;
+  const float* D = nullptr;
+  float* out = nullptr;  // forward
+
+  // backward: dy in; dx (x's dtype) out, summed over the directions in dx_acc (fp32, K > 1). Sums over
+  // channels the kernel cannot finish alone go to fp32 partials added up by the host in a fixed order:
+  //   ddts_part (batch, K, tiles, R, L); dB_part, dC_part (batch, K, tiles, N, L);
+  //   dw_part (batch, K*D, R); dbias_part, dD_part (batch, K*D); dA_part (batch, K*D, N)
+  const float* dy = nullptr;
+  void* dx = nullptr;
+  float* dx_acc = nullptr;
+  float* ddts_part = nullptr;
+  float* dB_part = nullptr;
+  float* dC_part = nullptr;
+  float* dw_part = nullptr;
+  float* dbias_part = nullptr;
+  float* dD_part = nullptr;
+  float* dA_part = nullptr;
+  // scratch (batch, tiles, segments, subs, 2N, 32): each sub-chunk's start state from a zero segment start,
+  // and the product of the decays from the segment start to it
+  float* scratch = nullptr;
+};
+
+// Segments per block: enough blocks x warps to fill the GPU, pieces of at least 4 sub-chunks.
+inline void ss2d_split(SS2DParams& p) {
+  const int64_t blocks = static_cast<int64_t>(p.batch) * p.tiles;
+  int64_t segments = std::max<int64_t>(1, (kSS2DTargetWarps + blocks - 1) / std::max<int64_t>(blocks, 1));
+  segments = std::min<int64_t>(segments, ss2d_max_segments(p.rank));
+  segments = std::min<int64_t>(segments, std::max<int64_t>(1, p.length / (4 * kSS2DSubSteps)));
+  int64_t seg_len = (p.length + segments - 1) / segments;
+  seg_len = (seg_len + kSS2DSubSteps - 1) / kSS2DSubSteps * kSS2DSubSteps;
+  p.seg_len = static_cast<int>(std::max<int64_t>(seg_len, kSS2DSubSteps));
+  p.segments = static_cast<int>((p.length + p.seg_len - 1) / p.seg_len);
+  if (p.segments < 1) p.segments = 1;
+  p.subs = p.seg_len / kSS2DSubSteps;
+}
+
+// Shared memory (floats): per segment P, Q of the state and Q of the adjoint; one row per per-channel
+// gradient (dA, dD, dbias, dw) for their fixed-order sum over the segments.
+inline int ss2d_smem_floats(const SS2DParams& p) {
+  return 32 * (3 * p.d_state * p.segments + p.d_state + 2 + ss2d_rank_bucket(p.rank));
+}
+
+cudaError_t launch_ss2d_fwd(const SS2DParams& params, ScalarKind input_kind, cudaStream_t stream);
+cudaError_t launch_ss2d_bwd(const SS2DParams& params, ScalarKind input_kind, cudaStream_t stream);
+
+}  // namespace vmamba_zoo_cuda

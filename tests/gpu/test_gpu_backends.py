@@ -97,7 +97,10 @@ def test_model_backends_agree():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("directions,channels_last,hw,channels,d_state,dt_rank", [
     (4, True, (56, 56), 96, 1, 6), (4, False, (13, 7), 32, 4, 2), (2, True, (9, 31), 16, 16, 3),
-    (1, False, (1, 5), 8, 1, 1)])
+    (1, False, (1, 5), 8, 1, 1),
+    # d_state 1: the fused CUDA kernels' domain; ranks in each of their builds, spare lanes, odd maps
+    (4, True, (28, 28), 192, 1, 12), (4, True, (7, 7), 768, 1, 48), (4, False, (14, 15), 40, 1, 24),
+    (2, True, (9, 31), 16, 1, 3), (4, True, (57, 3), 33, 1, 64)])
 def test_ss2d_scan_backend(backend, dtype, directions, channels_last, hw, channels, d_state, dt_rank):
     """The fused SS2D op against the float64 composition of the reference ops (CPU), forward and backward."""
     from vmamba_zoo.ops import ss2d_selective_scan

@@ -36,6 +36,10 @@ struct uint4 {
   unsigned int x, y, z, w;
 };
 
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+
 struct dim3 {
   unsigned int x = 1, y = 1, z = 1;
 };
@@ -99,6 +103,8 @@ inline void __syncwarp(unsigned = 0xffffffffu) { emulation::my_warp().barrier.ar
 inline void __syncthreads() { emulation::current_block->barrier.arrive_and_wait(); }
 
 inline uint4 __ldg(const uint4* address) { return *address; }
+
+inline float __expf(float x) { return std::exp(x); }  // the GPU's is a fast approximation
 
 namespace vmamba_zoo_cuda {
 inline float* dynamic_shared_memory() { return emulation::current_block->shared.data(); }

@@ -45,12 +45,11 @@ void run_grid(Kernel kernel, const SelectiveScanParams& p, size_t shared_floats)
 // the fused SS2D kernels: grid (tiles, batch), one warp per segment (as ss2d.cu)
 template <typename T, int R>
 void run_ss2d(const SS2DParams& p, bool backward) {
-  const size_t shared = static_cast<size_t>(ss2d_smem_floats(p));
   const unsigned threads = static_cast<unsigned>(p.segments) * 32;
   if (backward) {
-    run_blocks(ss2d_bwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, shared);
+    run_blocks(ss2d_bwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, SS2DLayout<R, 1>::bwd_floats(p.segments));
   } else {
-    run_blocks(ss2d_fwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, shared);
+    run_blocks(ss2d_fwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, SS2DLayout<R, 1>::fwd_floats(p.segments));
   }
 }
 

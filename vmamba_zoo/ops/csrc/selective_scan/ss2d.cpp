@@ -28,7 +28,7 @@ struct Inputs {
 };
 
 // Checks the inputs, fills in `p` and returns them contiguous (they outlive the launch).
-Inputs prepare(SS2DParams& p, const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias,
+Inputs prepare(SS2DParams& p, int max_segments, const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias,
                const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
   TORCH_CHECK(x.dim() == 4, kWhat, ": x must be a channels-last image (batch, H, W, D), got shape ", x.sizes());
   check_device(x, kWhat, "x", x);
@@ -76,7 +76,7 @@ Inputs prepare(SS2DParams& p, const Tensor& x, const Tensor& dts, const Tensor& 
   p.rank = static_cast<int>(rank);
   p.d_state = static_cast<int>(d_state);
   p.tiles = static_cast<int>((channels + 31) / 32);
-  ss2d_split(p);
+  ss2d_split(p, max_segments);
   Inputs in{x.contiguous(),  dts.contiguous(), dt_weight.contiguous(), dt_bias.contiguous(), A.contiguous(),
             Bs.contiguous(), Cs.contiguous(),  Ds.contiguous(),        kind};
   p.x = in.x.data_ptr();
@@ -95,7 +95,7 @@ Tensor ss2d_fwd(const Tensor& x, const Tensor& dts, const Tensor& dt_weight, con
                 const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
   const OnDeviceOf device_guard(x);
   SS2DParams p;
-  const Inputs in = prepare(p, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
+  const Inputs in = prepare(p, kSS2DMaxSegments, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
   Tensor out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
   if (out.numel() == 0) return out;
   p.out = out.data_ptr<float>();
@@ -109,7 +109,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
     const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
   const OnDeviceOf device_guard(x);
   SS2DParams p;
-  const Inputs in = prepare(p, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
+  const Inputs in = prepare(p, kSS2DMaxSegmentsBwd, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
   check_device(dy, kWhat, "dy", x);
   check_shape(dy, "dy", x.sizes());
   TORCH_CHECK(dy.scalar_type() == at::kFloat, kWhat, ": dy must be float32 (the output's dtype), got ",

@@ -4,18 +4,26 @@
 namespace vmamba_zoo_cuda {
 namespace {
 
-template <typename T, int R>
-cudaError_t launch_fwd(const SS2DParams& p, cudaStream_t stream) {
-  const size_t smem = sizeof(float) * ss2d_smem_floats(p);  // a few KB
-  ss2d_fwd_kernel<T, 1, R><<<dim3(p.tiles, p.batch), dim3(p.segments * 32), smem, stream>>>(p);
+template <typename Kernel>
+cudaError_t launch_kernel(Kernel kernel, const SS2DParams& p, int smem_floats, cudaStream_t stream) {
+  const size_t smem = sizeof(float) * smem_floats;
+  if (smem > 48 * 1024) {  // above the default limit a kernel must opt in
+    const cudaError_t status =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (status != cudaSuccess) return status;
+  }
+  kernel<<<dim3(p.tiles, p.batch), dim3(p.segments * 32), smem, stream>>>(p);
   return cudaGetLastError();
 }
 
 template <typename T, int R>
+cudaError_t launch_fwd(const SS2DParams& p, cudaStream_t stream) {
+  return launch_kernel(ss2d_fwd_kernel<T, 1, R>, p, SS2DLayout<R, 1>::fwd_floats(p.segments), stream);
+}
+
+template <typename T, int R>
 cudaError_t launch_bwd(const SS2DParams& p, cudaStream_t stream) {
-  const size_t smem = sizeof(float) * ss2d_smem_floats(p);
-  ss2d_bwd_kernel<T, 1, R><<<dim3(p.tiles, p.batch), dim3(p.segments * 32), smem, stream>>>(p);
-  return cudaGetLastError();
+  return launch_kernel(ss2d_bwd_kernel<T, 1, R>, p, SS2DLayout<R, 1>::bwd_floats(p.segments), stream);
 }
 
 template <typename T>

@@ -24,16 +24,27 @@
 
 namespace vmamba_zoo_cuda {
 
-constexpr int kSS2DSubSteps = 8;      // steps the backward keeps in registers at a time
-constexpr int kSS2DMaxSegments = 16;  // warps per block
-constexpr int kSS2DMaxRank = 64;      // dt_rank the kernels are built for (register arrays)
-constexpr int kSS2DTargetWarps = 8192;  // enough warps in flight to cover the GPU's latency (~60 per SM)
+constexpr int kSS2DSubSteps = 8;          // steps walked per sub-chunk (their dts, B, C staged in shared memory)
+constexpr int kSS2DMaxSegments = 16;      // forward warps per block
+constexpr int kSS2DMaxSegmentsBwd = 8;    // backward: a thread needs more than the 128 registers of 16-warp blocks
+constexpr int kSS2DMaxRank = 64;          // dt_rank the kernels are built for (register arrays)
+constexpr int kSS2DTargetWarps = 8192;    // enough warps in flight to cover the GPU's latency (~60 per SM)
 
-// Largest rank of each kernel build (the rank loops are unrolled to it, dt_weight and its gradient live in
-// registers) and its warps per block: from 32 ranks a thread needs more than the 128 registers that 16-warp
-// blocks allow, so those blocks stay at 8 warps.
+// Largest rank of each kernel build: the rank loops are unrolled to it, dt_weight and its gradient live in
+// registers.
 inline int ss2d_rank_bucket(int rank) { return rank <= 8 ? 8 : rank <= 16 ? 16 : rank <= 32 ? 32 : 64; }
-inline int ss2d_max_segments(int rank) { return ss2d_rank_bucket(rank) >= 32 ? 8 : kSS2DMaxSegments; }
+
+// Shared-memory layout sizes (floats) of a kernel built for ranks up to R and d_state N.
+template <int R, int N>
+struct SS2DLayout {
+  static constexpr int kStride = (R + 2 * N + 3) / 4 * 4;  // one staged step: dts (R), B (N), C (N), padding
+  static constexpr int kStage = kSS2DSubSteps * kStride;     // one warp's staged sub-chunk
+  static constexpr int kVals = (1 + 2 * N) * kSS2DSubSteps * 33;  // backward: per-step values to sum over lanes
+  static constexpr int fwd_floats(int segments) { return 2 * N * segments * 32 + segments * kStage; }
+  static constexpr int bwd_floats(int segments) {
+    return 3 * N * segments * 32 + (N + 2 + R) * 32 + R * 33 + segments * (kStage + kVals);
+  }
+};
 
 struct SS2DParams {
   int batch = 0, height = 0, width = 0, length = 0, channels = 0, directions = 0, rank = 0, d_state = 0;
@@ -72,23 +83,16 @@ struct SS2DParams {
 };
 
 // Segments per block: enough blocks x warps to fill the GPU, pieces of at least 4 sub-chunks.
-inline void ss2d_split(SS2DParams& p) {
-  const int64_t blocks = static_cast<int64_t>(p.batch) * p.tiles;
-  int64_t segments = std::max<int64_t>(1, (kSS2DTargetWarps + blocks - 1) / std::max<int64_t>(blocks, 1));
-  segments = std::min<int64_t>(segments, ss2d_max_segments(p.rank));
+inline void ss2d_split(SS2DParams& p, int max_segments) {
+  const int64_t blocks = std::max<int64_t>(1, static_cast<int64_t>(p.batch) * p.tiles);
+  int64_t segments = std::max<int64_t>(1, (kSS2DTargetWarps + blocks - 1) / blocks);
+  segments = std::min<int64_t>(segments, max_segments);
   segments = std::min<int64_t>(segments, std::max<int64_t>(1, p.length / (4 * kSS2DSubSteps)));
   int64_t seg_len = (p.length + segments - 1) / segments;
   seg_len = (seg_len + kSS2DSubSteps - 1) / kSS2DSubSteps * kSS2DSubSteps;
   p.seg_len = static_cast<int>(std::max<int64_t>(seg_len, kSS2DSubSteps));
-  p.segments = static_cast<int>((p.length + p.seg_len - 1) / p.seg_len);
-  if (p.segments < 1) p.segments = 1;
+  p.segments = static_cast<int>(std::max<int64_t>(1, (p.length + p.seg_len - 1) / p.seg_len));
   p.subs = p.seg_len / kSS2DSubSteps;
-}
-
-// Shared memory (floats): per segment P, Q of the state and Q of the adjoint; one row per per-channel
-// gradient (dA, dD, dbias, dw) for their fixed-order sum over the segments.
-inline int ss2d_smem_floats(const SS2DParams& p) {
-  return 32 * (3 * p.d_state * p.segments + p.d_state + 2 + ss2d_rank_bucket(p.rank));
 }
 
 cudaError_t launch_ss2d_fwd(const SS2DParams& params, ScalarKind input_kind, cudaStream_t stream);

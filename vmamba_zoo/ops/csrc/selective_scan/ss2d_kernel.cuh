@@ -10,8 +10,11 @@
 // forward) and saves every sub-chunk's start; (2) the start states and incoming adjoint carries are composed
 // across segments; (3) the sub-chunks are visited from the last to the first: kSS2DSubSteps steps re-walked
 // forward into registers, then the adjoint g_t = a_{t+1} g_{t+1} + C_t dy_t run back over them. Gradients
-// summed over channels (dts, B, C) are warp sums written once per tile; per-channel ones (dA, D, bias,
-// dt_weight) are summed over the segments in shared memory in a fixed order.
+// summed over channels (dts = W^T ddelta, B, C) are reduced per sub-chunk through shared memory, written
+// once per tile; per-channel ones (dA, D, bias, dt_weight) are summed over the segments in a fixed order.
+//
+// Every walk goes sub-chunk by sub-chunk: the warp first copies the sub-chunk's dts, B and C (the same for
+// all its lanes) into shared memory as floats, so the rank-R projection reads them four at a time.
 #pragma once
 
 #include <climits>
@@ -80,16 +83,50 @@ struct Direction {
     C = static_cast<const T*>(p.C) + bk * N * p.length;
   }
 
-  // W_dt @ dts + bias at step l (before the softplus)
-  __device__ __forceinline__ float raw_delta(int l, int rank, int length) const {
-    float acc = bias;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      if (r < rank) acc = fmaf(w[r], to_float(dts[static_cast<int64_t>(r) * length + l]), acc);
+  // Copy steps [t0, t0 + steps) of the dts, B and C rows into the warp's stage as floats: step i at
+  // stage[i * kStride], dts in columns 0..rank-1, B from column R, C from R + N. Columns rank..R-1 and the
+  // padding are never written (zeroed once), so the projection can run over all R.
+  __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps, int rank, int length, int lane) const {
+    constexpr int S = kSS2DSubSteps, kStride = SS2DLayout<R, N>::kStride;
+    const int rows = rank + 2 * N;
+    for (int e = lane; e < rows * S; e += 32) {
+      const int row = e / S, i = e % S;
+      const int l = t0 + i;
+      float value = 0.f;
+      if (i < steps) {
+        value = row < rank       ? to_float(dts[static_cast<int64_t>(row) * length + l])
+                : row < rank + N ? to_float(B[static_cast<int64_t>(row - rank) * length + l])
+                                 : to_float(C[static_cast<int64_t>(row - rank - N) * length + l]);
+      }
+      stage[i * kStride + (row < rank ? row : R + row - rank)] = value;
     }
-    return acc;
+  }
+
+  // W_dt @ dts + bias of a staged step (before the softplus)
+  __device__ __forceinline__ float raw_delta(const float* step) const {
+    float even = bias, odd = 0.f;  // two chains: half the dependent FMA latency
+#pragma unroll
+    for (int q = 0; q < R / 4; ++q) {
+      const float4 v = reinterpret_cast<const float4*>(step)[q];
+      even = fmaf(w[4 * q], v.x, even);
+      odd = fmaf(w[4 * q + 1], v.y, odd);
+      even = fmaf(w[4 * q + 2], v.z, even);
+      odd = fmaf(w[4 * q + 3], v.w, odd);
+    }
+    return even + odd;
   }
 };
+
+// softplus (beta 1, threshold 20, as torch) and its derivative, the sigmoid, from one exponential
+__device__ __forceinline__ float softplus_and_gate(float raw, float& gate) {
+  if (raw > 20.f) {
+    gate = 1.f;
+    return raw;
+  }
+  const float e = __expf(raw);
+  gate = e / (1.f + e);
+  return log1pf(e);
+}
 
 // The lane's channel, clamped into range for the spare lanes of the last tile (they compute, never write)
 struct Lane {
@@ -112,76 +149,90 @@ __device__ __forceinline__ Lane locate_lane(const SS2DParams& p) {
   return t;
 }
 
+__device__ __forceinline__ void zero_floats(float* buffer, int count, int lane) {
+  for (int e = lane; e < count; e += 32) buffer[e] = 0.f;
+}
+
 template <typename T, int N, int R>
 __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const SS2DParams p) {
-  float* const maps = dynamic_shared_memory();  // [segment][P | Q][n][lane]
+  using Layout = SS2DLayout<R, N>;
+  constexpr int S = kSS2DSubSteps;
   const Lane t = locate_lane(p);
+  float* const maps = dynamic_shared_memory();  // [segment][P | Q][n][lane]
+  float* const stage = maps + 2 * N * p.segments * 32 + t.seg * Layout::kStage;
+  zero_floats(stage, Layout::kStage, t.lane);
   const int C = p.channels, L = p.length;
   const int64_t image = static_cast<int64_t>(t.batch) * L * C + t.channel;
   const T* x = static_cast<const T*>(p.x) + image;
   float* out = p.out + image;
   for (int k = 0; k < p.directions; ++k) {
     const Direction<T, N, R> dir(p, t.batch, k, t.channel);
-    // 1. the segment from a zero state: h_end = P h_begin + Q
-    float P[N], Q[N];
 #pragma unroll
-    for (int n = 0; n < N; ++n) P[n] = 1.f, Q[n] = 0.f;
-    PixelWalk walk = walk_from(t.l_begin, k, p);
-    for (int l = t.l_begin; l < t.l_end; ++l) {
-      const float u = to_float(x[static_cast<int64_t>(walk.pixel) * C]);
-      const float dt = softplus(dir.raw_delta(l, p.rank, L));
+    for (int pass = 0; pass < 2; ++pass) {
+      // pass 0: the segment from a zero state, h_end = P h_begin + Q; pass 1: from the true start state
+      // (the maps of the segments before composed), adding y onto the merged output
+      float P[N], h[N];
 #pragma unroll
-      for (int n = 0; n < N; ++n) {
-        const float a = expf(dt * dir.A[n]);
-        Q[n] = fmaf(a, Q[n], dt * to_float(dir.B[n * L + l]) * u);
-        P[n] *= a;
+      for (int n = 0; n < N; ++n) P[n] = 1.f, h[n] = 0.f;
+      if (pass == 1) {
+        for (int s = 0; s < t.seg; ++s) {
+#pragma unroll
+          for (int n = 0; n < N; ++n) {
+            h[n] = fmaf(maps[((s * 2) * N + n) * 32 + t.lane], h[n], maps[((s * 2 + 1) * N + n) * 32 + t.lane]);
+          }
+        }
       }
-      walk.advance();
-    }
+      for (int t0 = t.l_begin; t0 < t.l_end; t0 += S) {
+        const int steps = t.l_end - t0 < S ? t.l_end - t0 : S;
+        __syncwarp();  // every lane is done with the previous sub-chunk's stage
+        dir.stage_steps(stage, t0, steps, p.rank, L, t.lane);
+        __syncwarp();
+        PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
-    for (int n = 0; n < N; ++n) {
-      maps[((t.seg * 2) * N + n) * 32 + t.lane] = P[n];
-      maps[((t.seg * 2 + 1) * N + n) * 32 + t.lane] = Q[n];
-    }
-    __syncthreads();
-    // 2. the true start state (the segments before this one composed), then the walk that writes y
-    float h[N];
+        for (int i = 0; i < S; ++i) {
+          if (i < steps) {
+            const float* step = stage + i * Layout::kStride;
+            const int offset = walk.pixel * C;
+            const float u = to_float(x[offset]);
+            float gate;
+            const float dt = softplus_and_gate(dir.raw_delta(step), gate);
+            float y = dir.D * u;
 #pragma unroll
-    for (int n = 0; n < N; ++n) h[n] = 0.f;
-    for (int s = 0; s < t.seg; ++s) {
-#pragma unroll
-      for (int n = 0; n < N; ++n) h[n] = fmaf(maps[((s * 2) * N + n) * 32 + t.lane], h[n], maps[((s * 2 + 1) * N + n) * 32 + t.lane]);
-    }
-    walk = walk_from(t.l_begin, k, p);
-    for (int l = t.l_begin; l < t.l_end; ++l) {
-      const int64_t offset = static_cast<int64_t>(walk.pixel) * C;
-      const float u = to_float(x[offset]);
-      const float dt = softplus(dir.raw_delta(l, p.rank, L));
-      float y = dir.D * u;
-#pragma unroll
-      for (int n = 0; n < N; ++n) {
-        h[n] = fmaf(expf(dt * dir.A[n]), h[n], dt * to_float(dir.B[n * L + l]) * u);
-        y = fmaf(to_float(dir.C[n * L + l]), h[n], y);
+            for (int n = 0; n < N; ++n) {
+              const float a = __expf(dt * dir.A[n]);
+              h[n] = fmaf(a, h[n], dt * step[R + n] * u);
+              P[n] *= a;
+              y = fmaf(step[R + N + n], h[n], y);
+            }
+            if (pass == 1 && t.valid) out[offset] = k == 0 ? y : out[offset] + y;  // this block owns these pixels
+            walk.advance();
+          }
+        }
       }
-      if (t.valid) out[offset] = k == 0 ? y : out[offset] + y;  // the merge: this block owns these pixels
-      walk.advance();
+      if (pass == 0) {
+#pragma unroll
+        for (int n = 0; n < N; ++n) {
+          maps[((t.seg * 2) * N + n) * 32 + t.lane] = P[n];
+          maps[((t.seg * 2 + 1) * N + n) * 32 + t.lane] = h[n];
+        }
+      }
+      __syncthreads();  // pass 0: the maps are complete; pass 1: the next direction adds onto this one's output
     }
-    __syncthreads();  // the next direction adds onto what every warp wrote, and reuses `maps`
   }
 }
 
-template <int R>
-constexpr int ss2d_bwd_threads() {
-  return (R >= 32 ? 8 : kSS2DMaxSegments) * 32;
-}
-
 template <typename T, int N, int R>
-__global__ void __launch_bounds__(ss2d_bwd_threads<R>()) ss2d_bwd_kernel(const SS2DParams p) {
+__global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(const SS2DParams p) {
+  using Layout = SS2DLayout<R, N>;
   constexpr int S = kSS2DSubSteps;
-  constexpr int kSums = (R + 2 * N + 31) / 32;  // cross-lane sums per step, 32 per lane slot
-  float* const maps = dynamic_shared_memory();           // [segment][P | Qh | Qg][n][lane]
-  float* const sums = maps + 3 * N * p.segments * 32;    // [dA (N) | dD | dbias | dw (R)][lane]
+  static_assert(S == 8 && 2 * N * S <= 32, "the cross-lane sums assign lane = (rank group, step)");
   const Lane t = locate_lane(p);
+  float* const maps = dynamic_shared_memory();         // [segment][P | Qh | Qg][n][lane]
+  float* const sums = maps + 3 * N * p.segments * 32;  // [dA (N) | dD | dbias | dw (R)][lane]
+  float* const w_t = sums + (N + 2 + R) * 32;          // the tile's dt_weight, [r][channel] rows of 33
+  float* const stage = w_t + R * 33 + t.seg * (Layout::kStage + Layout::kVals);
+  float* const vals = stage + Layout::kStage;  // [ddelta | dB (N) | dC (N)][step][lane] rows of 33
+  zero_floats(stage, Layout::kStage, t.lane);
   const int C = p.channels, L = p.length, K = p.directions, rank = p.rank;
   const int64_t image = static_cast<int64_t>(t.batch) * L * C + t.channel;
   const T* x = static_cast<const T*>(p.x) + image;
@@ -196,29 +247,42 @@ __global__ void __launch_bounds__(ss2d_bwd_threads<R>()) ss2d_bwd_kernel(const S
   for (int k = 0; k < K; ++k) {
     const Direction<T, N, R> dir(p, t.batch, k, t.channel);
     const int64_t part_row = (static_cast<int64_t>(t.batch) * K + k) * p.tiles + t.tile;
+    if (t.seg == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) w_t[r * 33 + t.lane] = t.valid ? dir.w[r] : 0.f;
+    }
     // 1. forward over the segment: its state map (P, Qh), its adjoint map's constant (Qg), sub-chunk starts
     float P[N], Qh[N], Qg[N];
 #pragma unroll
     for (int n = 0; n < N; ++n) P[n] = 1.f, Qh[n] = 0.f, Qg[n] = 0.f;
-    PixelWalk walk = walk_from(t.l_begin, k, p);
-    for (int l = t.l_begin; l < t.l_end; ++l) {
-      if (((l - t.l_begin) & (S - 1)) == 0) {
-        float* saved = scratch + ((l - t.l_begin) / S) * 2 * N * 32;
+    for (int t0 = t.l_begin; t0 < t.l_end; t0 += S) {
+      const int steps = t.l_end - t0 < S ? t.l_end - t0 : S;
+      float* saved = scratch + ((t0 - t.l_begin) / S) * 2 * N * 32;
 #pragma unroll
-        for (int n = 0; n < N; ++n) saved[n * 32] = Qh[n], saved[(N + n) * 32] = P[n];
-      }
-      const int64_t offset = static_cast<int64_t>(walk.pixel) * C;
-      const float u = to_float(x[offset]);
-      const float g_in = dy[offset] * dy_scale;
-      const float dt = softplus(dir.raw_delta(l, rank, L));
+      for (int n = 0; n < N; ++n) saved[n * 32] = Qh[n], saved[(N + n) * 32] = P[n];
+      __syncwarp();
+      dir.stage_steps(stage, t0, steps, rank, L, t.lane);
+      __syncwarp();
+      PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
-      for (int n = 0; n < N; ++n) {
-        const float a = expf(dt * dir.A[n]);
-        Qh[n] = fmaf(a, Qh[n], dt * to_float(dir.B[n * L + l]) * u);
-        P[n] *= a;
-        Qg[n] = fmaf(P[n], to_float(dir.C[n * L + l]) * g_in, Qg[n]);
+      for (int i = 0; i < S; ++i) {
+        if (i < steps) {
+          const float* step = stage + i * Layout::kStride;
+          const int offset = walk.pixel * C;
+          const float u = to_float(x[offset]);
+          const float g_in = dy[offset] * dy_scale;
+          float gate;
+          const float dt = softplus_and_gate(dir.raw_delta(step), gate);
+#pragma unroll
+          for (int n = 0; n < N; ++n) {
+            const float a = __expf(dt * dir.A[n]);
+            Qh[n] = fmaf(a, Qh[n], dt * step[R + n] * u);
+            P[n] *= a;
+            Qg[n] = fmaf(P[n], step[R + N + n] * g_in, Qg[n]);
+          }
+          walk.advance();
+        }
       }
-      walk.advance();
     }
 #pragma unroll
     for (int n = 0; n < N; ++n) {
@@ -233,11 +297,15 @@ __global__ void __launch_bounds__(ss2d_bwd_threads<R>()) ss2d_bwd_kernel(const S
     for (int n = 0; n < N; ++n) h_in[n] = 0.f, carry[n] = 0.f;
     for (int s = 0; s < t.seg; ++s) {
 #pragma unroll
-      for (int n = 0; n < N; ++n) h_in[n] = fmaf(maps[((s * 3) * N + n) * 32 + t.lane], h_in[n], maps[((s * 3 + 1) * N + n) * 32 + t.lane]);
+      for (int n = 0; n < N; ++n) {
+        h_in[n] = fmaf(maps[((s * 3) * N + n) * 32 + t.lane], h_in[n], maps[((s * 3 + 1) * N + n) * 32 + t.lane]);
+      }
     }
     for (int s = p.segments - 1; s > t.seg; --s) {
 #pragma unroll
-      for (int n = 0; n < N; ++n) carry[n] = fmaf(maps[((s * 3) * N + n) * 32 + t.lane], carry[n], maps[((s * 3 + 2) * N + n) * 32 + t.lane]);
+      for (int n = 0; n < N; ++n) {
+        carry[n] = fmaf(maps[((s * 3) * N + n) * 32 + t.lane], carry[n], maps[((s * 3 + 2) * N + n) * 32 + t.lane]);
+      }
     }
     // 3. sub-chunks from the last to the first
     float dA[N], dw[R], dD = 0.f, dbias = 0.f;
@@ -253,22 +321,23 @@ __global__ void __launch_bounds__(ss2d_bwd_threads<R>()) ss2d_bwd_kernel(const S
       float h0[N], h[N];
 #pragma unroll
       for (int n = 0; n < N; ++n) h0[n] = h[n] = fmaf(saved[(N + n) * 32], h_in[n], saved[n * 32]);
-      int64_t offsets[S];
+      __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
+      dir.stage_steps(stage, t0, steps, rank, L, t.lane);
+      __syncwarp();
+      int offsets[S];
       float u[S], dt[S], gate[S], a[S][N], hs[S][N];
-      walk = walk_from(t0, k, p);
+      PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
       for (int i = 0; i < S; ++i) {
         if (i < steps) {
-          offsets[i] = static_cast<int64_t>(walk.pixel) * C;
+          const float* step = stage + i * Layout::kStride;
+          offsets[i] = walk.pixel * C;
           u[i] = to_float(x[offsets[i]]);
-          const float raw = dir.raw_delta(t0 + i, rank, L);
-          const float e = expf(raw);
-          dt[i] = raw <= 20.f ? log1pf(e) : raw;  // softplus, and its derivative (the sigmoid) from one exp
-          gate[i] = raw <= 20.f ? e / (1.f + e) : 1.f;
+          dt[i] = softplus_and_gate(dir.raw_delta(step), gate[i]);
 #pragma unroll
           for (int n = 0; n < N; ++n) {
-            a[i][n] = expf(dt[i] * dir.A[n]);
-            h[n] = fmaf(a[i][n], h[n], dt[i] * to_float(dir.B[n * L + t0 + i]) * u[i]);
+            a[i][n] = __expf(dt[i] * dir.A[n]);
+            h[n] = fmaf(a[i][n], h[n], dt[i] * step[R + n] * u[i]);
             hs[i][n] = h[n];
           }
           walk.advance();
@@ -277,57 +346,32 @@ __global__ void __launch_bounds__(ss2d_bwd_threads<R>()) ss2d_bwd_kernel(const S
 #pragma unroll
       for (int i = S - 1; i >= 0; --i) {
         if (i >= steps) continue;
-        const int l = t0 + i;
+        const float* step = stage + i * Layout::kStride;
         const float g_in = dy[offsets[i]] * dy_scale;
-        float lane_sums[R + 2 * N];  // this lane's share of each cross-lane sum
         float gB = 0.f, ddt = 0.f;
 #pragma unroll
         for (int n = 0; n < N; ++n) {
-          const float Bv = to_float(dir.B[n * L + l]);
-          const float g = fmaf(to_float(dir.C[n * L + l]), g_in, carry[n]);
-          const float h_prev = i > 0 ? hs[i - 1][n] : h0[n];
-          const float decayed = a[i][n] * h_prev;  // a_t h_{t-1}
+          const float Bv = step[R + n];
+          const float g = fmaf(step[R + N + n], g_in, carry[n]);
+          const float decayed = a[i][n] * (i > 0 ? hs[i - 1][n] : h0[n]);  // a_t h_{t-1}
           dA[n] = fmaf(g * dt[i], decayed, dA[n]);
           ddt = fmaf(g, fmaf(dir.A[n], decayed, Bv * u[i]), ddt);
           gB = fmaf(g, Bv, gB);
           carry[n] = a[i][n] * g;
-          lane_sums[R + n] = g * dt[i] * u[i];    // dB
-          lane_sums[R + N + n] = g_in * hs[i][n];  // dC
+          vals[((1 + n) * S + i) * 33 + t.lane] = g * dt[i] * u[i];  // dB
+          vals[((1 + N + n) * S + i) * 33 + t.lane] = g_in * hs[i][n];  // dC
         }
         dD = fmaf(g_in, u[i], dD);
         const float draw = ddt * gate[i];  // through the softplus
         dbias += draw;
+        vals[i * 33 + t.lane] = draw;
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-          lane_sums[r] = 0.f;
-          if (r < rank) {
-            dw[r] = fmaf(draw, to_float(dir.dts[static_cast<int64_t>(r) * L + l]), dw[r]);
-            lane_sums[r] = dir.w[r] * draw;  // ddts
-          }
-        }
-        // warp sums: lane j keeps sum number 32 * q + j of slot q (rank of them for dts, then N for B, N for C)
-        float kept[kSums];
-#pragma unroll
-        for (int q = 0; q < kSums; ++q) kept[q] = 0.f;
-#pragma unroll
-        for (int v = 0; v < R + 2 * N; ++v) {
-          const bool used = v < R ? v < rank : true;
-          if (used) {
-            const float total = warp_sum(lane_sums[v]);
-            const int slot = v < R ? v : rank + (v - R);  // sums packed: ranks, then B, then C
-            if ((slot & 31) == t.lane) kept[slot / 32] = total;
-          }
-        }
-#pragma unroll
-        for (int q = 0; q < kSums; ++q) {
-          const int slot = q * 32 + t.lane;
-          if (slot < rank) {
-            p.ddts_part[(part_row * rank + slot) * L + l] = kept[q];
-          } else if (slot < rank + N) {
-            p.dB_part[(part_row * N + slot - rank) * L + l] = kept[q];
-          } else if (slot < rank + 2 * N) {
-            p.dC_part[(part_row * N + slot - rank - N) * L + l] = kept[q];
-          }
+        for (int q = 0; q < R / 4; ++q) {  // dW_dt: the staged dts, four at a time
+          const float4 v = reinterpret_cast<const float4*>(step)[q];
+          dw[4 * q] = fmaf(draw, v.x, dw[4 * q]);
+          dw[4 * q + 1] = fmaf(draw, v.y, dw[4 * q + 1]);
+          dw[4 * q + 2] = fmaf(draw, v.z, dw[4 * q + 2]);
+          dw[4 * q + 3] = fmaf(draw, v.w, dw[4 * q + 3]);
         }
         // du merged over the directions in float32, stored once in x's dtype
         if (t.valid) {
@@ -337,6 +381,36 @@ __global__ void __launch_bounds__(ss2d_bwd_threads<R>()) ss2d_bwd_kernel(const S
             dx[offsets[i]] = from_float<T>(total);
           } else {
             dx_acc[offsets[i]] = total;
+          }
+        }
+      }
+      __syncwarp();
+      // sums over the tile's 32 channels: lane = (rank group r0, step i) computes ddts[r0 + 4m][i] =
+      // sum_c W[c][r0 + 4m] ddelta[c][i]; lanes 0..2N*S-1 also the dB, dC sums of one (row, step)
+      {
+        const int i = t.lane & (S - 1), r0 = t.lane / S;
+        float acc[R / 4];
+#pragma unroll
+        for (int m = 0; m < R / 4; ++m) acc[m] = 0.f;
+        float bc_sum = 0.f;
+        const int bc_row = 1 + t.lane / S;  // 1..2N: dB rows, then dC rows
+        for (int c = 0; c < 32; ++c) {
+          const float dv = vals[i * 33 + c];
+#pragma unroll
+          for (int m = 0; m < R / 4; ++m) acc[m] = fmaf(w_t[(r0 + 4 * m) * 33 + c], dv, acc[m]);
+          if (bc_row <= 2 * N) bc_sum += vals[(bc_row * S + i) * 33 + c];
+        }
+        if (i < steps) {
+          const int l = t0 + i;
+#pragma unroll
+          for (int m = 0; m < R / 4; ++m) {
+            const int r = r0 + 4 * m;
+            if (r < rank) p.ddts_part[(part_row * rank + r) * L + l] = acc[m];
+          }
+          if (bc_row <= N) {
+            p.dB_part[(part_row * N + bc_row - 1) * L + l] = bc_sum;
+          } else if (bc_row <= 2 * N) {
+            p.dC_part[(part_row * N + bc_row - 1 - N) * L + l] = bc_sum;
           }
         }
       }
@@ -366,7 +440,7 @@ __global__ void __launch_bounds__(ss2d_bwd_threads<R>()) ss2d_bwd_kernel(const S
         if (r < rank) p.dw_part[kd * rank + r] = row[(N + 2 + r) * 32];
       }
     }
-    __syncthreads();  // `sums`, `maps` and dx_acc are reused by the next direction
+    __syncthreads();  // `sums`, `maps`, `w_t` and dx_acc are reused by the next direction
   }
 }
 

@@ -88,17 +88,23 @@ struct Direction {
   // padding are never written (zeroed once), so the projection can run over all R.
   __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps, int rank, int length, int lane) const {
     constexpr int S = kSS2DSubSteps, kStride = SS2DLayout<R, N>::kStride;
+    constexpr int kHeld = ((R + 2 * N) * S + 31) / 32;
     const int rows = rank + 2 * N;
-    for (int e = lane; e < rows * S; e += 32) {
-      const int row = e / S, i = e % S;
-      const int l = t0 + i;
-      float value = 0.f;
-      if (i < steps) {
-        value = row < rank       ? to_float(dts[static_cast<int64_t>(row) * length + l])
-                : row < rank + N ? to_float(B[static_cast<int64_t>(row - rank) * length + l])
-                                 : to_float(C[static_cast<int64_t>(row - rank - N) * length + l]);
+    float held[kHeld];  // all loads first, then the stores: they are in flight together
+#pragma unroll
+    for (int j = 0; j < kHeld; ++j) {
+      const int e = lane + 32 * j, row = e / S, i = e % S, l = t0 + i;
+      held[j] = 0.f;
+      if (e < rows * S && i < steps) {
+        held[j] = row < rank       ? to_float(dts[static_cast<int64_t>(row) * length + l])
+                  : row < rank + N ? to_float(B[static_cast<int64_t>(row - rank) * length + l])
+                                   : to_float(C[static_cast<int64_t>(row - rank - N) * length + l]);
       }
-      stage[i * kStride + (row < rank ? row : R + row - rank)] = value;
+    }
+#pragma unroll
+    for (int j = 0; j < kHeld; ++j) {
+      const int e = lane + 32 * j, row = e / S, i = e % S;
+      if (e < rows * S) stage[i * kStride + (row < rank ? row : R + row - rank)] = held[j];
     }
   }
 
@@ -184,28 +190,36 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
       }
       for (int t0 = t.l_begin; t0 < t.l_end; t0 += S) {
         const int steps = t.l_end - t0 < S ? t.l_end - t0 : S;
+        int offsets[S];
+        float u[S], merged[S];
+        PixelWalk walk = walk_from(t0, k, p);
+#pragma unroll
+        for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
+          offsets[i] = walk.pixel * C;
+          if (i < steps) {
+            u[i] = to_float(x[offsets[i]]);
+            merged[i] = pass == 1 && k > 0 ? out[offsets[i]] : 0.f;  // the directions before this one
+          }
+          walk.advance();
+        }
         __syncwarp();  // every lane is done with the previous sub-chunk's stage
         dir.stage_steps(stage, t0, steps, p.rank, L, t.lane);
         __syncwarp();
-        PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
         for (int i = 0; i < S; ++i) {
           if (i < steps) {
             const float* step = stage + i * Layout::kStride;
-            const int offset = walk.pixel * C;
-            const float u = to_float(x[offset]);
             float gate;
             const float dt = softplus_and_gate(dir.raw_delta(step), gate);
-            float y = dir.D * u;
+            float y = dir.D * u[i];
 #pragma unroll
             for (int n = 0; n < N; ++n) {
               const float a = __expf(dt * dir.A[n]);
-              h[n] = fmaf(a, h[n], dt * step[R + n] * u);
+              h[n] = fmaf(a, h[n], dt * step[R + n] * u[i]);
               P[n] *= a;
               y = fmaf(step[R + N + n], h[n], y);
             }
-            if (pass == 1 && t.valid) out[offset] = k == 0 ? y : out[offset] + y;  // this block owns these pixels
-            walk.advance();
+            if (pass == 1 && t.valid) out[offsets[i]] = merged[i] + y;  // this block owns these pixels
           }
         }
       }
@@ -260,27 +274,33 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
       float* saved = scratch + ((t0 - t.l_begin) / S) * 2 * N * 32;
 #pragma unroll
       for (int n = 0; n < N; ++n) saved[n * 32] = Qh[n], saved[(N + n) * 32] = P[n];
+      float u[S], g_in[S];
+      PixelWalk walk = walk_from(t0, k, p);
+#pragma unroll
+      for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
+        if (i < steps) {
+          const int offset = walk.pixel * C;
+          u[i] = to_float(x[offset]);
+          g_in[i] = dy[offset] * dy_scale;
+        }
+        walk.advance();
+      }
       __syncwarp();
       dir.stage_steps(stage, t0, steps, rank, L, t.lane);
       __syncwarp();
-      PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
       for (int i = 0; i < S; ++i) {
         if (i < steps) {
           const float* step = stage + i * Layout::kStride;
-          const int offset = walk.pixel * C;
-          const float u = to_float(x[offset]);
-          const float g_in = dy[offset] * dy_scale;
           float gate;
           const float dt = softplus_and_gate(dir.raw_delta(step), gate);
 #pragma unroll
           for (int n = 0; n < N; ++n) {
             const float a = __expf(dt * dir.A[n]);
-            Qh[n] = fmaf(a, Qh[n], dt * step[R + n] * u);
+            Qh[n] = fmaf(a, Qh[n], dt * step[R + n] * u[i]);
             P[n] *= a;
-            Qg[n] = fmaf(P[n], step[R + N + n] * g_in, Qg[n]);
+            Qg[n] = fmaf(P[n], step[R + N + n] * g_in[i], Qg[n]);
           }
-          walk.advance();
         }
       }
     }
@@ -321,18 +341,26 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
       float h0[N], h[N];
 #pragma unroll
       for (int n = 0; n < N; ++n) h0[n] = h[n] = fmaf(saved[(N + n) * 32], h_in[n], saved[n * 32]);
+      int offsets[S];
+      float u[S], g_in[S], merged[S], dt[S], gate[S], a[S][N], hs[S][N];
+      PixelWalk walk = walk_from(t0, k, p);
+#pragma unroll
+      for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
+        offsets[i] = walk.pixel * C;
+        if (i < steps) {
+          u[i] = to_float(x[offsets[i]]);
+          g_in[i] = dy[offsets[i]] * dy_scale;
+          merged[i] = k > 0 ? dx_acc[offsets[i]] : 0.f;  // du of the directions before this one
+        }
+        walk.advance();
+      }
       __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
       dir.stage_steps(stage, t0, steps, rank, L, t.lane);
       __syncwarp();
-      int offsets[S];
-      float u[S], dt[S], gate[S], a[S][N], hs[S][N];
-      PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
       for (int i = 0; i < S; ++i) {
         if (i < steps) {
           const float* step = stage + i * Layout::kStride;
-          offsets[i] = walk.pixel * C;
-          u[i] = to_float(x[offsets[i]]);
           dt[i] = softplus_and_gate(dir.raw_delta(step), gate[i]);
 #pragma unroll
           for (int n = 0; n < N; ++n) {
@@ -340,28 +368,26 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
             h[n] = fmaf(a[i][n], h[n], dt[i] * step[R + n] * u[i]);
             hs[i][n] = h[n];
           }
-          walk.advance();
         }
       }
 #pragma unroll
       for (int i = S - 1; i >= 0; --i) {
         if (i >= steps) continue;
         const float* step = stage + i * Layout::kStride;
-        const float g_in = dy[offsets[i]] * dy_scale;
         float gB = 0.f, ddt = 0.f;
 #pragma unroll
         for (int n = 0; n < N; ++n) {
           const float Bv = step[R + n];
-          const float g = fmaf(step[R + N + n], g_in, carry[n]);
+          const float g = fmaf(step[R + N + n], g_in[i], carry[n]);
           const float decayed = a[i][n] * (i > 0 ? hs[i - 1][n] : h0[n]);  // a_t h_{t-1}
           dA[n] = fmaf(g * dt[i], decayed, dA[n]);
           ddt = fmaf(g, fmaf(dir.A[n], decayed, Bv * u[i]), ddt);
           gB = fmaf(g, Bv, gB);
           carry[n] = a[i][n] * g;
           vals[((1 + n) * S + i) * 33 + t.lane] = g * dt[i] * u[i];  // dB
-          vals[((1 + N + n) * S + i) * 33 + t.lane] = g_in * hs[i][n];  // dC
+          vals[((1 + N + n) * S + i) * 33 + t.lane] = g_in[i] * hs[i][n];  // dC
         }
-        dD = fmaf(g_in, u[i], dD);
+        dD = fmaf(g_in[i], u[i], dD);
         const float draw = ddt * gate[i];  // through the softplus
         dbias += draw;
         vals[i * 33 + t.lane] = draw;
@@ -375,8 +401,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
         }
         // du merged over the directions in float32, stored once in x's dtype
         if (t.valid) {
-          const float du = fmaf(dt[i], gB, dir.D * g_in);
-          const float total = k == 0 ? du : dx_acc[offsets[i]] + du;
+          const float total = merged[i] + fmaf(dt[i], gB, dir.D * g_in[i]);
           if (k == K - 1) {
             dx[offsets[i]] = from_float<T>(total);
           } else {

@@ -459,8 +459,16 @@ def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, cha
     return (dx.to(x.dtype),) + tuple(g.to(t.dtype) for g, t in zip(grads[1:], inputs[1:]))
 
 
-for _op, _fn, _supports in (("selective_scan_fwd", selective_scan_fwd, supports),
-                            ("selective_scan_bwd", selective_scan_bwd, supports),
-                            ("ss2d_scan_fwd", ss2d_scan_fwd, ss2d_supports),
-                            ("ss2d_scan_bwd", ss2d_scan_bwd, ss2d_supports)):
-    register_backend(_op, "cuda", _fn, priority=CUDA_PRIORITY, supports=_supports)
+def ss2d_auto(tensors: Sequence[torch.Tensor]) -> bool:
+    """Auto mode's use of the fused CUDA kernels: none yet. On nvidia-h200 (2026-11-22, VMamba-T stages,
+    benchmarks/ss2d_cuda_h200_2026-11-22.md) they are slower than the Triton forward at every stage and than
+    the auto backward (Triton fused at rank <= 8, the unfused composition above), so they run only when asked
+    for by name (``backend="cuda"`` or ``VMAMBA_ZOO_SS2D_SCAN_FWD_BACKEND=cuda``)."""
+    return False
+
+
+for _op, _fn, _supports, _auto in (("selective_scan_fwd", selective_scan_fwd, supports, None),
+                                   ("selective_scan_bwd", selective_scan_bwd, supports, None),
+                                   ("ss2d_scan_fwd", ss2d_scan_fwd, ss2d_supports, ss2d_auto),
+                                   ("ss2d_scan_bwd", ss2d_scan_bwd, ss2d_supports, ss2d_auto)):
+    register_backend(_op, "cuda", _fn, priority=CUDA_PRIORITY, supports=_supports, auto_supports=_auto)

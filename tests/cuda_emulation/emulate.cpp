@@ -60,8 +60,12 @@ void run_ss2d_rank(const SS2DParams& p, bool backward) {
       return run_ss2d<T, 8>(p, backward);
     case 16:
       return run_ss2d<T, 16>(p, backward);
+    case 24:
+      return run_ss2d<T, 24>(p, backward);
     case 32:
       return run_ss2d<T, 32>(p, backward);
+    case 48:
+      return run_ss2d<T, 48>(p, backward);
     default:
       return run_ss2d<T, 64>(p, backward);
   }

@@ -3,6 +3,7 @@
 //   torch.ops.vmamba_zoo_cuda.ss2d_fwd / ss2d_bwd
 // and called by the Python backend (vmamba_zoo/ops/cuda_backend.py) from behind the package's custom ops
 // torch.ops.vmamba_zoo.ss2d_scan_fwd / _bwd. Shapes: ss2d.h.
+#include <cstdlib>
 #include <tuple>
 
 #include <ATen/ATen.h>
@@ -27,9 +28,27 @@ struct Inputs {
   ScalarKind kind;
 };
 
+// The work split's tuning knobs (benchmarks/ss2d_tune.py sweeps them): VMAMBA_ZOO_SS2D_{FWD,BWD}_WARPS, the
+// warps to aim for over the grid, and VMAMBA_ZOO_SS2D_{FWD,BWD}_SEGMENTS, the most warps per block.
+int env_int(const char* name, int fallback, int most) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return fallback;
+  const int value = std::atoi(text);
+  TORCH_CHECK(value >= 1 && value <= most, kWhat, ": ", name, " must be an integer in [1, ", most, "], got '", text,
+              "'");
+  return value;
+}
+
+void split_work(SS2DParams& p, bool backward) {
+  const int most = backward ? kSS2DMaxSegmentsBwd : kSS2DMaxSegments;
+  ss2d_split(p, env_int(backward ? "VMAMBA_ZOO_SS2D_BWD_SEGMENTS" : "VMAMBA_ZOO_SS2D_FWD_SEGMENTS", most, most),
+             env_int(backward ? "VMAMBA_ZOO_SS2D_BWD_WARPS" : "VMAMBA_ZOO_SS2D_FWD_WARPS", kSS2DTargetWarps, 1 << 20));
+}
+
 // Checks the inputs, fills in `p` and returns them contiguous (they outlive the launch).
-Inputs prepare(SS2DParams& p, int max_segments, const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias,
-               const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
+Inputs prepare(SS2DParams& p, bool backward, const Tensor& x, const Tensor& dts, const Tensor& dt_weight,
+               const Tensor& dt_bias, const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds,
+               int64_t directions) {
   TORCH_CHECK(x.dim() == 4, kWhat, ": x must be a channels-last image (batch, H, W, D), got shape ", x.sizes());
   check_device(x, kWhat, "x", x);
   const ScalarKind kind = scalar_kind(x, kWhat, "x");
@@ -76,7 +95,7 @@ Inputs prepare(SS2DParams& p, int max_segments, const Tensor& x, const Tensor& d
   p.rank = static_cast<int>(rank);
   p.d_state = static_cast<int>(d_state);
   p.tiles = static_cast<int>((channels + 31) / 32);
-  ss2d_split(p, max_segments);
+  split_work(p, backward);
   Inputs in{x.contiguous(),  dts.contiguous(), dt_weight.contiguous(), dt_bias.contiguous(), A.contiguous(),
             Bs.contiguous(), Cs.contiguous(),  Ds.contiguous(),        kind};
   p.x = in.x.data_ptr();
@@ -95,7 +114,7 @@ Tensor ss2d_fwd(const Tensor& x, const Tensor& dts, const Tensor& dt_weight, con
                 const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
   const OnDeviceOf device_guard(x);
   SS2DParams p;
-  const Inputs in = prepare(p, kSS2DMaxSegments, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
+  const Inputs in = prepare(p, false, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
   Tensor out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
   if (out.numel() == 0) return out;
   p.out = out.data_ptr<float>();
@@ -109,7 +128,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
     const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
   const OnDeviceOf device_guard(x);
   SS2DParams p;
-  const Inputs in = prepare(p, kSS2DMaxSegmentsBwd, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
+  const Inputs in = prepare(p, true, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
   check_device(dy, kWhat, "dy", x);
   check_shape(dy, "dy", x.sizes());
   TORCH_CHECK(dy.scalar_type() == at::kFloat, kWhat, ": dy must be float32 (the output's dtype), got ",
@@ -119,38 +138,44 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
   const int64_t batch = p.batch, K = p.directions, C = p.channels, L = p.length, R = p.rank, N = p.d_state;
   Tensor dx = at::empty_like(in.x);
   Tensor dx_acc = K > 1 ? at::empty(x.sizes(), f32) : at::empty({0}, f32);
-  Tensor ddts_part = at::empty({batch, K, p.tiles, R, L}, f32);
+  Tensor ddelta = at::empty({K, batch, L, C}, f32);
   Tensor dB_part = at::empty({batch, K, p.tiles, N, L}, f32);
   Tensor dC_part = at::empty_like(dB_part);
-  Tensor dw_part = at::empty({batch, K * C, R}, f32);
-  Tensor dbias_part = at::empty({batch, K * C}, f32);
-  Tensor dD_part = at::empty_like(dbias_part);
+  Tensor dD_part = at::empty({batch, K * C}, f32);
   Tensor dA_part = at::empty({batch, K * C, N}, f32);
   Tensor scratch = at::empty({batch, p.tiles, p.segments, p.subs, 2 * N, 32}, f32);
   if (x.numel() > 0) {
     p.dy = dy_c.data_ptr<float>();
     p.dx = dx.data_ptr();
     p.dx_acc = K > 1 ? dx_acc.data_ptr<float>() : nullptr;
-    p.ddts_part = ddts_part.data_ptr<float>();
+    p.ddelta = ddelta.data_ptr<float>();
     p.dB_part = dB_part.data_ptr<float>();
     p.dC_part = dC_part.data_ptr<float>();
-    p.dw_part = dw_part.data_ptr<float>();
-    p.dbias_part = dbias_part.data_ptr<float>();
     p.dD_part = dD_part.data_ptr<float>();
     p.dA_part = dA_part.data_ptr<float>();
     p.scratch = scratch.data_ptr<float>();
     check_launch(launch_ss2d_bwd(p, in.kind, current_stream()), kWhat, "backward");
   } else {  // an empty image: every gradient is zero
-    for (Tensor* t : {&dx, &ddts_part, &dB_part, &dC_part, &dw_part, &dbias_part, &dD_part, &dA_part}) t->zero_();
+    for (Tensor* t : {&dx, &ddelta, &dB_part, &dC_part, &dD_part, &dA_part}) t->zero_();
   }
-  // fixed-order sums (torch's reductions use no atomics: deterministic)
+  // the raw delta's gradient through the projection delta_raw[b, k, d, l] = sum_r W[k, d, r] dts[b, k, r, l] +
+  // bias[k, d], as matrix products over all (batch, step) rows at once:
+  //   ddts[k]            = W[k]^T (R x D) @ ddelta[k]^T (D x batch*L)
+  //   [dW[k] | dbias[k]] = ddelta[k]^T (D x batch*L) @ [dts[k]^T | 1] (batch*L x R+1)
+  const Tensor rows = ddelta.view({K, batch * L, C});
+  const Tensor ddts = at::bmm(in.dt_weight.transpose(1, 2), rows.transpose(1, 2))  // (K, R, batch*L)
+                          .view({K, R, batch, L}).permute({2, 0, 1, 3}).to(in.dts.scalar_type()).contiguous();
+  const Tensor dts_rows = at::cat({in.dts.to(at::kFloat).permute({1, 0, 3, 2}).reshape({K, batch * L, R}),
+                                   at::ones({K, batch * L, 1}, f32)}, 2);
+  const Tensor dw_bias = at::bmm(rows.transpose(1, 2), dts_rows);  // (K, D, R + 1)
+  // fixed-order sums (torch's reductions and matrix products use no atomics: deterministic)
   auto over_tiles = [&](const Tensor& part, const Tensor& like) {
     return (p.tiles == 1 ? part.select(2, 0) : part.sum(2)).to(like.scalar_type()).contiguous();
   };
   return {dx,
-          over_tiles(ddts_part, in.dts),
-          dw_part.sum(0).view({K, C, R}),
-          dbias_part.sum(0),
+          ddts,
+          dw_bias.narrow(2, 0, R).contiguous(),
+          dw_bias.select(2, R).reshape({K * C}),
           dA_part.sum(0),
           over_tiles(dB_part, in.Bs),
           over_tiles(dC_part, in.Cs),

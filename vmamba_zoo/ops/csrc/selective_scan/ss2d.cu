@@ -33,8 +33,12 @@ cudaError_t launch_for_rank(const SS2DParams& p, bool backward, cudaStream_t str
       return backward ? launch_bwd<T, 8>(p, stream) : launch_fwd<T, 8>(p, stream);
     case 16:
       return backward ? launch_bwd<T, 16>(p, stream) : launch_fwd<T, 16>(p, stream);
+    case 24:
+      return backward ? launch_bwd<T, 24>(p, stream) : launch_fwd<T, 24>(p, stream);
     case 32:
       return backward ? launch_bwd<T, 32>(p, stream) : launch_fwd<T, 32>(p, stream);
+    case 48:
+      return backward ? launch_bwd<T, 48>(p, stream) : launch_fwd<T, 48>(p, stream);
     default:
       return backward ? launch_bwd<T, 64>(p, stream) : launch_fwd<T, 64>(p, stream);
   }

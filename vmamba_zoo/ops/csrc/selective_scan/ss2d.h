@@ -30,19 +30,21 @@ constexpr int kSS2DMaxSegmentsBwd = 8;    // backward: a thread needs more than 
 constexpr int kSS2DMaxRank = 64;          // dt_rank the kernels are built for (register arrays)
 constexpr int kSS2DTargetWarps = 8192;    // enough warps in flight to cover the GPU's latency (~60 per SM)
 
-// Largest rank of each kernel build: the rank loops are unrolled to it, dt_weight and its gradient live in
-// registers.
-inline int ss2d_rank_bucket(int rank) { return rank <= 8 ? 8 : rank <= 16 ? 16 : rank <= 32 ? 32 : 64; }
+// Largest rank of each kernel build: the rank loops are unrolled to it and dt_weight's row lives in registers.
+// Multiples of 8 up to 32, then 48 and 64: VMamba's dt_rank is ceil(dim / 16) (6, 12, 24, 48 for T).
+inline int ss2d_rank_bucket(int rank) {
+  return rank <= 8 ? 8 : rank <= 16 ? 16 : rank <= 24 ? 24 : rank <= 32 ? 32 : rank <= 48 ? 48 : 64;
+}
 
 // Shared-memory layout sizes (floats) of a kernel built for ranks up to R and d_state N.
 template <int R, int N>
 struct SS2DLayout {
   static constexpr int kStride = (R + 2 * N + 3) / 4 * 4;  // one staged step: dts (R), B (N), C (N), padding
   static constexpr int kStage = kSS2DSubSteps * kStride;     // one warp's staged sub-chunk
-  static constexpr int kVals = (1 + 2 * N) * kSS2DSubSteps * 33;  // backward: per-step values to sum over lanes
+  static constexpr int kVals = 2 * N * kSS2DSubSteps * 33;  // backward: per-step dB, dC to sum over lanes
   static constexpr int fwd_floats(int segments) { return 2 * N * segments * 32 + segments * kStage; }
   static constexpr int bwd_floats(int segments) {
-    return 3 * N * segments * 32 + (N + 2 + R) * 32 + R * 33 + segments * (kStage + kVals);
+    return 3 * N * segments * 32 + (N + 1) * 32 + segments * (kStage + kVals);
   }
 };
 
@@ -63,18 +65,16 @@ struct SS2DParams {
   const float* D = nullptr;
   float* out = nullptr;  // forward
 
-  // backward: dy in; dx (x's dtype) out, summed over the directions in dx_acc (fp32, K > 1). Sums over
-  // channels the kernel cannot finish alone go to fp32 partials added up by the host in a fixed order:
-  //   ddts_part (batch, K, tiles, R, L); dB_part, dC_part (batch, K, tiles, N, L);
-  //   dw_part (batch, K*D, R); dbias_part, dD_part (batch, K*D); dA_part (batch, K*D, N)
+  // backward: dy in; dx (x's dtype) out, summed over the directions in dx_acc (fp32, K > 1); the gradient of
+  // the raw delta (before the softplus) per step, ddelta (K, batch, L, D) fp32, for the host's products with
+  // dt_weight and dts. Sums the kernel cannot finish alone go to fp32 partials added up by the host in a
+  // fixed order: dB_part, dC_part (batch, K, tiles, N, L); dD_part (batch, K*D); dA_part (batch, K*D, N)
   const float* dy = nullptr;
   void* dx = nullptr;
   float* dx_acc = nullptr;
-  float* ddts_part = nullptr;
+  float* ddelta = nullptr;
   float* dB_part = nullptr;
   float* dC_part = nullptr;
-  float* dw_part = nullptr;
-  float* dbias_part = nullptr;
   float* dD_part = nullptr;
   float* dA_part = nullptr;
   // scratch (batch, tiles, segments, subs, 2N, 32): each sub-chunk's start state from a zero segment start,
@@ -83,9 +83,9 @@ struct SS2DParams {
 };
 
 // Segments per block: enough blocks x warps to fill the GPU, pieces of at least 4 sub-chunks.
-inline void ss2d_split(SS2DParams& p, int max_segments) {
+inline void ss2d_split(SS2DParams& p, int max_segments, int target_warps = kSS2DTargetWarps) {
   const int64_t blocks = std::max<int64_t>(1, static_cast<int64_t>(p.batch) * p.tiles);
-  int64_t segments = std::max<int64_t>(1, (kSS2DTargetWarps + blocks - 1) / blocks);
+  int64_t segments = std::max<int64_t>(1, (target_warps + blocks - 1) / blocks);
   segments = std::min<int64_t>(segments, max_segments);
   segments = std::min<int64_t>(segments, std::max<int64_t>(1, p.length / (4 * kSS2DSubSteps)));
   int64_t seg_len = (p.length + segments - 1) / segments;

@@ -9,9 +9,12 @@
 // a_t g_t handed to the previous segment is P * carry_in + sum_t (a_s0 ... a_t) C_t dy_t, computable going
 // forward) and saves every sub-chunk's start; (2) the start states and incoming adjoint carries are composed
 // across segments; (3) the sub-chunks are visited from the last to the first: kSS2DSubSteps steps re-walked
-// forward into registers, then the adjoint g_t = a_{t+1} g_{t+1} + C_t dy_t run back over them. Gradients
-// summed over channels (dts = W^T ddelta, B, C) are reduced per sub-chunk through shared memory, written
-// once per tile; per-channel ones (dA, D, bias, dt_weight) are summed over the segments in a fixed order.
+// forward into registers, then the adjoint g_t = a_{t+1} g_{t+1} + C_t dy_t run back over them. The gradient
+// of the raw delta (before the softplus) is written per (step, channel), channels-last: the host turns it
+// into the gradients of dts, dt_weight and dt_bias with three matrix products, which the tensor-core-less
+// cross-lane sums they replace cost more than (nvidia-h200, 2026-11-22). dB and dC, sums over the tile's
+// channels, are reduced per sub-chunk through shared memory; per-channel ones (dA, D) are summed over the
+// segments in a fixed order.
 //
 // Every walk goes sub-chunk by sub-chunk: the warp first copies the sub-chunk's dts, B and C (the same for
 // all its lanes) into shared memory as floats, so the rank-R projection reads them four at a time.
@@ -123,16 +126,11 @@ struct Direction {
   }
 };
 
-// softplus (beta 1, threshold 20, as torch) and its derivative, the sigmoid, from one exponential
-__device__ __forceinline__ float softplus_and_gate(float raw, float& gate) {
-  if (raw > 20.f) {
-    gate = 1.f;
-    return raw;
-  }
-  const float e = __expf(raw);
-  gate = e / (1.f + e);
-  return log1pf(e);
-}
+// softplus (beta 1, threshold 20, as torch)
+__device__ __forceinline__ float softplus(float raw) { return raw > 20.f ? raw : log1pf(__expf(raw)); }
+
+// its derivative sigmoid(raw), from its value: 1 - exp(-softplus(raw)) (exact; expm1 keeps small ones precise)
+__device__ __forceinline__ float softplus_slope(float delta) { return -expm1f(-delta); }
 
 // The lane's channel, clamped into range for the spare lanes of the last tile (they compute, never write)
 struct Lane {
@@ -180,6 +178,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
       float P[N], h[N];
 #pragma unroll
       for (int n = 0; n < N; ++n) P[n] = 1.f, h[n] = 0.f;
+      const bool walk_needed = pass == 1 || t.seg + 1 < p.segments;  // no segment reads the last one's map
       if (pass == 1) {
         for (int s = 0; s < t.seg; ++s) {
 #pragma unroll
@@ -188,7 +187,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
           }
         }
       }
-      for (int t0 = t.l_begin; t0 < t.l_end; t0 += S) {
+      for (int t0 = t.l_begin; walk_needed && t0 < t.l_end; t0 += S) {
         const int steps = t.l_end - t0 < S ? t.l_end - t0 : S;
         int offsets[S];
         float u[S], merged[S];
@@ -209,8 +208,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
         for (int i = 0; i < S; ++i) {
           if (i < steps) {
             const float* step = stage + i * Layout::kStride;
-            float gate;
-            const float dt = softplus_and_gate(dir.raw_delta(step), gate);
+            const float dt = softplus(dir.raw_delta(step));
             float y = dir.D * u[i];
 #pragma unroll
             for (int n = 0; n < N; ++n) {
@@ -239,13 +237,12 @@ template <typename T, int N, int R>
 __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(const SS2DParams p) {
   using Layout = SS2DLayout<R, N>;
   constexpr int S = kSS2DSubSteps;
-  static_assert(S == 8 && 2 * N * S <= 32, "the cross-lane sums assign lane = (rank group, step)");
+  static_assert(2 * N * S <= 16, "the dB, dC sums give each of 16 lane pairs one (row, step)");
   const Lane t = locate_lane(p);
   float* const maps = dynamic_shared_memory();         // [segment][P | Qh | Qg][n][lane]
-  float* const sums = maps + 3 * N * p.segments * 32;  // [dA (N) | dD | dbias | dw (R)][lane]
-  float* const w_t = sums + (N + 2 + R) * 32;          // the tile's dt_weight, [r][channel] rows of 33
-  float* const stage = w_t + R * 33 + t.seg * (Layout::kStage + Layout::kVals);
-  float* const vals = stage + Layout::kStage;  // [ddelta | dB (N) | dC (N)][step][lane] rows of 33
+  float* const sums = maps + 3 * N * p.segments * 32;  // [dA (N) | dD][lane]
+  float* const stage = sums + (N + 1) * 32 + t.seg * (Layout::kStage + Layout::kVals);
+  float* const vals = stage + Layout::kStage;  // [dB (N) | dC (N)][step][lane] rows of 33
   zero_floats(stage, Layout::kStage, t.lane);
   const int C = p.channels, L = p.length, K = p.directions, rank = p.rank;
   const int64_t image = static_cast<int64_t>(t.batch) * L * C + t.channel;
@@ -260,11 +257,8 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
   const float dy_scale = t.valid ? 1.f : 0.f;
   for (int k = 0; k < K; ++k) {
     const Direction<T, N, R> dir(p, t.batch, k, t.channel);
-    const int64_t part_row = (static_cast<int64_t>(t.batch) * K + k) * p.tiles + t.tile;
-    if (t.seg == 0) {
-#pragma unroll
-      for (int r = 0; r < R; ++r) w_t[r * 33 + t.lane] = t.valid ? dir.w[r] : 0.f;
-    }
+    const int64_t part_row = static_cast<int64_t>(t.batch) * K + k;
+    float* ddelta = p.ddelta + (static_cast<int64_t>(k) * p.batch + t.batch) * L * C + t.channel;
     // 1. forward over the segment: its state map (P, Qh), its adjoint map's constant (Qg), sub-chunk starts
     float P[N], Qh[N], Qg[N];
 #pragma unroll
@@ -292,8 +286,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
       for (int i = 0; i < S; ++i) {
         if (i < steps) {
           const float* step = stage + i * Layout::kStride;
-          float gate;
-          const float dt = softplus_and_gate(dir.raw_delta(step), gate);
+          const float dt = softplus(dir.raw_delta(step));
 #pragma unroll
           for (int n = 0; n < N; ++n) {
             const float a = __expf(dt * dir.A[n]);
@@ -328,11 +321,9 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
       }
     }
     // 3. sub-chunks from the last to the first
-    float dA[N], dw[R], dD = 0.f, dbias = 0.f;
+    float dA[N], dD = 0.f;
 #pragma unroll
     for (int n = 0; n < N; ++n) dA[n] = 0.f;
-#pragma unroll
-    for (int r = 0; r < R; ++r) dw[r] = 0.f;
     const int n_sub = (t.l_end - t.l_begin + S - 1) / S;
     for (int sub = n_sub - 1; sub >= 0; --sub) {
       const int t0 = t.l_begin + sub * S;
@@ -342,7 +333,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
 #pragma unroll
       for (int n = 0; n < N; ++n) h0[n] = h[n] = fmaf(saved[(N + n) * 32], h_in[n], saved[n * 32]);
       int offsets[S];
-      float u[S], g_in[S], merged[S], dt[S], gate[S], a[S][N], hs[S][N];
+      float u[S], g_in[S], merged[S], dt[S], hs[S][N];  // the decays and the softplus' slope are recomputed
       PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
       for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
@@ -361,11 +352,10 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
       for (int i = 0; i < S; ++i) {
         if (i < steps) {
           const float* step = stage + i * Layout::kStride;
-          dt[i] = softplus_and_gate(dir.raw_delta(step), gate[i]);
+          dt[i] = softplus(dir.raw_delta(step));
 #pragma unroll
           for (int n = 0; n < N; ++n) {
-            a[i][n] = __expf(dt[i] * dir.A[n]);
-            h[n] = fmaf(a[i][n], h[n], dt[i] * step[R + n] * u[i]);
+            h[n] = fmaf(__expf(dt[i] * dir.A[n]), h[n], dt[i] * step[R + n] * u[i]);
             hs[i][n] = h[n];
           }
         }
@@ -377,30 +367,20 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
         float gB = 0.f, ddt = 0.f;
 #pragma unroll
         for (int n = 0; n < N; ++n) {
-          const float Bv = step[R + n];
+          const float Bv = step[R + n], a = __expf(dt[i] * dir.A[n]);
           const float g = fmaf(step[R + N + n], g_in[i], carry[n]);
-          const float decayed = a[i][n] * (i > 0 ? hs[i - 1][n] : h0[n]);  // a_t h_{t-1}
+          const float decayed = a * (i > 0 ? hs[i - 1][n] : h0[n]);  // a_t h_{t-1}
           dA[n] = fmaf(g * dt[i], decayed, dA[n]);
           ddt = fmaf(g, fmaf(dir.A[n], decayed, Bv * u[i]), ddt);
           gB = fmaf(g, Bv, gB);
-          carry[n] = a[i][n] * g;
-          vals[((1 + n) * S + i) * 33 + t.lane] = g * dt[i] * u[i];  // dB
-          vals[((1 + N + n) * S + i) * 33 + t.lane] = g_in[i] * hs[i][n];  // dC
+          carry[n] = a * g;
+          vals[(n * S + i) * 33 + t.lane] = g * dt[i] * u[i];            // dB
+          vals[((N + n) * S + i) * 33 + t.lane] = g_in[i] * hs[i][n];  // dC
         }
         dD = fmaf(g_in[i], u[i], dD);
-        const float draw = ddt * gate[i];  // through the softplus
-        dbias += draw;
-        vals[i * 33 + t.lane] = draw;
-#pragma unroll
-        for (int q = 0; q < R / 4; ++q) {  // dW_dt: the staged dts, four at a time
-          const float4 v = reinterpret_cast<const float4*>(step)[q];
-          dw[4 * q] = fmaf(draw, v.x, dw[4 * q]);
-          dw[4 * q + 1] = fmaf(draw, v.y, dw[4 * q + 1]);
-          dw[4 * q + 2] = fmaf(draw, v.z, dw[4 * q + 2]);
-          dw[4 * q + 3] = fmaf(draw, v.w, dw[4 * q + 3]);
-        }
-        // du merged over the directions in float32, stored once in x's dtype
         if (t.valid) {
+          ddelta[static_cast<int64_t>(t0 + i) * C] = ddt * softplus_slope(dt[i]);
+          // du merged over the directions in float32, stored once in x's dtype
           const float total = merged[i] + fmaf(dt[i], gB, dir.D * g_in[i]);
           if (k == K - 1) {
             dx[offsets[i]] = from_float<T>(total);
@@ -410,33 +390,20 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
         }
       }
       __syncwarp();
-      // sums over the tile's 32 channels: lane = (rank group r0, step i) computes ddts[r0 + 4m][i] =
-      // sum_c W[c][r0 + 4m] ddelta[c][i]; lanes 0..2N*S-1 also the dB, dC sums of one (row, step)
+      // dB, dC: sums over the tile's 32 channels; lanes j and j + 16 add up half the channels of one
+      // (row, step) each, j = row * S + step
       {
-        const int i = t.lane & (S - 1), r0 = t.lane / S;
-        float acc[R / 4];
+        const int j = t.lane & 15, half = t.lane >> 4;
+        float sum = 0.f;
+        if (j < 2 * N * S) {
 #pragma unroll
-        for (int m = 0; m < R / 4; ++m) acc[m] = 0.f;
-        float bc_sum = 0.f;
-        const int bc_row = 1 + t.lane / S;  // 1..2N: dB rows, then dC rows
-        for (int c = 0; c < 32; ++c) {
-          const float dv = vals[i * 33 + c];
-#pragma unroll
-          for (int m = 0; m < R / 4; ++m) acc[m] = fmaf(w_t[(r0 + 4 * m) * 33 + c], dv, acc[m]);
-          if (bc_row <= 2 * N) bc_sum += vals[(bc_row * S + i) * 33 + c];
+          for (int c = 0; c < 16; ++c) sum += vals[j * 33 + half * 16 + c];
         }
-        if (i < steps) {
-          const int l = t0 + i;
-#pragma unroll
-          for (int m = 0; m < R / 4; ++m) {
-            const int r = r0 + 4 * m;
-            if (r < rank) p.ddts_part[(part_row * rank + r) * L + l] = acc[m];
-          }
-          if (bc_row <= N) {
-            p.dB_part[(part_row * N + bc_row - 1) * L + l] = bc_sum;
-          } else if (bc_row <= 2 * N) {
-            p.dC_part[(part_row * N + bc_row - 1 - N) * L + l] = bc_sum;
-          }
+        sum += __shfl_down_sync(0xffffffffu, sum, 16);
+        const int row = j / S, i = j % S;
+        if (half == 0 && j < 2 * N * S && i < steps) {
+          float* out = row < N ? p.dB_part : p.dC_part;
+          out[((part_row * p.tiles + t.tile) * N + row % N) * L + t0 + i] = sum;
         }
       }
     }
@@ -447,9 +414,6 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
 #pragma unroll
         for (int n = 0; n < N; ++n) row[n * 32] = (s == 0 ? 0.f : row[n * 32]) + dA[n];
         row[N * 32] = (s == 0 ? 0.f : row[N * 32]) + dD;
-        row[(N + 1) * 32] = (s == 0 ? 0.f : row[(N + 1) * 32]) + dbias;
-#pragma unroll
-        for (int r = 0; r < R; ++r) row[(N + 2 + r) * 32] = (s == 0 ? 0.f : row[(N + 2 + r) * 32]) + dw[r];
       }
       __syncthreads();
     }
@@ -459,13 +423,8 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
 #pragma unroll
       for (int n = 0; n < N; ++n) p.dA_part[kd * N + n] = row[n * 32];
       p.dD_part[kd] = row[N * 32];
-      p.dbias_part[kd] = row[(N + 1) * 32];
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        if (r < rank) p.dw_part[kd * rank + r] = row[(N + 2 + r) * 32];
-      }
     }
-    __syncthreads();  // `sums`, `maps`, `w_t` and dx_acc are reused by the next direction
+    __syncthreads();  // `sums`, `maps` and dx_acc are reused by the next direction
   }
 }
 

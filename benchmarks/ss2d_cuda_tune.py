@@ -1,0 +1,43 @@
+"""Sweep the fused SS2D CUDA kernels' work split (warps aimed for over the grid, most warps per block) on the
+VMamba-T stage shapes, next to the Triton kernels and the auto path in the same process; prints fwd / bwd ms.
+PYTHONPATH=. python benchmarks/ss2d_cuda_tune.py"""
+import os
+
+import torch
+
+from vmamba_zoo.analysis.benchmark import STAGES_TINY, _ss2d_inputs, cuda_time
+from vmamba_zoo.ops import ss2d_selective_scan
+
+# (warps aimed for, most warps per block); the first is the built-in default
+FWD_SPLITS = [(8192, 16), (4096, 16), (2048, 16), (8192, 8), (4096, 8), (2048, 8), (4096, 4), (1024, 16), (1, 1)]
+BWD_SPLITS = [(8192, 8), (4096, 8), (2048, 8), (8192, 4), (4096, 4), (2048, 4), (1024, 8), (1, 1)]
+
+
+def _time(leaves, backend):
+    y = ss2d_selective_scan(*leaves, 4, True, backend)
+    dy = torch.randn_like(y)
+    tf = cuda_time(lambda: ss2d_selective_scan(*leaves, 4, True, backend), 10, 3)
+    tb = cuda_time(lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True), 10, 3)
+    return tf * 1e3, tb * 1e3
+
+
+def main():
+    print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
+    for name, shape in STAGES_TINY.items():
+        leaves = [t.requires_grad_() for t in _ss2d_inputs(*shape)]
+        line = [f"{b} {'%.3f/%.3f' % _time(leaves, b)}" for b in ("triton", "auto")]
+        print(f"{name}: fwd/bwd ms  " + "  ".join(line), flush=True)
+        for key, splits in (("FWD", FWD_SPLITS), ("BWD", BWD_SPLITS)):
+            times = []
+            for warps, segments in splits:
+                os.environ[f"VMAMBA_ZOO_SS2D_{key}_WARPS"] = str(warps)
+                os.environ[f"VMAMBA_ZOO_SS2D_{key}_SEGMENTS"] = str(segments)
+                times.append((_time(leaves, "cuda")[0 if key == "FWD" else 1], warps, segments))
+                print(f"  cuda {key.lower()} warps {warps:>5} segments {segments:>2}: {times[-1][0]:.3f} ms", flush=True)
+                del os.environ[f"VMAMBA_ZOO_SS2D_{key}_WARPS"], os.environ[f"VMAMBA_ZOO_SS2D_{key}_SEGMENTS"]
+            print(f"  best cuda {key.lower()}: %.3f ms (warps %d, segments %d)" % min(times), flush=True)
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

@@ -159,15 +159,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
     for (Tensor* t : {&dx, &ddelta, &dB_part, &dC_part, &dD_part, &dA_part}) t->zero_();
   }
   // the raw delta's gradient through the projection delta_raw[b, k, d, l] = sum_r W[k, d, r] dts[b, k, r, l] +
-  // bias[k, d], as matrix products over all (batch, step) rows at once:
+  // bias[k, d], as matrix products over the (batch, step) rows:
   //   ddts[k]            = W[k]^T (R x D) @ ddelta[k]^T (D x batch*L)
-  //   [dW[k] | dbias[k]] = ddelta[k]^T (D x batch*L) @ [dts[k]^T | 1] (batch*L x R+1)
-  const Tensor rows = ddelta.view({K, batch * L, C});
-  const Tensor ddts = at::bmm(in.dt_weight.transpose(1, 2), rows.transpose(1, 2))  // (K, R, batch*L)
+  //   [dW[k] | dbias[k]] = sum over row blocks of ddelta[k]^T (D x rows) @ [dts[k]^T | 1] (rows x R+1); blocks of
+  //                        a few thousand rows give the product enough output tiles to fill the GPU
+  const Tensor ddts = at::bmm(in.dt_weight.transpose(1, 2), ddelta.view({K, batch * L, C}).transpose(1, 2))
                           .view({K, R, batch, L}).permute({2, 0, 1, 3}).to(in.dts.scalar_type()).contiguous();
-  const Tensor dts_rows = at::cat({in.dts.to(at::kFloat).permute({1, 0, 3, 2}).reshape({K, batch * L, R}),
-                                   at::ones({K, batch * L, 1}, f32)}, 2);
-  const Tensor dw_bias = at::bmm(rows.transpose(1, 2), dts_rows);  // (K, D, R + 1)
+  int64_t group = 1;  // batch images per row block
+  while (batch % (2 * group) == 0 && 2 * group * L <= 4096) group *= 2;
+  const int64_t blocks = K * batch / group, rows = group * L;
+  const Tensor dts_rows = at::cat({in.dts.to(at::kFloat).permute({1, 0, 3, 2}).reshape({blocks, rows, R}),
+                                   at::ones({blocks, rows, 1}, f32)}, 2);
+  const Tensor dw_bias = at::bmm(ddelta.view({blocks, rows, C}).transpose(1, 2), dts_rows)  // (blocks, D, R+1)
+                             .view({K, batch / group, C, R + 1}).sum(1);
   // fixed-order sums (torch's reductions and matrix products use no atomics: deterministic)
   auto over_tiles = [&](const Tensor& part, const Tensor& like) {
     return (p.tiles == 1 ? part.select(2, 0) : part.sum(2)).to(like.scalar_type()).contiguous();

@@ -126,12 +126,6 @@ struct Direction {
   }
 };
 
-// softplus (beta 1, threshold 20, as torch)
-__device__ __forceinline__ float softplus(float raw) { return raw > 20.f ? raw : log1pf(__expf(raw)); }
-
-// its derivative sigmoid(raw), from its value: 1 - exp(-softplus(raw)) (exact; expm1 keeps small ones precise)
-__device__ __forceinline__ float softplus_slope(float delta) { return -expm1f(-delta); }
-
 // The lane's channel, clamped into range for the spare lanes of the last tile (they compute, never write)
 struct Lane {
   int lane, seg, batch, tile, channel, l_begin, l_end;
@@ -208,11 +202,11 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
         for (int i = 0; i < S; ++i) {
           if (i < steps) {
             const float* step = stage + i * Layout::kStride;
-            const float dt = softplus(dir.raw_delta(step));
+            const float dt = fast_softplus(dir.raw_delta(step));
             float y = dir.D * u[i];
 #pragma unroll
             for (int n = 0; n < N; ++n) {
-              const float a = __expf(dt * dir.A[n]);
+              const float a = fast_exp(dt * dir.A[n]);
               h[n] = fmaf(a, h[n], dt * step[R + n] * u[i]);
               P[n] *= a;
               y = fmaf(step[R + N + n], h[n], y);
@@ -286,10 +280,10 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
       for (int i = 0; i < S; ++i) {
         if (i < steps) {
           const float* step = stage + i * Layout::kStride;
-          const float dt = softplus(dir.raw_delta(step));
+          const float dt = fast_softplus(dir.raw_delta(step));
 #pragma unroll
           for (int n = 0; n < N; ++n) {
-            const float a = __expf(dt * dir.A[n]);
+            const float a = fast_exp(dt * dir.A[n]);
             Qh[n] = fmaf(a, Qh[n], dt * step[R + n] * u[i]);
             P[n] *= a;
             Qg[n] = fmaf(P[n], step[R + N + n] * g_in[i], Qg[n]);
@@ -333,7 +327,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
 #pragma unroll
       for (int n = 0; n < N; ++n) h0[n] = h[n] = fmaf(saved[(N + n) * 32], h_in[n], saved[n * 32]);
       int offsets[S];
-      float u[S], g_in[S], merged[S], dt[S], hs[S][N];  // the decays and the softplus' slope are recomputed
+      float u[S], g_in[S], merged[S], dt[S], slope[S], hs[S][N];  // the decays are recomputed
       PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
       for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
@@ -352,10 +346,10 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
       for (int i = 0; i < S; ++i) {
         if (i < steps) {
           const float* step = stage + i * Layout::kStride;
-          dt[i] = softplus(dir.raw_delta(step));
+          dt[i] = fast_softplus(dir.raw_delta(step), slope[i]);
 #pragma unroll
           for (int n = 0; n < N; ++n) {
-            h[n] = fmaf(__expf(dt[i] * dir.A[n]), h[n], dt[i] * step[R + n] * u[i]);
+            h[n] = fmaf(fast_exp(dt[i] * dir.A[n]), h[n], dt[i] * step[R + n] * u[i]);
             hs[i][n] = h[n];
           }
         }
@@ -367,7 +361,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
         float gB = 0.f, ddt = 0.f;
 #pragma unroll
         for (int n = 0; n < N; ++n) {
-          const float Bv = step[R + n], a = __expf(dt[i] * dir.A[n]);
+          const float Bv = step[R + n], a = fast_exp(dt[i] * dir.A[n]);
           const float g = fmaf(step[R + N + n], g_in[i], carry[n]);
           const float decayed = a * (i > 0 ? hs[i - 1][n] : h0[n]);  // a_t h_{t-1}
           dA[n] = fmaf(g * dt[i], decayed, dA[n]);
@@ -379,7 +373,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
         }
         dD = fmaf(g_in[i], u[i], dD);
         if (t.valid) {
-          ddelta[static_cast<int64_t>(t0 + i) * C] = ddt * softplus_slope(dt[i]);
+          ddelta[static_cast<int64_t>(t0 + i) * C] = ddt * slope[i];  // through the softplus
           // du merged over the directions in float32, stored once in x's dtype
           const float total = merged[i] + fmaf(dt[i], gB, dir.D * g_in[i]);
           if (k == K - 1) {

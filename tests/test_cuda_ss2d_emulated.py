@@ -100,15 +100,18 @@ def test_emulated_ss2d_is_deterministic(cuda_on_cpu):
 
 
 def test_ss2d_cuda_backend_scope(cuda_on_cpu):
-    """The fused CUDA kernel runs d_state 1 and ranks up to 64 when asked for by name, and steps aside otherwise;
-    auto mode does not pick it (it is slower than the Triton / composition paths it would replace)."""
+    """The fused CUDA kernels run d_state 1 and ranks up to 64, and step aside otherwise. Auto mode picks the
+    backward wherever it runs, the forward only for sequences one warp walks whole (below 64 steps)."""
     x = torch.zeros(1, 4, 4, 8)
     small = (x, torch.zeros(1, 4, 6, 16), torch.zeros(1, 4, 1, 16), torch.zeros(1, 4, 1, 16))
     assert cuda_backend.ss2d_supports(small)
-    assert resolve("ss2d_scan_fwd", "cuda", small) is cuda_backend.ss2d_scan_fwd
-    assert resolve("ss2d_scan_bwd", "cuda", (x,) + small) is cuda_backend.ss2d_scan_bwd
-    assert resolve("ss2d_scan_fwd", "auto", small) is not cuda_backend.ss2d_scan_fwd
-    assert resolve("ss2d_scan_bwd", "auto", (x,) + small) is not cuda_backend.ss2d_scan_bwd
+    assert resolve("ss2d_scan_fwd", "auto", small) is cuda_backend.ss2d_scan_fwd
+    assert resolve("ss2d_scan_bwd", "auto", (x,) + small) is cuda_backend.ss2d_scan_bwd
+    x_long = torch.zeros(1, 8, 8, 8)
+    long = (x_long, torch.zeros(1, 4, 6, 64), torch.zeros(1, 4, 1, 64), torch.zeros(1, 4, 1, 64))
+    assert resolve("ss2d_scan_fwd", "auto", long) is not cuda_backend.ss2d_scan_fwd
+    assert resolve("ss2d_scan_fwd", "cuda", long) is cuda_backend.ss2d_scan_fwd
+    assert resolve("ss2d_scan_bwd", "auto", (x_long,) + long) is cuda_backend.ss2d_scan_bwd
     for other in ((x, torch.zeros(1, 4, 6, 16), torch.zeros(1, 4, 4, 16), torch.zeros(1, 4, 4, 16)),  # d_state 4
                   (x, torch.zeros(1, 4, 65, 16), small[2], small[3]),  # dt_rank 65
                   (x.double(), small[1].double(), small[2].double(), small[3].double())):  # float64

@@ -459,16 +459,20 @@ def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, cha
     return (dx.to(x.dtype),) + tuple(g.to(t.dtype) for g, t in zip(grads[1:], inputs[1:]))
 
 
-def ss2d_auto(tensors: Sequence[torch.Tensor]) -> bool:
-    """Auto mode's use of the fused CUDA kernels: none yet. On nvidia-h200 (2026-11-22, VMamba-T stages,
-    benchmarks/ss2d_cuda_h200_2026-11-22.md) they are slower than the Triton forward at every stage and than
-    the auto backward (Triton fused at rank <= 8, the unfused composition above), so they run only when asked
-    for by name (``backend="cuda"`` or ``VMAMBA_ZOO_SS2D_SCAN_FWD_BACKEND=cuda``)."""
-    return False
+# Auto mode's use of the fused CUDA kernels, from same-process timings on nvidia-h200 (2026-11-22, VMamba-T
+# stage shapes, benchmarks/ss2d_cuda_tune.py): the backward beats the Triton fused backward and the unfused
+# composition at every stage (e.g. stage 1: 3.5 vs 5.0 ms, stage 3: 1.4 vs 2.4 ms); the forward beats the
+# Triton forward only when one warp walks a whole sequence (stage 3, 7x7: 0.45 vs 0.60 ms): longer ones are
+# split into segments walked twice, which the Triton kernel does not need.
+SS2D_FWD_AUTO_MAX_LENGTH = 64  # 2 * 32 steps: ss2d_split gives a single segment below it
+
+
+def ss2d_fwd_auto(tensors: Sequence[torch.Tensor]) -> bool:
+    return ss2d_supports(tensors) and tensors[1].shape[-1] < SS2D_FWD_AUTO_MAX_LENGTH
 
 
 for _op, _fn, _supports, _auto in (("selective_scan_fwd", selective_scan_fwd, supports, None),
                                    ("selective_scan_bwd", selective_scan_bwd, supports, None),
-                                   ("ss2d_scan_fwd", ss2d_scan_fwd, ss2d_supports, ss2d_auto),
-                                   ("ss2d_scan_bwd", ss2d_scan_bwd, ss2d_supports, ss2d_auto)):
+                                   ("ss2d_scan_fwd", ss2d_scan_fwd, ss2d_supports, ss2d_fwd_auto),
+                                   ("ss2d_scan_bwd", ss2d_scan_bwd, ss2d_supports, None)):
     register_backend(_op, "cuda", _fn, priority=CUDA_PRIORITY, supports=_supports, auto_supports=_auto)

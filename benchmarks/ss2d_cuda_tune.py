@@ -9,8 +9,8 @@ from vmamba_zoo.analysis.benchmark import STAGES_TINY, _ss2d_inputs, cuda_time
 from vmamba_zoo.ops import ss2d_selective_scan
 
 # (warps aimed for, most warps per block); the first is the built-in default
-SPLITS = [(8192, 8), (4096, 8), (2048, 8), (8192, 4), (4096, 4), (2048, 4), (1024, 8), (1, 1)]
-FWD_SPLITS = BWD_SPLITS = SPLITS
+FWD_SPLITS = [(8192, 16), (4096, 16), (2048, 16), (8192, 8), (4096, 8), (2048, 8), (4096, 4), (1024, 16), (1, 1)]
+BWD_SPLITS = [(8192, 8), (4096, 8), (2048, 8), (8192, 4), (4096, 4), (2048, 4), (1024, 8), (1, 1)]
 
 
 def _time(leaves, backend):

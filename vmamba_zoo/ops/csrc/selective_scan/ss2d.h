@@ -25,7 +25,7 @@
 namespace vmamba_zoo_cuda {
 
 constexpr int kSS2DSubSteps = 8;          // steps walked per sub-chunk (their dts, B, C staged in shared memory)
-constexpr int kSS2DMaxSegments = 8;       // forward warps per block (more would cap registers at 128: spills)
+constexpr int kSS2DMaxSegments = 16;      // forward warps per block
 constexpr int kSS2DMaxSegmentsBwd = 8;    // backward: a thread needs more than the 128 registers of 16-warp blocks
 constexpr int kSS2DMaxRank = 64;          // dt_rank the kernels are built for (register arrays)
 constexpr int kSS2DTargetWarps = 8192;    // enough warps in flight to cover the GPU's latency (~60 per SM)

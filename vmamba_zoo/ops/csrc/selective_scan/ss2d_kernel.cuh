@@ -66,15 +66,6 @@ __device__ __forceinline__ PixelWalk walk_from(int l, int k, const SS2DParams& p
   return w;
 }
 
-// One sub-chunk's global loads, issued a sub-chunk ahead of their use so that their latency overlaps the
-// math of the one before: the pixels' offsets, per-pixel values (x, and dy or the merged output of the
-// directions before) and the lane's share of the staged dts, B, C.
-template <int kHeld>
-struct SubChunk {
-  int t0, steps, offsets[kSS2DSubSteps];
-  float u[kSS2DSubSteps], g[kSS2DSubSteps], merged[kSS2DSubSteps], held[kHeld];
-};
-
 // One lane's channel of one direction: the projection row, the decay rates and the skip.
 template <typename T, int N, int R>
 struct Direction {
@@ -95,13 +86,14 @@ struct Direction {
     C = static_cast<const T*>(p.C) + bk * N * p.length;
   }
 
-  static constexpr int kHeld = ((R + 2 * N) * kSS2DSubSteps + 31) / 32;  // staged values per lane
-
-  // Issue the loads of steps [t0, t0 + steps) of the dts, B and C rows, the lane's share as floats ...
-  __device__ __forceinline__ void load_steps(float (&held)[kHeld], int t0, int steps, int rank, int length,
-                                             int lane) const {
-    constexpr int S = kSS2DSubSteps;
+  // Copy steps [t0, t0 + steps) of the dts, B and C rows into the warp's stage as floats: step i at
+  // stage[i * kStride], dts in columns 0..rank-1, B from column R, C from R + N. Columns rank..R-1 and the
+  // padding are never written (zeroed once), so the projection can run over all R.
+  __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps, int rank, int length, int lane) const {
+    constexpr int S = kSS2DSubSteps, kStride = SS2DLayout<R, N>::kStride;
+    constexpr int kHeld = ((R + 2 * N) * S + 31) / 32;
     const int rows = rank + 2 * N;
+    float held[kHeld];  // all loads first, then the stores: they are in flight together
 #pragma unroll
     for (int j = 0; j < kHeld; ++j) {
       const int e = lane + 32 * j, row = e / S, i = e % S, l = t0 + i;
@@ -112,14 +104,6 @@ struct Direction {
                                    : to_float(C[static_cast<int64_t>(row - rank - N) * length + l]);
       }
     }
-  }
-
-  // ... and store them into the warp's stage: step i at stage[i * kStride], dts in columns 0..rank-1, B from
-  // column R, C from R + N. Columns rank..R-1 and the padding are never written (zeroed once), so the
-  // projection can run over all R.
-  __device__ __forceinline__ void store_steps(float* stage, const float (&held)[kHeld], int rank, int lane) const {
-    constexpr int S = kSS2DSubSteps, kStride = SS2DLayout<R, N>::kStride;
-    const int rows = rank + 2 * N;
 #pragma unroll
     for (int j = 0; j < kHeld; ++j) {
       const int e = lane + 32 * j, row = e / S, i = e % S;
@@ -179,9 +163,8 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
   const int64_t image = static_cast<int64_t>(t.batch) * L * C + t.channel;
   const T* x = static_cast<const T*>(p.x) + image;
   float* out = p.out + image;
-  using Dir = Direction<T, N, R>;
   for (int k = 0; k < p.directions; ++k) {
-    const Dir dir(p, t.batch, k, t.channel);
+    const Direction<T, N, R> dir(p, t.batch, k, t.channel);
 #pragma unroll
     for (int pass = 0; pass < 2; ++pass) {
       // pass 0: the segment from a zero state, h_end = P h_begin + Q; pass 1: from the true start state
@@ -198,44 +181,37 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
           }
         }
       }
-      PixelWalk walk = walk_from(t.l_begin, k, p);
-      const bool merge = pass == 1 && k > 0;  // add onto the directions before this one
-      auto issue = [&](SubChunk<Dir::kHeld>& c, int t0) {
-        c.t0 = t0;
-        c.steps = t.l_end - t0 < S ? t.l_end - t0 : S;
+      for (int t0 = t.l_begin; walk_needed && t0 < t.l_end; t0 += S) {
+        const int steps = t.l_end - t0 < S ? t.l_end - t0 : S;
+        int offsets[S];
+        float u[S], merged[S];
+        PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
-        for (int i = 0; i < S; ++i) {
-          c.offsets[i] = walk.pixel * C;
-          if (i < c.steps) {
-            c.u[i] = to_float(x[c.offsets[i]]);
-            c.merged[i] = merge ? out[c.offsets[i]] : 0.f;
+        for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
+          offsets[i] = walk.pixel * C;
+          if (i < steps) {
+            u[i] = to_float(x[offsets[i]]);
+            merged[i] = pass == 1 && k > 0 ? out[offsets[i]] : 0.f;  // the directions before this one
           }
           walk.advance();
         }
-        dir.load_steps(c.held, t0, c.steps, p.rank, L, t.lane);
-      };
-      SubChunk<Dir::kHeld> next;
-      if (walk_needed && t.l_begin < t.l_end) issue(next, t.l_begin);
-      for (int t0 = t.l_begin; walk_needed && t0 < t.l_end; t0 += S) {
-        const SubChunk<Dir::kHeld> cur = next;
-        if (t0 + S < t.l_end) issue(next, t0 + S);
         __syncwarp();  // every lane is done with the previous sub-chunk's stage
-        dir.store_steps(stage, cur.held, p.rank, t.lane);
+        dir.stage_steps(stage, t0, steps, p.rank, L, t.lane);
         __syncwarp();
 #pragma unroll
         for (int i = 0; i < S; ++i) {
-          if (i < cur.steps) {
+          if (i < steps) {
             const float* step = stage + i * Layout::kStride;
             const float dt = fast_softplus(dir.raw_delta(step));
-            float y = dir.D * cur.u[i];
+            float y = dir.D * u[i];
 #pragma unroll
             for (int n = 0; n < N; ++n) {
               const float a = fast_exp(dt * dir.A[n]);
-              h[n] = fmaf(a, h[n], dt * step[R + n] * cur.u[i]);
+              h[n] = fmaf(a, h[n], dt * step[R + n] * u[i]);
               P[n] *= a;
               y = fmaf(step[R + N + n], h[n], y);
             }
-            if (pass == 1 && t.valid) out[cur.offsets[i]] = cur.merged[i] + y;  // this block owns these pixels
+            if (pass == 1 && t.valid) out[offsets[i]] = merged[i] + y;  // this block owns these pixels
           }
         }
       }
@@ -273,53 +249,44 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
                    t.lane;
   // a spare lane reads dy as 0: its gradients, and its share of the cross-lane sums, are then 0
   const float dy_scale = t.valid ? 1.f : 0.f;
-  using Dir = Direction<T, N, R>;
   for (int k = 0; k < K; ++k) {
-    const Dir dir(p, t.batch, k, t.channel);
+    const Direction<T, N, R> dir(p, t.batch, k, t.channel);
     const int64_t part_row = static_cast<int64_t>(t.batch) * K + k;
     float* ddelta = p.ddelta + (static_cast<int64_t>(k) * p.batch + t.batch) * L * C + t.channel;
-    auto issue = [&](SubChunk<Dir::kHeld>& c, int t0, bool merge) {  // merge: du of the directions before
-      c.t0 = t0;
-      c.steps = t.l_end - t0 < S ? t.l_end - t0 : S;
-      PixelWalk walk = walk_from(t0, k, p);
-#pragma unroll
-      for (int i = 0; i < S; ++i) {
-        c.offsets[i] = walk.pixel * C;
-        if (i < c.steps) {
-          c.u[i] = to_float(x[c.offsets[i]]);
-          c.g[i] = dy[c.offsets[i]] * dy_scale;
-          c.merged[i] = merge ? dx_acc[c.offsets[i]] : 0.f;
-        }
-        walk.advance();
-      }
-      dir.load_steps(c.held, t0, c.steps, rank, L, t.lane);
-    };
-    SubChunk<Dir::kHeld> next;
     // 1. forward over the segment: its state map (P, Qh), its adjoint map's constant (Qg), sub-chunk starts
     float P[N], Qh[N], Qg[N];
 #pragma unroll
     for (int n = 0; n < N; ++n) P[n] = 1.f, Qh[n] = 0.f, Qg[n] = 0.f;
-    if (t.l_begin < t.l_end) issue(next, t.l_begin, false);
     for (int t0 = t.l_begin; t0 < t.l_end; t0 += S) {
-      const SubChunk<Dir::kHeld> cur = next;
-      if (t0 + S < t.l_end) issue(next, t0 + S, false);
+      const int steps = t.l_end - t0 < S ? t.l_end - t0 : S;
       float* saved = scratch + ((t0 - t.l_begin) / S) * 2 * N * 32;
 #pragma unroll
       for (int n = 0; n < N; ++n) saved[n * 32] = Qh[n], saved[(N + n) * 32] = P[n];
+      float u[S], g_in[S];
+      PixelWalk walk = walk_from(t0, k, p);
+#pragma unroll
+      for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
+        if (i < steps) {
+          const int offset = walk.pixel * C;
+          u[i] = to_float(x[offset]);
+          g_in[i] = dy[offset] * dy_scale;
+        }
+        walk.advance();
+      }
       __syncwarp();
-      dir.store_steps(stage, cur.held, rank, t.lane);
+      dir.stage_steps(stage, t0, steps, rank, L, t.lane);
       __syncwarp();
 #pragma unroll
       for (int i = 0; i < S; ++i) {
-        if (i < cur.steps) {
+        if (i < steps) {
           const float* step = stage + i * Layout::kStride;
           const float dt = fast_softplus(dir.raw_delta(step));
 #pragma unroll
           for (int n = 0; n < N; ++n) {
             const float a = fast_exp(dt * dir.A[n]);
-            Qh[n] = fmaf(a, Qh[n], dt * step[R + n] * cur.u[i]);
+            Qh[n] = fmaf(a, Qh[n], dt * step[R + n] * u[i]);
             P[n] *= a;
-            Qg[n] = fmaf(P[n], step[R + N + n] * cur.g[i], Qg[n]);
+            Qg[n] = fmaf(P[n], step[R + N + n] * g_in[i], Qg[n]);
           }
         }
       }
@@ -352,20 +319,28 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
 #pragma unroll
     for (int n = 0; n < N; ++n) dA[n] = 0.f;
     const int n_sub = (t.l_end - t.l_begin + S - 1) / S;
-    if (n_sub > 0) issue(next, t.l_begin + (n_sub - 1) * S, k > 0);
     for (int sub = n_sub - 1; sub >= 0; --sub) {
-      const SubChunk<Dir::kHeld> cur = next;
-      if (sub > 0) issue(next, cur.t0 - S, k > 0);
-      const int t0 = cur.t0, steps = cur.steps;
+      const int t0 = t.l_begin + sub * S;
+      const int steps = t.l_end - t0 < S ? t.l_end - t0 : S;
       const float* saved = scratch + sub * 2 * N * 32;
       float h0[N], h[N];
 #pragma unroll
       for (int n = 0; n < N; ++n) h0[n] = h[n] = fmaf(saved[(N + n) * 32], h_in[n], saved[n * 32]);
-      const int* offsets = cur.offsets;
-      const float *u = cur.u, *g_in = cur.g, *merged = cur.merged;
-      float dt[S], slope[S], hs[S][N];  // the decays are recomputed
+      int offsets[S];
+      float u[S], g_in[S], merged[S], dt[S], slope[S], hs[S][N];  // the decays are recomputed
+      PixelWalk walk = walk_from(t0, k, p);
+#pragma unroll
+      for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
+        offsets[i] = walk.pixel * C;
+        if (i < steps) {
+          u[i] = to_float(x[offsets[i]]);
+          g_in[i] = dy[offsets[i]] * dy_scale;
+          merged[i] = k > 0 ? dx_acc[offsets[i]] : 0.f;  // du of the directions before this one
+        }
+        walk.advance();
+      }
       __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
-      dir.store_steps(stage, cur.held, rank, t.lane);
+      dir.stage_steps(stage, t0, steps, rank, L, t.lane);
       __syncwarp();
 #pragma unroll
       for (int i = 0; i < S; ++i) {

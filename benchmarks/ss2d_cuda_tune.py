@@ -10,7 +10,7 @@ from vmamba_zoo.ops import ss2d_selective_scan
 
 # (warps aimed for, most warps per block); the first is the built-in default
 FWD_SPLITS = [(8192, 16), (4096, 16), (2048, 16), (8192, 8), (4096, 8), (2048, 8), (4096, 4), (1024, 16), (1, 1)]
-BWD_SPLITS = [(8192, 8), (4096, 8), (2048, 8), (8192, 4), (4096, 4), (2048, 4), (1024, 8), (1, 1)]
+BWD_SPLITS = [(8192, 4), (4096, 4), (8192, 2), (8192, 1), (1, 1)]
 
 
 def _time(leaves, backend):

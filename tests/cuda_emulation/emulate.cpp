@@ -49,7 +49,7 @@ void run_ss2d(const SS2DParams& p, bool backward) {
   if (backward) {
     run_blocks(ss2d_bwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, SS2DLayout<R, 1>::bwd_floats(p.segments));
   } else {
-    run_blocks(ss2d_fwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, SS2DLayout<R, 1>::fwd_floats(p.segments));
+    run_blocks(ss2d_fwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, SS2DFwdLayout<R, 1>::fwd_floats(p.segments));
   }
 }
 

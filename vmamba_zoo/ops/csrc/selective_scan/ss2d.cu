@@ -18,7 +18,7 @@ cudaError_t launch_kernel(Kernel kernel, const SS2DParams& p, int smem_floats, c
 
 template <typename T, int R>
 cudaError_t launch_fwd(const SS2DParams& p, cudaStream_t stream) {
-  return launch_kernel(ss2d_fwd_kernel<T, 1, R>, p, SS2DLayout<R, 1>::fwd_floats(p.segments), stream);
+  return launch_kernel(ss2d_fwd_kernel<T, 1, R>, p, SS2DFwdLayout<R, 1>::fwd_floats(p.segments), stream);
 }
 
 template <typename T, int R>

@@ -25,8 +25,9 @@
 namespace vmamba_zoo_cuda {
 
 constexpr int kSS2DSubSteps = 8;          // steps walked per sub-chunk (their dts, B, C staged in shared memory)
+constexpr int kSS2DSubStepsFwd = 4;       // the forward's: half the registers, twice the warps per SM
 constexpr int kSS2DMaxSegments = 16;      // forward warps per block
-constexpr int kSS2DMaxSegmentsBwd = 8;    // backward: a thread needs more than the 128 registers of 16-warp blocks
+constexpr int kSS2DMaxSegmentsBwd = 4;    // backward: ~160-230 registers a thread; 4-warp blocks pack 12 warps an SM, 8 only 8
 constexpr int kSS2DMaxRank = 64;          // dt_rank the kernels are built for (register arrays)
 constexpr int kSS2DTargetWarps = 8192;    // enough warps in flight to cover the GPU's latency (~60 per SM)
 
@@ -36,23 +37,26 @@ inline int ss2d_rank_bucket(int rank) {
   return rank <= 8 ? 8 : rank <= 16 ? 16 : rank <= 24 ? 24 : rank <= 32 ? 32 : rank <= 48 ? 48 : 64;
 }
 
-// Shared-memory layout sizes (floats) of a kernel built for ranks up to R and d_state N.
-template <int R, int N>
+// Shared-memory layout sizes (floats) of a kernel built for ranks up to R, d_state N and sub-chunks of S steps.
+template <int R, int N, int S = kSS2DSubSteps>
 struct SS2DLayout {
   static constexpr int kStride = (R + 2 * N + 3) / 4 * 4;  // one staged step: dts (R), B (N), C (N), padding
-  static constexpr int kStage = kSS2DSubSteps * kStride;     // one warp's staged sub-chunk
-  static constexpr int kVals = 2 * N * kSS2DSubSteps * 33;  // backward: per-step dB, dC to sum over lanes
+  static constexpr int kStage = S * kStride;                 // one warp's staged sub-chunk
+  static constexpr int kVals = 2 * N * S * 33;               // backward: per-step dB, dC to sum over lanes
   static constexpr int fwd_floats(int segments) { return 2 * N * segments * 32 + segments * kStage; }
   static constexpr int bwd_floats(int segments) {
     return 3 * N * segments * 32 + (N + 1) * 32 + segments * (kStage + kVals);
   }
 };
 
+template <int R, int N>
+using SS2DFwdLayout = SS2DLayout<R, N, kSS2DSubStepsFwd>;
+
 struct SS2DParams {
   int batch = 0, height = 0, width = 0, length = 0, channels = 0, directions = 0, rank = 0, d_state = 0;
   int tiles = 0;     // ceil(channels / 32)
   int segments = 1;  // warps per block
-  int seg_len = 0;   // steps per segment, a multiple of kSS2DSubSteps
+  int seg_len = 0;   // steps per segment, a multiple of kSS2DSubSteps (and of kSS2DSubStepsFwd)
   int subs = 0;      // seg_len / kSS2DSubSteps
 
   const void* x = nullptr;

@@ -89,8 +89,9 @@ struct Direction {
   // Copy steps [t0, t0 + steps) of the dts, B and C rows into the warp's stage as floats: step i at
   // stage[i * kStride], dts in columns 0..rank-1, B from column R, C from R + N. Columns rank..R-1 and the
   // padding are never written (zeroed once), so the projection can run over all R.
+  template <int S>
   __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps, int rank, int length, int lane) const {
-    constexpr int S = kSS2DSubSteps, kStride = SS2DLayout<R, N>::kStride;
+    constexpr int kStride = SS2DLayout<R, N, S>::kStride;
     constexpr int kHeld = ((R + 2 * N) * S + 31) / 32;
     const int rows = rank + 2 * N;
     float held[kHeld];  // all loads first, then the stores: they are in flight together
@@ -153,8 +154,8 @@ __device__ __forceinline__ void zero_floats(float* buffer, int count, int lane) 
 
 template <typename T, int N, int R>
 __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const SS2DParams p) {
-  using Layout = SS2DLayout<R, N>;
-  constexpr int S = kSS2DSubSteps;
+  using Layout = SS2DFwdLayout<R, N>;
+  constexpr int S = kSS2DSubStepsFwd;
   const Lane t = locate_lane(p);
   float* const maps = dynamic_shared_memory();  // [segment][P | Q][n][lane]
   float* const stage = maps + 2 * N * p.segments * 32 + t.seg * Layout::kStage;
@@ -196,7 +197,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
           walk.advance();
         }
         __syncwarp();  // every lane is done with the previous sub-chunk's stage
-        dir.stage_steps(stage, t0, steps, p.rank, L, t.lane);
+        dir.template stage_steps<S>(stage, t0, steps, p.rank, L, t.lane);
         __syncwarp();
 #pragma unroll
         for (int i = 0; i < S; ++i) {
@@ -274,7 +275,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
         walk.advance();
       }
       __syncwarp();
-      dir.stage_steps(stage, t0, steps, rank, L, t.lane);
+      dir.template stage_steps<S>(stage, t0, steps, rank, L, t.lane);
       __syncwarp();
 #pragma unroll
       for (int i = 0; i < S; ++i) {
@@ -340,7 +341,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32) ss2d_bwd_kernel(cons
         walk.advance();
       }
       __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
-      dir.stage_steps(stage, t0, steps, rank, L, t.lane);
+      dir.template stage_steps<S>(stage, t0, steps, rank, L, t.lane);
       __syncwarp();
 #pragma unroll
       for (int i = 0; i < S; ++i) {

@@ -1,6 +1,7 @@
 """Sweep the fused SS2D CUDA kernels' work split (warps aimed for over the grid, most warps per block) on the
 VMamba-T stage shapes, next to the Triton kernels and the auto path in the same process; prints fwd / bwd ms.
-PYTHONPATH=. python benchmarks/ss2d_cuda_tune.py"""
+PYTHONPATH=. python benchmarks/ss2d_cuda_tune.py [--base] [--no-sweep]   (--base: VMamba-B's stage shapes)"""
+import argparse
 import os
 
 import torch
@@ -21,12 +22,23 @@ def _time(leaves, backend):
     return tf * 1e3, tb * 1e3
 
 
+# VMamba-B at batch 128, 224x224: dims 128..1024 (ssm_ratio 1), dt_rank dim/16
+STAGES_BASE = {"B stage0 56x56": (128, 128, 56, 56), "B stage1 28x28": (128, 256, 28, 28),
+               "B stage2 14x14": (128, 512, 14, 14), "B stage3 7x7": (128, 1024, 7, 7)}
+
+
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--base", action="store_true")
+    parser.add_argument("--no-sweep", action="store_true", help="only the default split")
+    args = parser.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
-    for name, shape in STAGES_TINY.items():
+    for name, shape in (STAGES_BASE if args.base else STAGES_TINY).items():
         leaves = [t.requires_grad_() for t in _ss2d_inputs(*shape)]
-        line = [f"{b} {'%.3f/%.3f' % _time(leaves, b)}" for b in ("triton", "auto")]
+        line = [f"{b} {'%.3f/%.3f' % _time(leaves, b)}" for b in ("triton", "reference", "cuda", "auto")]
         print(f"{name}: fwd/bwd ms  " + "  ".join(line), flush=True)
+        if args.no_sweep:
+            continue
         for key, splits in (("FWD", FWD_SPLITS), ("BWD", BWD_SPLITS)):
             times = []
             for warps, segments in splits:

@@ -27,7 +27,7 @@ namespace vmamba_zoo_cuda {
 constexpr int kSS2DSubSteps = 8;          // steps walked per sub-chunk (their dts, B, C staged in shared memory)
 constexpr int kSS2DSubStepsFwd = 4;       // the forward's: half the registers, twice the warps per SM
 constexpr int kSS2DMaxSegments = 16;      // forward warps per block
-constexpr int kSS2DMaxSegmentsBwd = 4;    // backward: ~160-230 registers a thread; 4-warp blocks pack 12 warps an SM, 8 only 8
+constexpr int kSS2DMaxSegmentsBwd = 4;    // backward: 4-warp blocks (16 warps an SM at 128 registers, 8 at 230)
 constexpr int kSS2DMaxRank = 64;          // dt_rank the kernels are built for (register arrays)
 constexpr int kSS2DTargetWarps = 8192;    // enough warps in flight to cover the GPU's latency (~60 per SM)
 

@@ -45,7 +45,8 @@ def main():
                 os.environ[f"VMAMBA_ZOO_SS2D_{key}_WARPS"] = str(warps)
                 os.environ[f"VMAMBA_ZOO_SS2D_{key}_SEGMENTS"] = str(segments)
                 times.append((_time(leaves, "cuda")[0 if key == "FWD" else 1], warps, segments))
-                print(f"  cuda {key.lower()} warps {warps:>5} segments {segments:>2}: {times[-1][0]:.3f} ms", flush=True)
+                print(f"  cuda {key.lower()} warps {warps:>5} segments {segments:>2}: {times[-1][0]:.3f} ms",
+                      flush=True)
                 del os.environ[f"VMAMBA_ZOO_SS2D_{key}_WARPS"], os.environ[f"VMAMBA_ZOO_SS2D_{key}_SEGMENTS"]
             print(f"  best cuda {key.lower()}: %.3f ms (warps %d, segments %d)" % min(times), flush=True)
         torch.cuda.empty_cache()

@@ -1,29 +1,13 @@
 """Where the SS2D scan's GPU time goes, per backend and VMamba-T stage: CUDA time per kernel of one forward and
 one backward (torch.profiler, 5 calls averaged). PYTHONPATH=. python benchmarks/ss2d_profile.py [backend ...]"""
 import sys
-from collections import defaultdict
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-from vmamba_zoo.analysis.benchmark import STAGES_TINY, _ss2d_inputs
+from vmamba_zoo.analysis.benchmark import STAGES_TINY, _ss2d_inputs, kernel_times
 from vmamba_zoo.ops import ss2d_selective_scan
 
 CALLS = 5
-
-
-def _kernel_times(fn):
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(CALLS):
-            fn()
-        torch.cuda.synchronize()
-    times = defaultdict(float)
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            times[event.name] += event.device_time / CALLS  # us per call
-    return sorted(times.items(), key=lambda kv: -kv[1])
 
 
 def main(backends=("cuda", "auto")):
@@ -35,7 +19,7 @@ def main(backends=("cuda", "auto")):
             dy = torch.randn_like(y)
             for what, fn in (("fwd", lambda: ss2d_selective_scan(*leaves, 4, True, backend)),
                              ("bwd", lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True))):
-                rows = _kernel_times(fn)
+                rows = sorted(kernel_times(fn, CALLS, warmup=1).items(), key=lambda kv: -kv[1])
                 print(f"{name} [{backend}] {what}: {sum(t for _, t in rows) / 1e3:.3f} ms of kernels", flush=True)
                 for kernel, t in rows[:8]:
                     print(f"    {t / 1e3:7.3f} ms  {kernel[:110]}")

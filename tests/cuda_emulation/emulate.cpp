@@ -43,49 +43,22 @@ void run_grid(Kernel kernel, const SelectiveScanParams& p, size_t shared_floats)
 }
 
 // the fused SS2D kernels: grid (tiles, batch), one warp per segment (as ss2d.cu)
-template <typename T, int R>
-void run_ss2d(const SS2DParams& p, bool backward) {
-  const unsigned threads = static_cast<unsigned>(p.segments) * 32;
-  if (backward) {
-    run_blocks(ss2d_bwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, SS2DLayout<R, 1>::bwd_floats(p.segments));
-  } else {
-    run_blocks(ss2d_fwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, SS2DFwdLayout<R, 1>::fwd_floats(p.segments));
-  }
-}
+struct SS2DRunner {
+  const SS2DParams& p;
+  bool backward;
 
-template <typename T>
-void run_ss2d_rank(const SS2DParams& p, bool backward) {
-  switch (ss2d_rank_bucket(p.rank)) {
-    case 8:
-      return run_ss2d<T, 8>(p, backward);
-    case 16:
-      return run_ss2d<T, 16>(p, backward);
-    case 24:
-      return run_ss2d<T, 24>(p, backward);
-    case 32:
-      return run_ss2d<T, 32>(p, backward);
-    case 48:
-      return run_ss2d<T, 48>(p, backward);
-    default:
-      return run_ss2d<T, 64>(p, backward);
+  template <typename T, int R>
+  cudaError_t run() const {
+    const unsigned threads = static_cast<unsigned>(p.segments) * 32;
+    if (backward) {
+      run_blocks(ss2d_bwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, SS2DLayout<R, 1>::bwd_floats(p.segments));
+    } else {
+      run_blocks(ss2d_fwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads,
+                 SS2DFwdLayout<R, 1>::fwd_floats(p.segments));
+    }
+    return cudaSuccess;
   }
-}
-
-cudaError_t launch_ss2d(const SS2DParams& p, ScalarKind kind, bool backward) {
-  if (p.d_state != 1 || p.rank < 1 || p.rank > kSS2DMaxRank) return cudaErrorInvalidValue;
-  switch (kind) {
-    case ScalarKind::kFloat:
-      run_ss2d_rank<float>(p, backward);
-      return cudaSuccess;
-    case ScalarKind::kHalf:
-      run_ss2d_rank<c10::Half>(p, backward);
-      return cudaSuccess;
-    case ScalarKind::kBFloat16:
-      run_ss2d_rank<c10::BFloat16>(p, backward);
-      return cudaSuccess;
-  }
-  return cudaErrorInvalidValue;
-}
+};
 
 }  // namespace
 
@@ -127,9 +100,13 @@ cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, ScalarKind i
   return cudaErrorInvalidValue;
 }
 
-cudaError_t launch_ss2d_fwd(const SS2DParams& p, ScalarKind kind, cudaStream_t) { return launch_ss2d(p, kind, false); }
+cudaError_t launch_ss2d_fwd(const SS2DParams& p, ScalarKind kind, cudaStream_t) {
+  return dispatch_ss2d(p, kind, SS2DRunner{p, false});
+}
 
-cudaError_t launch_ss2d_bwd(const SS2DParams& p, ScalarKind kind, cudaStream_t) { return launch_ss2d(p, kind, true); }
+cudaError_t launch_ss2d_bwd(const SS2DParams& p, ScalarKind kind, cudaStream_t) {
+  return dispatch_ss2d(p, kind, SS2DRunner{p, true});
+}
 
 bool selective_scan_kernels_available() { return true; }
 

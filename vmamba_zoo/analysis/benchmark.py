@@ -238,11 +238,30 @@ _CATEGORIES = [  # first match wins: what a kernel name says about the work it d
 ]
 
 
+def kernel_times(fn: Callable[[], Any], calls: int = 3, warmup: int = 3) -> Dict[str, float]:
+    """CUDA time (us) per kernel name of one call of ``fn``, averaged over ``calls`` profiled calls."""
+    from torch.profiler import ProfilerActivity, profile
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    per_kernel: Dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        device_us = getattr(event, "device_time_total", None)
+        if device_us is None:
+            device_us = getattr(event, "cuda_time_total", 0.0)
+        if device_us and event.device_type.name == "CUDA":
+            per_kernel[event.key] += device_us / calls
+    return per_kernel
+
+
 def profile_step(name: str, train: bool = True, batch_size: int = 128, img_size: int = 224, dtype: str = "fp16",
                  steps: int = 3, model_kwargs: Optional[dict] = None) -> Dict[str, Any]:
     """CUDA kernel time of ``steps`` iterations of ``name`` (train: fwd + scaled bwd), per kernel and category."""
     import timm
-    from torch.profiler import ProfilerActivity, profile
 
     import vmamba_zoo.models  # noqa: F401
     from .throughput import DTYPES
@@ -259,20 +278,7 @@ def profile_step(name: str, train: bool = True, batch_size: int = 128, img_size:
         model.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
 
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-    per_kernel: Dict[str, float] = defaultdict(float)
-    for event in prof.key_averages():
-        device_us = getattr(event, "device_time_total", None)
-        if device_us is None:
-            device_us = getattr(event, "cuda_time_total", 0.0)
-        if device_us and event.device_type.name == "CUDA":
-            per_kernel[event.key] += device_us / steps
+    per_kernel = kernel_times(step, steps)
     total = sum(per_kernel.values())
     per_category: Dict[str, float] = defaultdict(float)
     for kernel, us in per_kernel.items():

@@ -66,24 +66,6 @@ __device__ __forceinline__ PixelWalk walk_from(int l, int k, const SS2DParams& p
   return w;
 }
 
-// A sub-chunk's per-pixel loads, all in flight together: the offsets of its steps' pixels, x there as floats,
-// and one or two float32 streams read at the same pixels (0 where a stream is null).
-template <int S, typename T>
-__device__ __forceinline__ void load_pixels(PixelWalk walk, int steps, int channels, const T* x, int (&offsets)[S],
-                                            float (&u)[S], const float* first, float (&first_values)[S],
-                                            const float* second = nullptr, float* second_values = nullptr) {
-#pragma unroll
-  for (int i = 0; i < S; ++i) {
-    offsets[i] = walk.pixel * channels;
-    if (i < steps) {
-      u[i] = to_float(x[offsets[i]]);
-      first_values[i] = first != nullptr ? first[offsets[i]] : 0.f;
-      if (second_values != nullptr) second_values[i] = second != nullptr ? second[offsets[i]] : 0.f;
-    }
-    walk.advance();
-  }
-}
-
 // One lane's channel of one direction: the projection row, the decay rates and the skip.
 template <typename T, int N, int R>
 struct Direction {
@@ -104,12 +86,11 @@ struct Direction {
     C = static_cast<const T*>(p.C) + bk * N * p.length;
   }
 
-  // Once every lane of the warp is done with the previous sub-chunk's stage (and the backward's sums after
-  // it), copy steps [t0, t0 + steps) of the dts, B and C rows into it as floats, visible to all lanes: step i at
+  // Copy steps [t0, t0 + steps) of the dts, B and C rows into the warp's stage as floats: step i at
   // stage[i * kStride], dts in columns 0..rank-1, B from column R, C from R + N. Columns rank..R-1 and the
   // padding are never written (zeroed once), so the projection can run over all R.
   template <int S>
-  __device__ __forceinline__ void restage(float* stage, int t0, int steps, int rank, int length, int lane) const {
+  __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps, int rank, int length, int lane) const {
     constexpr int kStride = SS2DLayout<R, N, S>::kStride;
     constexpr int kHeld = ((R + 2 * N) * S + 31) / 32;
     const int rows = rank + 2 * N;
@@ -124,13 +105,11 @@ struct Direction {
                                    : to_float(C[static_cast<int64_t>(row - rank - N) * length + l]);
       }
     }
-    __syncwarp();
 #pragma unroll
     for (int j = 0; j < kHeld; ++j) {
       const int e = lane + 32 * j, row = e / S, i = e % S;
       if (e < rows * S) stage[i * kStride + (row < rank ? row : R + row - rank)] = held[j];
     }
-    __syncwarp();
   }
 
   // W_dt @ dts + bias of a staged step (before the softplus)
@@ -206,9 +185,20 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
       for (int t0 = t.l_begin; walk_needed && t0 < t.l_end; t0 += S) {
         const int steps = t.l_end - t0 < S ? t.l_end - t0 : S;
         int offsets[S];
-        float u[S], merged[S];  // merged: the output of the directions before this one
-        load_pixels<S>(walk_from(t0, k, p), steps, C, x, offsets, u, pass == 1 && k > 0 ? out : nullptr, merged);
-        dir.template restage<S>(stage, t0, steps, p.rank, L, t.lane);
+        float u[S], merged[S];
+        PixelWalk walk = walk_from(t0, k, p);
+#pragma unroll
+        for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
+          offsets[i] = walk.pixel * C;
+          if (i < steps) {
+            u[i] = to_float(x[offsets[i]]);
+            merged[i] = pass == 1 && k > 0 ? out[offsets[i]] : 0.f;  // the directions before this one
+          }
+          walk.advance();
+        }
+        __syncwarp();  // every lane is done with the previous sub-chunk's stage
+        dir.template stage_steps<S>(stage, t0, steps, p.rank, L, t.lane);
+        __syncwarp();
 #pragma unroll
         for (int i = 0; i < S; ++i) {
           if (i < steps) {
@@ -262,7 +252,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
                    ((static_cast<int64_t>(t.batch) * p.tiles + t.tile) * p.segments + t.seg) * p.subs * 2 * N * 32 +
                    t.lane;
   // a spare lane reads dy as 0: its gradients, and its share of the cross-lane sums, are then 0
-  const float* lane_dy = t.valid ? dy : nullptr;
+  const float dy_scale = t.valid ? 1.f : 0.f;
   for (int k = 0; k < K; ++k) {
     const Direction<T, N, R> dir(p, t.batch, k, t.channel);
     const int64_t part_row = static_cast<int64_t>(t.batch) * K + k;
@@ -276,10 +266,20 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
       float* saved = scratch + ((t0 - t.l_begin) / S) * 2 * N * 32;
 #pragma unroll
       for (int n = 0; n < N; ++n) saved[n * 32] = Qh[n], saved[(N + n) * 32] = P[n];
-      int offsets[S];
       float u[S], g_in[S];
-      load_pixels<S>(walk_from(t0, k, p), steps, C, x, offsets, u, lane_dy, g_in);
-      dir.template restage<S>(stage, t0, steps, rank, L, t.lane);
+      PixelWalk walk = walk_from(t0, k, p);
+#pragma unroll
+      for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
+        if (i < steps) {
+          const int offset = walk.pixel * C;
+          u[i] = to_float(x[offset]);
+          g_in[i] = dy[offset] * dy_scale;
+        }
+        walk.advance();
+      }
+      __syncwarp();
+      dir.template stage_steps<S>(stage, t0, steps, rank, L, t.lane);
+      __syncwarp();
 #pragma unroll
       for (int i = 0; i < S; ++i) {
         if (i < steps) {
@@ -332,9 +332,20 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
       for (int n = 0; n < N; ++n) h0[n] = h[n] = fmaf(saved[(N + n) * 32], h_in[n], saved[n * 32]);
       int offsets[S];
       float u[S], g_in[S], merged[S], dt[S], slope[S], hs[S][N];  // the decays are recomputed
-      // merged: du of the directions before this one
-      load_pixels<S>(walk_from(t0, k, p), steps, C, x, offsets, u, lane_dy, g_in, k > 0 ? dx_acc : nullptr, merged);
-      dir.template restage<S>(stage, t0, steps, rank, L, t.lane);
+      PixelWalk walk = walk_from(t0, k, p);
+#pragma unroll
+      for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
+        offsets[i] = walk.pixel * C;
+        if (i < steps) {
+          u[i] = to_float(x[offsets[i]]);
+          g_in[i] = dy[offsets[i]] * dy_scale;
+          merged[i] = k > 0 ? dx_acc[offsets[i]] : 0.f;  // du of the directions before this one
+        }
+        walk.advance();
+      }
+      __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
+      dir.template stage_steps<S>(stage, t0, steps, rank, L, t.lane);
+      __syncwarp();
 #pragma unroll
       for (int i = 0; i < S; ++i) {
         if (i < steps) {

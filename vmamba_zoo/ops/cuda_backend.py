@@ -459,11 +459,11 @@ def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, cha
     return (dx.to(x.dtype),) + tuple(g.to(t.dtype) for g, t in zip(grads[1:], inputs[1:]))
 
 
-# Auto mode's use of the fused CUDA kernels, from same-process timings on nvidia-h200 (2026-11-22, VMamba-T
-# stage shapes, benchmarks/ss2d_cuda_tune.py): the backward beats the Triton fused backward and the unfused
-# composition at every stage (e.g. stage 1: 3.5 vs 5.0 ms, stage 3: 1.4 vs 2.4 ms); the forward beats the
-# Triton forward only when one warp walks a whole sequence (stage 3, 7x7: 0.45 vs 0.60 ms): longer ones are
-# split into segments walked twice, which the Triton kernel does not need.
+# Auto mode's use of the fused CUDA kernels, from same-process timings on nvidia-h200 (2026-11-22, VMamba-T and -B
+# stage shapes, benchmarks/ss2d_cuda_h200_2026-11-22.md): the backward beats the Triton fused backward and the
+# unfused composition at every stage (T stage 1: 3.0 vs 3.3 / 4.9 ms, stage 3: 1.4 vs 5.2 / 2.2 ms); the forward
+# beats the Triton forward only when one warp walks a whole sequence (7x7: 0.52 vs 0.60 ms): longer ones are split
+# into segments walked twice, which the Triton kernel does not need.
 SS2D_FWD_AUTO_MAX_LENGTH = 64  # 2 * 32 steps: ss2d_split gives a single segment below it
 
 

@@ -57,10 +57,11 @@ def _ss2d_auto(tensors):
     return _on_cuda(tensors) and _ss2d_supports(tensors)
 
 
-# the fused backward walks the low-rank projection rank by rank; on nvidia-h200 (2026-11-22) it beat the
-# unfused composition at dt_rank 6 (VMamba-T stage 0: 7.3 vs 10.8 ms) and lost from dt_rank 12 on (stage 1:
-# 6.2 vs 5.0 ms, stage 3 at rank 48: 6.6 vs 2.3 ms), so auto mode uses it for small ranks only
-FUSED_BWD_MAX_RANK = 8
+# the fused backward walks the low-rank projection rank by rank; on nvidia-h200 (2026-11-22, session 4) it beat
+# the unfused composition up to dt_rank 12 (VMamba-T stage 0: 5.3 vs 10.5 ms, stage 1: 3.3 vs 4.9 ms) and lost
+# from 16 on (VMamba-B stage 1: 6.0 vs 5.6 ms, T stage 3 at rank 48: 5.2 vs 2.2 ms), so auto mode uses it for
+# small ranks only; where the CUDA extension is built, its fused backward (higher priority) runs instead
+FUSED_BWD_MAX_RANK = 12
 
 
 def _ss2d_bwd_auto(tensors):  # (dy, x, dts, Bs, Cs)

@@ -12,6 +12,7 @@ A requested backend that cannot run the inputs falls back to ``auto`` with one w
 """
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
-__all__ = ["register_backend", "resolve", "available_backends", "BackendSpec"]
+__all__ = ["register_backend", "resolve", "available_backends", "BackendSpec", "lazy_backend", "autocast_dtype"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,25 @@ def resolve(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> Callable:
         if spec.auto_supports(tensors):
             return spec.fn
     raise RuntimeError(f"no backend of {op!r} supports these inputs")
+
+
+def lazy_backend(module: str, name: str) -> Callable:
+    """``module.name``, imported on its first call: registering a kernel backend does not import triton (or
+    compile anything) when vmamba_zoo is imported."""
+    def call(*args):
+        return getattr(importlib.import_module(module), name)(*args)
+    call.__name__ = name
+    return call
+
+
+# device types with an autocast mode (torch.amp.is_autocast_available would say so, but torch 2.11's dynamo
+# cannot trace it, which broke torch.compile(fullgraph=True) of the models on the GPU machine)
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "hpu", "mps")
+
+
+def autocast_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
+    """The dtype autocast would compute in on ``x``'s device, or None when autocast is off there."""
+    device_type = x.device.type
+    if device_type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None

@@ -19,7 +19,6 @@ name), chosen as :mod:`vmamba_zoo.ops.backends` describes (``VMAMBA_ZOO_LAYER_NO
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.util
 import os
 from typing import Optional, Sequence
@@ -28,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .backends import register_backend, resolve
+from .backends import autocast_dtype, lazy_backend, register_backend, resolve
 
 __all__ = ["LayerNorm", "layer_norm"]
 
@@ -103,21 +102,13 @@ def _triton_auto(tensors: Sequence[Tensor]) -> bool:
     return {t.device.type for t in tensors} == {"cuda"} and _triton_supports(tensors)
 
 
-def _lazy(name: str):
-    # the kernel module (and triton) is imported on first use, not when vmamba_zoo is
-    def call(*args):
-        return getattr(importlib.import_module(_KERNELS), name)(*args)
-    call.__name__ = name
-    return call
-
-
 if importlib.util.find_spec("triton") is not None:
-    register_backend("layer_norm_fwd", "triton", _lazy("layer_norm_fwd"), priority=TRITON_PRIORITY,
-                     supports=_triton_supports, auto_supports=_triton_auto)
+    register_backend("layer_norm_fwd", "triton", lazy_backend(_KERNELS, "layer_norm_fwd"),
+                     priority=TRITON_PRIORITY, supports=_triton_supports, auto_supports=_triton_auto)
     # the Triton backward is slower than torch's on every VMamba-T shape (nvidia-h200, 2026-11-22:
     # benchmarks/layer_norm_kernels_h200_2026-11-22.txt), so auto mode keeps torch's; asked by name it runs
-    register_backend("layer_norm_bwd", "triton", _lazy("layer_norm_bwd"), priority=TRITON_PRIORITY,
-                     supports=_triton_supports, auto_supports=lambda tensors: False)
+    register_backend("layer_norm_bwd", "triton", lazy_backend(_KERNELS, "layer_norm_bwd"),
+                     priority=TRITON_PRIORITY, supports=_triton_supports, auto_supports=lambda tensors: False)
 
 
 # ------------------------------------------------------------------------------------ custom ops
@@ -179,18 +170,6 @@ _layer_norm_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ------------------------------------------------------------------------------------ public API
-# device types with an autocast mode (torch.amp.is_autocast_available would say so, but torch 2.11's dynamo
-# cannot trace it, which broke torch.compile(fullgraph=True) of the models on the GPU machine)
-_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "hpu", "mps")
-
-
-def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
-    device_type = x.device.type
-    if device_type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return None
-
-
 def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5, *,
                out_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> Tensor:
     """LayerNorm of ``x`` (..., C) over its last dimension, with optional ``weight`` / ``bias`` of shape (C,).
@@ -210,7 +189,7 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
             raise ValueError(f"layer_norm: {name} must have shape ({columns},) to match the last dimension of "
                              f"the input {tuple(x.shape)}, got {tuple(t.shape)}")
     if out_dtype is None:
-        out_dtype = _autocast_dtype(x) or x.dtype
+        out_dtype = autocast_dtype(x) or x.dtype
     y, _, _ = torch.ops.vmamba_zoo.layer_norm_fwd(x, weight, bias, float(eps), out_dtype, backend)
     return y
 
@@ -247,7 +226,7 @@ class LayerNorm(nn.LayerNorm):
         if self.backend == "auto" and torch.compiler.is_compiling():
             # under torch.compile, inductor fuses a plain LayerNorm with its neighbours (residual adds, casts),
             # which an opaque op would prevent
-            out_dtype = _autocast_dtype(x)
+            out_dtype = autocast_dtype(x)
             y = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
             return y if out_dtype is None else y.to(out_dtype)
         return layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)

@@ -16,6 +16,8 @@ from typing import List, Sequence
 import torch
 from torch import Tensor
 
+from .backends import autocast_dtype
+
 __all__ = ["lstm_scan", "lstm_macs"]
 
 
@@ -107,9 +109,8 @@ def lstm_scan(x: Tensor, weights: Sequence[Tensor], has_biases: bool = True, num
         raise ValueError(f"lstm_scan: x must be (batch, L, features), got shape {tuple(x.shape)}")
     weights = list(weights)
     _layout(weights, has_biases, num_layers, bidirectional)
-    device_type = x.device.type
-    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+    dtype = autocast_dtype(x)
+    if dtype is not None:
         # cast here, where autograd sees it: the backward recomputes from the op's inputs, in their dtype
-        dtype = torch.get_autocast_dtype(device_type)
         x, weights = x.to(dtype), [w.to(dtype) for w in weights]
     return torch.ops.vmamba_zoo.lstm_fwd(x, weights, has_biases, num_layers, bidirectional)

@@ -6,14 +6,13 @@ must be switched on before ``triton`` is first imported (tests/conftest.py does 
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 from typing import Sequence
 
 import torch
 
-from .backends import register_backend
+from .backends import lazy_backend, register_backend
 
 TRITON_PRIORITY = 10
 _KERNELS = "vmamba_zoo.ops.kernels.triton_selective_scan"
@@ -68,17 +67,11 @@ def _ss2d_bwd_auto(tensors):  # (dy, x, dts, Bs, Cs)
     return _ss2d_auto(tensors) and tensors[2].shape[2] <= FUSED_BWD_MAX_RANK
 
 
-def _lazy(name: str, module: str = _KERNELS):
-    def call(*args):
-        return getattr(importlib.import_module(module), name)(*args)
-    call.__name__ = name
-    return call
-
 
 if triton_available():
     for _op in ("selective_scan_fwd", "selective_scan_bwd"):
-        register_backend(_op, "triton", _lazy(_op), priority=TRITON_PRIORITY, supports=_scan_supports,
-                         auto_supports=_scan_auto)
+        register_backend(_op, "triton", lazy_backend(_KERNELS, _op), priority=TRITON_PRIORITY,
+                         supports=_scan_supports, auto_supports=_scan_auto)
     for _op, _auto in (("ss2d_scan_fwd", _ss2d_auto), ("ss2d_scan_bwd", _ss2d_bwd_auto)):
-        register_backend(_op, "triton", _lazy(_op, _SS2D_KERNELS), priority=TRITON_PRIORITY,
+        register_backend(_op, "triton", lazy_backend(_SS2D_KERNELS, _op), priority=TRITON_PRIORITY,
                          supports=_ss2d_supports, auto_supports=_auto)

@@ -7,14 +7,13 @@ the kernels once both are registered.
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 from typing import Sequence
 
 import torch
 
-from .backends import register_backend
+from .backends import lazy_backend, register_backend
 
 # Auto-picked on CUDA. If the H200 benchmark (benchmarks/cross_scan_kernels.py) shows these kernels slower
 # than the reference's torch copies, lower this below the reference's 0 rather than deleting the backend.
@@ -41,12 +40,6 @@ def _auto_supports(tensors: Sequence[torch.Tensor]) -> bool:
     return _devices(tensors) == {"cuda"} and _supports(tensors)
 
 
-def _lazy(name: str):
-    def call(*args):
-        return getattr(importlib.import_module(_KERNELS), name)(*args)
-    call.__name__ = name
-    return call
-
 
 def _never(tensors: Sequence[torch.Tensor]) -> bool:
     return False
@@ -57,5 +50,5 @@ def _never(tensors: Sequence[torch.Tensor]) -> bool:
 # (the scan still runs when asked for by name)
 if importlib.util.find_spec("triton") is not None:
     for _op, _auto in (("cross_scan", _never), ("cross_merge", _auto_supports)):
-        register_backend(_op, "triton", _lazy(_op), priority=CROSS_SCAN_TRITON_PRIORITY, supports=_supports,
-                         auto_supports=_auto)
+        register_backend(_op, "triton", lazy_backend(_KERNELS, _op), priority=CROSS_SCAN_TRITON_PRIORITY,
+                         supports=_supports, auto_supports=_auto)

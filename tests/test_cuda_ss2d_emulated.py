@@ -68,8 +68,8 @@ def _check(shape, dtype=torch.float32, channels_last=True, seed=0):
 
 
 # (batch, directions, (H, W), channels, dt_rank). The emulation runs a CUDA thread per OS thread: small shapes.
-# 7x9 = 63 steps: 1 segment, its last sub-chunk cut short; 16x12 = 192: 6 segments of 32 steps forward, 4 of 48 backward;
-# 40 channels: a second tile with 24 spare lanes; ranks 3, 12, 24, 30, 48, 60 hit each kernel build
+# 7x9 = 63 steps: 1 segment, its last sub-chunk cut short; 16x12 = 192: 6 segments of 32 steps forward, 4 of 48
+# backward; 40 channels: a second tile with 24 spare lanes; ranks 3, 12, 24, 30, 48, 60 hit each kernel build
 # (8/16/24/32/48/64).
 SHAPES = [(1, 4, (7, 9), 32, 3), (2, 4, (16, 12), 40, 12), (1, 2, (5, 13), 8, 24), (1, 1, (3, 11), 33, 48),
           (1, 4, (1, 1), 4, 1), (1, 4, (13, 1), 16, 2), (1, 4, (6, 7), 8, 30), (1, 2, (4, 9), 8, 60)]

@@ -28,7 +28,7 @@ struct Inputs {
   ScalarKind kind;
 };
 
-// The work split's tuning knobs (benchmarks/ss2d_tune.py sweeps them): VMAMBA_ZOO_SS2D_{FWD,BWD}_WARPS, the
+// The work split's tuning knobs (benchmarks/ss2d_cuda_tune.py sweeps them): VMAMBA_ZOO_SS2D_{FWD,BWD}_WARPS, the
 // warps to aim for over the grid, and VMAMBA_ZOO_SS2D_{FWD,BWD}_SEGMENTS, the most warps per block.
 int env_int(const char* name, int fallback, int most) {
   const char* text = std::getenv(name);

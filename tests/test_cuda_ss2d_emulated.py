@@ -50,12 +50,15 @@ def _rel(a, b):
     return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
 
 
-def _check(shape, dtype=torch.float32, channels_last=True, seed=0):
+def _check(shape, dtype=torch.float32, channels_last=True, seed=0, save_states=True):
+    """save_states: the backward from the forward's saved states (as on a GPU in training), else the one
+    re-walking the forward."""
     batch, directions, hw, channels, rank = shape
     data = _data(batch, directions, hw, channels, rank, channels_last, seed)
     ours = {n: t.to(torch.float32 if n in PARAMS else dtype).requires_grad_() for n, t in data.items()}
     ref = {n: ours[n].detach().double().requires_grad_() for n in data}
-    y = ss2d_selective_scan(**ours, directions=directions, channels_last=channels_last, backend="cuda")
+    y = ss2d_selective_scan(**ours, directions=directions, channels_last=channels_last, backend="cuda",
+                            save_states=save_states)
     y_ref = ss2d_selective_scan(**ref, directions=directions, channels_last=channels_last, backend="reference")
     assert y.dtype == torch.float32 and y.shape == y_ref.shape
     assert _rel(y, y_ref) < TOL[dtype]
@@ -75,25 +78,46 @@ SHAPES = [(1, 4, (7, 9), 32, 3), (2, 4, (16, 12), 40, 12), (1, 2, (5, 13), 8, 24
           (1, 4, (1, 1), 4, 1), (1, 4, (13, 1), 16, 2), (1, 4, (6, 7), 8, 30), (1, 2, (4, 9), 8, 60)]
 
 
+@pytest.mark.parametrize("save_states", [True, False], ids=["from_states", "rewalk"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"b{s[0]}k{s[1]}_{s[2][0]}x{s[2][1]}_d{s[3]}r{s[4]}")
-def test_emulated_ss2d_matches_reference_fp32(cuda_on_cpu, shape):
-    _check(shape, seed=shape[3])
+def test_emulated_ss2d_matches_reference_fp32(cuda_on_cpu, shape, save_states):
+    _check(shape, seed=shape[3], save_states=save_states)
 
 
+@pytest.mark.parametrize("save_states", [True, False], ids=["from_states", "rewalk"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_emulated_ss2d_half_types(cuda_on_cpu, dtype):
-    _check((1, 4, (9, 10), 24, 6), dtype)
+def test_emulated_ss2d_half_types(cuda_on_cpu, dtype, save_states):
+    _check((1, 4, (9, 10), 24, 6), dtype, save_states=save_states)
 
 
 def test_emulated_ss2d_channels_first(cuda_on_cpu):
     _check((1, 4, (6, 11), 16, 4), channels_last=False)
+    _check((1, 4, (6, 11), 16, 4), channels_last=False, save_states=False)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, (16, 12), 40, 12), (1, 2, (5, 13), 8, 24), (1, 1, (3, 3), 4, 2)],
+                         ids=["4dir_6seg", "2dir", "9steps"])
+def test_emulated_ss2d_saved_states_match_reference(cuda_on_cpu, shape):
+    """The state before every 8th step, as the forward saves it (several segments, a short last sub-chunk)."""
+    batch, directions, hw, channels, rank = shape
+    data = _data(batch, directions, hw, channels, rank)
+    args = [data[n].float() for n in ("x", "dts", "dt_weight", "dt_bias", "A", "Bs", "Cs", "Ds")]
+    out, states = torch.ops.vmamba_zoo.ss2d_scan_fwd(*args, directions, True, "cuda", True)
+    out_ref, states_ref = torch.ops.vmamba_zoo.ss2d_scan_fwd(*data.values(), directions, True, "reference", True)
+    length = hw[0] * hw[1]
+    assert states.shape == states_ref.shape == (batch, directions, -(-length // 8), 1, channels)
+    assert states.dtype == torch.float32 and states_ref.dtype == torch.float64
+    assert torch.all(states[:, :, 0] == 0)
+    assert _rel(states, states_ref) < 1e-5 and _rel(out, out_ref) < 1e-5
+    _, none = torch.ops.vmamba_zoo.ss2d_scan_fwd(*args, directions, True, "cuda", False)
+    assert none.numel() == 0
 
 
 def test_emulated_ss2d_is_deterministic(cuda_on_cpu):
     data = {n: t.float().requires_grad_() for n, t in _data(1, 4, (12, 12), 40, 5).items()}
     runs = []
     for _ in range(2):
-        y = ss2d_selective_scan(**data, directions=4, channels_last=True, backend="cuda")
+        y = ss2d_selective_scan(**data, directions=4, channels_last=True, backend="cuda", save_states=True)
         runs.append([y.detach()] + list(torch.autograd.grad(y, list(data.values()), torch.ones_like(y))))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
@@ -130,4 +154,6 @@ def test_ss2d_host_code_rejects_bad_input(cuda_on_cpu):
     with pytest.raises(RuntimeError, match="dts must have x's dtype"):
         ops.ss2d_fwd(args[0], args[1].half(), *args[2:], 4)
     with pytest.raises(RuntimeError, match="dy must be float32"):
-        ops.ss2d_bwd(torch.zeros(1, 4, 4, 8, dtype=torch.float16), *args, 4)
+        ops.ss2d_bwd(torch.zeros(1, 4, 4, 8, dtype=torch.float16), *args, torch.zeros(0), 4)
+    with pytest.raises(RuntimeError, match="states must have shape"):  # saved for another image size
+        ops.ss2d_bwd(torch.zeros(1, 4, 4, 8), *args, torch.zeros(1, 4, 3, 1, 8), 4)

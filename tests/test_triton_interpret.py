@@ -106,6 +106,25 @@ def test_triton_fused_ss2d_matches_reference(directions, channels_last, hw, chan
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("directions,hw,channels,d_state", [(4, (5, 7), 4, 1), (2, (4, 10), 2, 2), (1, (3, 3), 4, 1)])
+def test_triton_fused_ss2d_saves_step_states(directions, hw, channels, d_state):
+    """With save_states the Triton forward also leaves the state before every 8th step (inside its 16-step chunks
+    and at their starts, the last cut short), as the reference computes it from the whole state sequence."""
+    h, w = hw
+    g = torch.Generator().manual_seed(directions + channels)
+    k, length = directions, h * w
+    args = [torch.randn(2, h, w, channels, generator=g), torch.randn(2, k, 3, length, generator=g),
+            0.5 * torch.randn(k, channels, 3, generator=g), 0.3 * torch.randn(k * channels, generator=g),
+            -torch.exp(torch.randn(k * channels, d_state, generator=g)), torch.randn(2, k, d_state, length, generator=g),
+            torch.randn(2, k, d_state, length, generator=g), torch.randn(k * channels, generator=g)]
+    out, states = torch.ops.vmamba_zoo.ss2d_scan_fwd(*args, directions, True, "triton", True)
+    out_ref, states_ref = torch.ops.vmamba_zoo.ss2d_scan_fwd(*args, directions, True, "reference", True)
+    assert states.shape == states_ref.shape == (2, k, -(-length // 8), d_state, channels)
+    torch.testing.assert_close(states, states_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+    assert torch.ops.vmamba_zoo.ss2d_scan_fwd(*args, directions, True, "triton", False)[1].numel() == 0
+
+
 def test_fused_ss2d_backward_is_the_triton_kernel(interpreter):
     """Asking for "triton" runs the fused backward kernel, not the reference composition."""
     from vmamba_zoo.ops import reference

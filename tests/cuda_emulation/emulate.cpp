@@ -16,7 +16,8 @@ namespace {
 
 template <typename Kernel, typename Params>
 void run_blocks(Kernel kernel, const Params& p, unsigned grid_x, unsigned grid_y, unsigned threads,
-                size_t shared_floats) {
+                size_t shared_floats, unsigned grid_z = 1) {
+  for (unsigned bz = 0; bz < grid_z; ++bz) {
   for (unsigned by = 0; by < grid_y; ++by) {
     for (unsigned bx = 0; bx < grid_x; ++bx) {
       emulation::Block block(static_cast<int>(threads), shared_floats);
@@ -25,7 +26,7 @@ void run_blocks(Kernel kernel, const Params& p, unsigned grid_x, unsigned grid_y
       for (unsigned t = 0; t < threads; ++t) {
         workers.emplace_back([&, t] {
           threadIdx = dim3{t, 0, 0};
-          blockIdx = dim3{bx, by, 0};
+          blockIdx = dim3{bx, by, bz};
           blockDim = dim3{threads, 1, 1};
           emulation::current_block = &block;
           kernel(p);
@@ -33,6 +34,7 @@ void run_blocks(Kernel kernel, const Params& p, unsigned grid_x, unsigned grid_y
       }
       for (auto& worker : workers) worker.join();
     }
+  }
   }
 }
 
@@ -46,11 +48,15 @@ void run_grid(Kernel kernel, const SelectiveScanParams& p, size_t shared_floats)
 struct SS2DRunner {
   const SS2DParams& p;
   bool backward;
+  bool from_states = false;
 
   template <typename T, int R>
   cudaError_t run() const {
     const unsigned threads = static_cast<unsigned>(p.segments) * 32;
-    if (backward) {
+    if (from_states) {  // grid (tiles, batch, K), one warp a block (as ss2d.cu)
+      run_blocks(ss2d_bwd_states_kernel<T, 1, R>, p, p.tiles, p.batch, 32, ss2d_bwd_states_floats<R, 1>(),
+                 p.directions);
+    } else if (backward) {
       run_blocks(ss2d_bwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, SS2DLayout<R, 1>::bwd_floats(p.segments));
     } else {
       run_blocks(ss2d_fwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads,
@@ -106,6 +112,10 @@ cudaError_t launch_ss2d_fwd(const SS2DParams& p, ScalarKind kind, cudaStream_t) 
 
 cudaError_t launch_ss2d_bwd(const SS2DParams& p, ScalarKind kind, cudaStream_t) {
   return dispatch_ss2d(p, kind, SS2DRunner{p, true});
+}
+
+cudaError_t launch_ss2d_bwd_states(const SS2DParams& p, ScalarKind kind, cudaStream_t) {
+  return dispatch_ss2d(p, kind, SS2DRunner{p, true, true});
 }
 
 bool selective_scan_kernels_available() { return true; }

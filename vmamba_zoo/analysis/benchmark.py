@@ -259,13 +259,16 @@ def kernel_times(fn: Callable[[], Any], calls: int = 3, warmup: int = 3) -> Dict
 
 
 def profile_step(name: str, train: bool = True, batch_size: int = 128, img_size: int = 224, dtype: str = "fp16",
-                 steps: int = 3, model_kwargs: Optional[dict] = None) -> Dict[str, Any]:
-    """CUDA kernel time of ``steps`` iterations of ``name`` (train: fwd + scaled bwd), per kernel and category."""
+                 steps: int = 3, model_kwargs: Optional[dict] = None, compile: bool = False) -> Dict[str, Any]:
+    """CUDA kernel time of ``steps`` iterations of ``name`` (train: fwd + scaled bwd), per kernel and category;
+    ``compile``: of the torch.compile'd model (compiled during the profiler's warm-up calls)."""
     import timm
 
     import vmamba_zoo.models  # noqa: F401
     from .throughput import DTYPES
     model = timm.create_model(name, **(model_kwargs or {})).cuda().train(train)
+    if compile:
+        model = torch.compile(model)
     x = torch.randn(batch_size, 3, img_size, img_size, device="cuda")
     scaler = torch.amp.GradScaler("cuda")
 
@@ -284,7 +287,8 @@ def profile_step(name: str, train: bool = True, batch_size: int = 128, img_size:
     for kernel, us in per_kernel.items():
         cat = next((c for c, pattern in _CATEGORIES if re.search(pattern, kernel)), "other")
         per_category[cat] += us
-    return {"model": name, "mode": "train" if train else "infer", "total_ms": total / 1e3,
+    mode = ("train" if train else "infer") + (", compiled" if compile else "")
+    return {"model": name, "mode": mode, "total_ms": total / 1e3,
             "kernels": sorted(per_kernel.items(), key=lambda kv: -kv[1]),
             "categories": sorted(per_category.items(), key=lambda kv: -kv[1])}
 

@@ -93,8 +93,8 @@ def resolve(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> Callable:
 def lazy_backend(module: str, name: str) -> Callable:
     """``module.name``, imported on its first call: registering a kernel backend does not import triton (or
     compile anything) when vmamba_zoo is imported."""
-    def call(*args):
-        return getattr(importlib.import_module(module), name)(*args)
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
     call.__name__ = name
     return call
 

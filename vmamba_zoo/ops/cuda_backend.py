@@ -442,18 +442,20 @@ def _ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last):
             _as(A, f32), _as(Bs, act), _as(Cs, act), _as(Ds, f32))
 
 
-def ss2d_scan_fwd(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last):
+def ss2d_scan_fwd(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, save_states=False):
     """The fused SS2D scan (same signature as the reference's); a channels-first image is run channels-last."""
-    out = getattr(torch.ops, OPS_NAMESPACE).ss2d_fwd(
-        *_ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last), directions)
-    return out if channels_last else out.permute(0, 3, 1, 2).contiguous()
+    out, states = getattr(torch.ops, OPS_NAMESPACE).ss2d_fwd(
+        *_ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last), directions, bool(save_states))
+    return (out if channels_last else out.permute(0, 3, 1, 2).contiguous()), states
 
 
-def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last):
-    """Gradients (dx, ddts, ddt_weight, ddt_bias, dA, dBs, dCs, dDs), each in its input's dtype and layout."""
+def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, states=None):
+    """Gradients (dx, ddts, ddt_weight, ddt_bias, dA, dBs, dCs, dDs), each in its input's dtype and layout; from
+    the forward's saved states when given (no forward re-walk), else re-walking the forward."""
     dy = _as(_channels_last(dy, channels_last), torch.float32)
+    states = dy.new_empty(0) if states is None or states.numel() == 0 else states.float().contiguous()
     grads = getattr(torch.ops, OPS_NAMESPACE).ss2d_bwd(
-        dy, *_ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last), directions)
+        dy, *_ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last), states, directions)
     dx = grads[0] if channels_last else grads[0].permute(0, 3, 1, 2)
     inputs = (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds)
     return (dx.to(x.dtype),) + tuple(g.to(t.dtype) for g, t in zip(grads[1:], inputs[1:]))

@@ -3,6 +3,8 @@ scan, cross-merge) as one custom op, so a kernel can fuse it, and its backward a
 backward composes the finer ops; kernel backends fuse it too)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -10,62 +12,90 @@ from . import reference
 from .backends import register_backend, resolve
 from .reference.cross_scan import SCAN_DIRECTIONS
 
-__all__ = ["ss2d_selective_scan"]
+__all__ = ["STATE_STEPS", "ss2d_selective_scan", "state_count"]
 
 register_backend("ss2d_scan_fwd", "reference", reference.ss2d.ss2d_scan_fwd, priority=0)
 register_backend("ss2d_scan_bwd", "reference", reference.ss2d.ss2d_scan_bwd, priority=0)
 
 
+STATE_STEPS = reference.ss2d.STATE_STEPS  # saved states: the state before every 8th step (kSS2DSubSteps in CUDA)
+
+
+def state_count(length: int) -> int:
+    return -(-length // STATE_STEPS)
+
+
 @torch.library.custom_op("vmamba_zoo::ss2d_scan_fwd", mutates_args=())
 def _ss2d_scan_fwd(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor, Cs: Tensor,
-                   Ds: Tensor, directions: int, channels_last: bool, backend: str) -> Tensor:
+                   Ds: Tensor, directions: int, channels_last: bool, backend: str, save_states: bool = False
+                   ) -> tuple[Tensor, Tensor]:
     fn = resolve("ss2d_scan_fwd", backend, (x, dts, Bs, Cs))
-    return fn(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last)
+    out, states = fn(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, save_states=save_states)
+    return out, states
+
+
+def _states_shape(x, dts, A, channels_last, save_states):
+    if not save_states:
+        return (0,)
+    batch, directions, _, length = dts.shape
+    return (batch, directions, state_count(length), A.shape[1], x.shape[3] if channels_last else x.shape[1])
 
 
 @_ss2d_scan_fwd.register_fake
-def _(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend):
-    return x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, torch.float32))
+def _(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend, save_states=False):
+    return (x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, torch.float32)),
+            x.new_empty(_states_shape(x, dts, A, channels_last, save_states),
+                        dtype=torch.promote_types(x.dtype, torch.float32)))
 
 
 @torch.library.custom_op("vmamba_zoo::ss2d_scan_bwd", mutates_args=())
 def _ss2d_scan_bwd(dy: Tensor, x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor,
-                   Cs: Tensor, Ds: Tensor, directions: int, channels_last: bool, backend: str
+                   Cs: Tensor, Ds: Tensor, states: Tensor, directions: int, channels_last: bool, backend: str
                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     fn = resolve("ss2d_scan_bwd", backend, (dy, x, dts, Bs, Cs))
-    grads = fn(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last)
+    grads = fn(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, states=states)
     return tuple(g.contiguous() for g in grads)
 
 
 @_ss2d_scan_bwd.register_fake
-def _(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend):
+def _(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states, directions, channels_last, backend):
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
                  for t in (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds))
 
 
 def _setup(ctx, inputs, output):
-    x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend = inputs
-    ctx.save_for_backward(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds)
+    x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend = inputs[:11]
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, output[1])
     ctx.args = (directions, channels_last, backend)
 
 
-def _backward(ctx, dy):
+def _backward(ctx, dy, _dstates):
     grads = torch.ops.vmamba_zoo.ss2d_scan_bwd(dy.contiguous(), *ctx.saved_tensors, *ctx.args)
-    return (*grads, None, None, None)
+    return (*grads, None, None, None, None)
 
 
 _ss2d_scan_fwd.register_autograd(_backward, setup_context=_setup)
 
 
+def _needs_states(tensors, backend: str) -> bool:
+    """Whether a backward will follow that can start from saved states: on CUDA, with autograd recording."""
+    return (backend != "reference" and tensors[0].device.type == "cuda" and torch.is_grad_enabled()
+            and any(t.requires_grad for t in tensors))
+
+
 def ss2d_selective_scan(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor,
                         Cs: Tensor, Ds: Tensor, directions: int = 4, channels_last: bool = False,
-                        backend: str = "auto") -> Tensor:
+                        backend: str = "auto", save_states: Optional[bool] = None) -> Tensor:
     """Merged SS2D scan output (float32) of an image ``x`` (batch, D, H, W), or (batch, H, W, D) when
     ``channels_last``, in the same layout.
 
     dts (batch, K, R, L): per-direction low-rank delta inputs in scan order; dt_weight (K, D, R);
     dt_bias (K*D,); A (K*D, N); Bs, Cs (batch, K, N, L) in scan order; Ds (K*D,). Delta is
     softplus(dt_weight @ dts + dt_bias).
+
+    save_states: keep the state before every 8th step for the backward (float32, 1/8 of the states; the CUDA
+    backward then skips its forward re-walk). None: when autograd records on CUDA and backend isn't "reference".
     """
     if directions not in SCAN_DIRECTIONS:
         raise ValueError(f"scan_directions must be one of {SCAN_DIRECTIONS}, got {directions}")
@@ -77,5 +107,8 @@ def ss2d_selective_scan(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tens
         raise ValueError(f"dts must be (batch, {directions}, R, {length}), got {tuple(dts.shape)}")
     if dt_weight.shape != (directions, channels, dts.shape[2]):
         raise ValueError(f"dt_weight must be ({directions}, {channels}, {dts.shape[2]}), got {tuple(dt_weight.shape)}")
-    return torch.ops.vmamba_zoo.ss2d_scan_fwd(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last,
-                                              backend)
+    tensors = (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds)
+    if save_states is None:
+        save_states = _needs_states(tensors, backend)
+    out, _ = torch.ops.vmamba_zoo.ss2d_scan_fwd(*tensors, directions, channels_last, backend, bool(save_states))
+    return out

@@ -22,6 +22,8 @@ from .triton_selective_scan import _expand, _expand_states, _first_order, _softp
 # steps per chunk. `benchmarks/ss2d_tune.py` on nvidia-h200 (2026-11-22, session 3): small single-warp
 # programs win, T stage 0 fwd/bwd 1.55/7.37 -> 1.43/5.47 ms (benchmarks/ss2d_tune_h200_2026-11-22.txt)
 SS2D_TILE = {"rows": 8, "block_l": 16, "num_warps": 1, "num_warps_large_state": 2}
+_STEP_STATES = 8  # saved step states: the state before every 8th step (vmamba_zoo.ops.ss2d.STATE_STEPS)
+STEP_STATES = tl.constexpr(_STEP_STATES)
 
 
 def _block_sizes(channels: int, d_state: int, length: int):
@@ -85,10 +87,10 @@ def _direction_setup(A_ptr, bias_ptr, D_ptr, pid_b, k, d0, chan, rows, channels,
 
 @triton.jit
 def _ss2d_fwd_kernel(x_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr, out_ptr, states_ptr,
-                     H, W, channels, n_chunks,
+                     step_states_ptr, H, W, channels, n_chunks,
                      K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, BLOCK_D: tl.constexpr,
                      BLOCK_L: tl.constexpr, CHANNELS_LAST: tl.constexpr, WRITE_OUT: tl.constexpr,
-                     WRITE_STATES: tl.constexpr):
+                     WRITE_STATES: tl.constexpr, SAVE_STEP_STATES: tl.constexpr):
     pid_b = tl.program_id(0)
     d0 = tl.program_id(1) * BLOCK_D
     L = H * W
@@ -99,9 +101,14 @@ def _ss2d_fwd_kernel(x_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr
         kc, A_rows, bias, Dv, st_off, dts_base, state_off = _direction_setup(
             A_ptr, bias_ptr, D_ptr, pid_b, k, d0, chan, rows, channels, L, n_chunks, K, R, N)
         carry = tl.zeros([BLOCK_D * N], tl.float32)
+        # step states (batch, K, n_steps, N, D): the state before every STEP_STATES-th step, for the CUDA backward
+        n_steps = (L + STEP_STATES - 1) // STEP_STATES
+        step_off = ((pid_b * K + k) * n_steps).to(tl.int64) * (N * channels) + (rows % N) * channels + d0 + rows // N
         for chunk in range(0, n_chunks):
             if WRITE_STATES:
                 tl.store(states_ptr + state_off + chunk, carry)
+            if SAVE_STEP_STATES:
+                tl.store(step_states_ptr + step_off + chunk * (BLOCK_L // STEP_STATES) * (N * channels), carry)
             l = chunk * BLOCK_L + cols
             valid = l < L
             offs = _pixel_offsets(pid_b, chan, _pixel_of(l, H, W, L, K, k), L, channels, CHANNELS_LAST)
@@ -113,6 +120,11 @@ def _ss2d_fwd_kernel(x_ptr, dts_ptr, w_ptr, bias_ptr, A_ptr, B_ptr, C_ptr, D_ptr
             drive = tl.where(cols[None, :] == 0, drive + a * carry[:, None], drive)
             _, h = tl.associative_scan((a, drive), axis=1, combine_fn=_first_order)
             carry = tl.sum(tl.where(cols[None, :] == BLOCK_L - 1, h, 0.0), axis=1)
+            if SAVE_STEP_STATES:  # the states inside the chunk: after its steps 7, 15, ...
+                for q in tl.static_range(1, BLOCK_L // STEP_STATES):
+                    j = chunk * (BLOCK_L // STEP_STATES) + q
+                    h_q = tl.sum(tl.where(cols[None, :] == q * STEP_STATES - 1, h, 0.0), axis=1)
+                    tl.store(step_states_ptr + step_off + j * (N * channels), h_q, mask=rows * 0 + j < n_steps)
             if WRITE_OUT:
                 Cv = tl.load(C_ptr + st_off[:, None] + l[None, :], mask=valid[None, :], other=0.0).to(tl.float32)
                 y = _sum_states(h * _expand_states(Cv, BLOCK_D, N, BLOCK_L), BLOCK_D, N, BLOCK_L) + Dv[:, None] * u
@@ -222,19 +234,23 @@ def _setup(x, tensors, channels_last):
                      triton.cdiv(length, block_l))
 
 
-def ss2d_scan_fwd(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last):
+def ss2d_scan_fwd(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, save_states=False):
+    """(merged output, the state before every STEP_STATES-th step (batch, K, ceil(L / 8), N, D) or empty)."""
     tensors, dims = _setup(x, (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds), channels_last)
     batch, channels, height, width, length, d_state, dt_rank, block_d, block_l, n_chunks = dims
     out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
+    shape = (batch, directions, -(-length // _STEP_STATES), d_state, channels) if save_states else (0,)
+    states = torch.empty(shape, dtype=torch.float32, device=x.device)
     _ss2d_fwd_kernel[(batch, channels // block_d)](
-        *tensors, out, out, height, width, channels, n_chunks, K=directions, R=dt_rank, N=d_state, BLOCK_D=block_d,
-        BLOCK_L=block_l, CHANNELS_LAST=channels_last, WRITE_OUT=True, WRITE_STATES=False,
-        num_warps=_num_warps(d_state))
-    return out
+        *tensors, out, out, states, height, width, channels, n_chunks, K=directions, R=dt_rank, N=d_state,
+        BLOCK_D=block_d, BLOCK_L=block_l, CHANNELS_LAST=channels_last, WRITE_OUT=True, WRITE_STATES=False,
+        SAVE_STEP_STATES=bool(save_states), num_warps=_num_warps(d_state))
+    return out, states
 
 
-def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last):
-    """Gradients (dx, ddts, ddt_weight, ddt_bias, dA, dBs, dCs, dDs) in the dtypes of the inputs."""
+def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, states=None):
+    """Gradients (dx, ddts, ddt_weight, ddt_bias, dA, dBs, dCs, dDs) in the dtypes of the inputs (the forward's
+    saved step states are not used: this backward keeps its own chunk states)."""
     tensors, dims = _setup(x, (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds), channels_last)
     batch, channels, height, width, length, d_state, dt_rank, block_d, block_l, n_chunks = dims
     dy = dy.contiguous()
@@ -244,8 +260,8 @@ def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, cha
                  num_warps=_num_warps(d_state))
     # pass 1: the state at every chunk start of every direction (the forward, writing no output)
     chunk_states = torch.empty(batch, k, channels * d_state, n_chunks, device=dev, dtype=f32)
-    _ss2d_fwd_kernel[grid](*tensors, chunk_states, chunk_states, height, width, channels, n_chunks,
-                           WRITE_OUT=False, WRITE_STATES=True, **flags)
+    _ss2d_fwd_kernel[grid](*tensors, chunk_states, chunk_states, chunk_states, height, width, channels, n_chunks,
+                           WRITE_OUT=False, WRITE_STATES=True, SAVE_STEP_STATES=False, **flags)
     dx = torch.empty_like(x)
     dx_acc = torch.empty(x.shape, device=dev, dtype=f32) if k > 1 else dx
     ddts_part = torch.empty(n_dblocks, batch, k, dt_rank, length, device=dev, dtype=f32)

@@ -6,8 +6,13 @@ backends of ``ss2d_scan_fwd`` fuse the whole chain so that the K directional cop
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from .selective_scan import _compute_dtype, _expand_groups, linear_scan
 
 
 def _scan_inputs(x: Tensor, dts: Tensor, dt_weight: Tensor, directions: int, channels_last: bool):
@@ -21,17 +26,39 @@ def _scan_inputs(x: Tensor, dts: Tensor, dt_weight: Tensor, directions: int, cha
             delta.reshape(batch, k * channels, length))
 
 
+STATE_STEPS = 8  # saved states: the state before every 8th step (kSS2DSubSteps of the CUDA kernels)
+
+
+def saved_states(u: Tensor, delta: Tensor, A: Tensor, Bs: Tensor, dt_bias: Tensor, directions: int) -> Tensor:
+    """The state before every STATE_STEPS-th step, (batch, K, ceil(L / STATE_STEPS), N, D), from the whole state
+    sequence (u, delta: (batch, K*D, L) in scan order, delta before bias and softplus)."""
+    batch, kd, length = u.shape
+    dtype = _compute_dtype(u, delta, A, Bs)
+    dt = F.softplus(delta.to(dtype) + dt_bias.to(dtype)[:, None])
+    a = torch.exp(dt[:, :, None] * A.to(dtype)[None, :, :, None])
+    h = linear_scan(a, dt[:, :, None] * _expand_groups(Bs.to(dtype), kd) * u.to(dtype)[:, :, None])
+    count = -(-length // STATE_STEPS)
+    states = torch.cat([torch.zeros_like(h[..., :1]), h[..., STATE_STEPS - 1::STATE_STEPS][..., :count - 1]], -1)
+    n = A.shape[1]
+    return states.view(batch, directions, kd // directions, n, count).permute(0, 1, 4, 3, 2).contiguous()
+
+
 def ss2d_scan_fwd(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor, Cs: Tensor,
-                  Ds: Tensor, directions: int, channels_last: bool) -> Tensor:
+                  Ds: Tensor, directions: int, channels_last: bool, save_states: bool = False):
+    """(merged output, saved states or an empty tensor)."""
     ops = torch.ops.vmamba_zoo
     batch, k, channels, length, height, width, u, delta = _scan_inputs(x, dts, dt_weight, directions, channels_last)
     ys = ops.selective_scan_fwd(u, delta, A, Bs, Cs, Ds, None, dt_bias, True, True, "auto")
-    return ops.cross_merge(ys.view(batch, k, channels, length), height, width, directions, channels_last, "auto")
+    out = ops.cross_merge(ys.view(batch, k, channels, length), height, width, directions, channels_last, "auto")
+    states = (saved_states(u, delta, A, Bs, dt_bias, directions) if save_states
+              else out.new_empty(0))
+    return out, states
 
 
 def ss2d_scan_bwd(dy: Tensor, x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor,
-                  Cs: Tensor, Ds: Tensor, directions: int, channels_last: bool):
-    """Gradients (dx, ddts, ddt_weight, ddt_bias, dA, dBs, dCs, dDs), recomputing the directional copies."""
+                  Cs: Tensor, Ds: Tensor, directions: int, channels_last: bool, states: Optional[Tensor] = None):
+    """Gradients (dx, ddts, ddt_weight, ddt_bias, dA, dBs, dCs, dDs), recomputing the directional copies (saved
+    states, which only the CUDA backward reads, are not needed)."""
     ops = torch.ops.vmamba_zoo
     batch, k, channels, length, height, width, u, delta = _scan_inputs(x, dts, dt_weight, directions, channels_last)
     dys = ops.cross_scan(dy.contiguous(), directions, channels_last, "auto")  # cross-merge's adjoint

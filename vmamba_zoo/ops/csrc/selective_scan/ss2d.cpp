@@ -109,23 +109,54 @@ Inputs prepare(SS2DParams& p, bool backward, const Tensor& x, const Tensor& dts,
   return in;
 }
 
-// the merged scan output, float32 (batch, H, W, D)
-Tensor ss2d_fwd(const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias, const Tensor& A,
-                const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
+int64_t state_count(int64_t length) { return (length + kSS2DSubSteps - 1) / kSS2DSubSteps; }
+
+// the merged scan output, float32 (batch, H, W, D), and, when save_states, the state before every
+// kSS2DSubSteps-th step for the backward, float32 (batch, K, ceil(L / kSS2DSubSteps), N, D) (else empty)
+std::tuple<Tensor, Tensor> ss2d_fwd(const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias,
+                                    const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds,
+                                    int64_t directions, bool save_states) {
   const OnDeviceOf device_guard(x);
   SS2DParams p;
   const Inputs in = prepare(p, false, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
   Tensor out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
-  if (out.numel() == 0) return out;
+  Tensor states = save_states ? at::empty({p.batch, p.directions, state_count(p.length), p.d_state, p.channels},
+                                          x.options().dtype(at::kFloat))
+                              : at::empty({0}, x.options().dtype(at::kFloat));
+  if (out.numel() == 0) return {out, states};
   p.out = out.data_ptr<float>();
+  p.states = save_states ? states.data_ptr<float>() : nullptr;
   check_launch(launch_ss2d_fwd(p, in.kind, current_stream()), kWhat, "forward");
-  return out;
+  return {out, states};
 }
 
-// gradients of (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds), each in its input's dtype
+// The raw delta's gradient through the projection delta_raw[b, k, d, l] = sum_r W[k, d, r] dts[b, k, r, l] +
+// bias[k, d], as matrix products over the (batch, step) rows, in ddelta's dtype (tensor cores for half):
+//   ddts[k]            = W[k]^T (R x D) @ ddelta[k]^T (D x batch*L)
+//   [dW[k] | dbias[k]] = sum over row blocks of ddelta[k]^T (D x rows) @ [dts[k]^T | 1] (rows x R+1); blocks of
+//                        a few thousand rows give the product enough output tiles to fill the GPU
+// Returns (ddts in dts's dtype, dW float32, dbias float32).
+std::tuple<Tensor, Tensor, Tensor> projection_grads(const Tensor& ddelta, const Inputs& in, const SS2DParams& p) {
+  const int64_t batch = p.batch, K = p.directions, C = p.channels, L = p.length, R = p.rank;
+  const auto act = ddelta.scalar_type();
+  const Tensor ddts = at::bmm(in.dt_weight.to(act).transpose(1, 2), ddelta.view({K, batch * L, C}).transpose(1, 2))
+                          .view({K, R, batch, L}).permute({2, 0, 1, 3}).to(in.dts.scalar_type()).contiguous();
+  int64_t group = 1;  // batch images per row block
+  while (batch % (2 * group) == 0 && 2 * group * L <= 4096) group *= 2;
+  const int64_t blocks = K * batch / group, rows = group * L;
+  const Tensor dts_rows = at::cat({in.dts.to(act).permute({1, 0, 3, 2}).reshape({blocks, rows, R}),
+                                   at::ones({blocks, rows, 1}, ddelta.options())}, 2);
+  const Tensor dw_bias = at::bmm(ddelta.view({blocks, rows, C}).transpose(1, 2), dts_rows)  // (blocks, D, R+1)
+                             .view({K, batch / group, C, R + 1}).sum(1, false, at::kFloat);
+  return {ddts, dw_bias.narrow(2, 0, R).contiguous(), dw_bias.select(2, R).reshape({K * C})};
+}
+
+// gradients of (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds), each in its input's dtype; from the forward's saved
+// states when `states` is not empty (ss2d_bwd_states_kernel), else re-walking the forward (ss2d_bwd_kernel)
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_bwd(
     const Tensor& dy, const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias,
-    const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, int64_t directions) {
+    const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds, const Tensor& states,
+    int64_t directions) {
   const OnDeviceOf device_guard(x);
   SS2DParams p;
   const Inputs in = prepare(p, true, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
@@ -133,56 +164,66 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
   check_shape(dy, "dy", x.sizes());
   TORCH_CHECK(dy.scalar_type() == at::kFloat, kWhat, ": dy must be float32 (the output's dtype), got ",
               dy.scalar_type());
+  const bool from_states = states.numel() > 0;
+  if (from_states) {
+    check_device(states, kWhat, "states", x);
+    check_shape(states, "states", {p.batch, p.directions, state_count(p.length), p.d_state, p.channels});
+    TORCH_CHECK(states.scalar_type() == at::kFloat, kWhat, ": states must be float32, got ", states.scalar_type());
+  }
   const Tensor dy_c = dy.contiguous();
+  const Tensor states_c = states.contiguous();
   const auto f32 = x.options().dtype(at::kFloat);
-  const int64_t batch = p.batch, K = p.directions, C = p.channels, L = p.length, R = p.rank, N = p.d_state;
-  Tensor dx = at::empty_like(in.x);
-  Tensor dx_acc = K > 1 ? at::empty(x.sizes(), f32) : at::empty({0}, f32);
-  Tensor ddelta = at::empty({K, batch, L, C}, f32);
+  const int64_t batch = p.batch, K = p.directions, C = p.channels, L = p.length, N = p.d_state;
   Tensor dB_part = at::empty({batch, K, p.tiles, N, L}, f32);
   Tensor dC_part = at::empty_like(dB_part);
   Tensor dD_part = at::empty({batch, K * C}, f32);
   Tensor dA_part = at::empty({batch, K * C, N}, f32);
-  Tensor scratch = at::empty({batch, p.tiles, p.segments, p.subs, 2 * N, 32}, f32);
-  if (x.numel() > 0) {
-    p.dy = dy_c.data_ptr<float>();
-    p.dx = dx.data_ptr();
-    p.dx_acc = K > 1 ? dx_acc.data_ptr<float>() : nullptr;
-    p.ddelta = ddelta.data_ptr<float>();
-    p.dB_part = dB_part.data_ptr<float>();
-    p.dC_part = dC_part.data_ptr<float>();
-    p.dD_part = dD_part.data_ptr<float>();
-    p.dA_part = dA_part.data_ptr<float>();
-    p.scratch = scratch.data_ptr<float>();
-    check_launch(launch_ss2d_bwd(p, in.kind, current_stream()), kWhat, "backward");
-  } else {  // an empty image: every gradient is zero
-    for (Tensor* t : {&dx, &ddelta, &dB_part, &dC_part, &dD_part, &dA_part}) t->zero_();
+  Tensor dx, ddelta;
+  if (from_states) {
+    Tensor du_dirs = at::empty({K, batch, L, C}, in.x.options());
+    ddelta = at::empty({K, batch, L, C}, in.x.options());
+    if (x.numel() > 0) {
+      p.dy = dy_c.data_ptr<float>();
+      p.states = states_c.data_ptr<float>();
+      p.du_dirs = du_dirs.data_ptr();
+      p.ddelta_dirs = ddelta.data_ptr();
+      p.dB_part = dB_part.data_ptr<float>();
+      p.dC_part = dC_part.data_ptr<float>();
+      p.dD_part = dD_part.data_ptr<float>();
+      p.dA_part = dA_part.data_ptr<float>();
+      check_launch(launch_ss2d_bwd_states(p, in.kind, current_stream()), kWhat, "backward");
+    } else {
+      for (Tensor* t : {&du_dirs, &ddelta, &dB_part, &dC_part, &dD_part, &dA_part}) t->zero_();
+    }
+    // the directions' du added up in float32 in a fixed order
+    dx = (K == 1 ? du_dirs.select(0, 0) : du_dirs.sum(0, false, at::kFloat))
+             .view(in.x.sizes()).to(in.x.scalar_type()).contiguous();
+  } else {
+    dx = at::empty_like(in.x);
+    Tensor dx_acc = K > 1 ? at::empty(x.sizes(), f32) : at::empty({0}, f32);
+    ddelta = at::empty({K, batch, L, C}, f32);
+    Tensor scratch = at::empty({batch, p.tiles, p.segments, p.subs, 2 * N, 32}, f32);
+    if (x.numel() > 0) {
+      p.dy = dy_c.data_ptr<float>();
+      p.dx = dx.data_ptr();
+      p.dx_acc = K > 1 ? dx_acc.data_ptr<float>() : nullptr;
+      p.ddelta = ddelta.data_ptr<float>();
+      p.dB_part = dB_part.data_ptr<float>();
+      p.dC_part = dC_part.data_ptr<float>();
+      p.dD_part = dD_part.data_ptr<float>();
+      p.dA_part = dA_part.data_ptr<float>();
+      p.scratch = scratch.data_ptr<float>();
+      check_launch(launch_ss2d_bwd(p, in.kind, current_stream()), kWhat, "backward");
+    } else {  // an empty image: every gradient is zero
+      for (Tensor* t : {&dx, &ddelta, &dB_part, &dC_part, &dD_part, &dA_part}) t->zero_();
+    }
   }
-  // the raw delta's gradient through the projection delta_raw[b, k, d, l] = sum_r W[k, d, r] dts[b, k, r, l] +
-  // bias[k, d], as matrix products over the (batch, step) rows:
-  //   ddts[k]            = W[k]^T (R x D) @ ddelta[k]^T (D x batch*L)
-  //   [dW[k] | dbias[k]] = sum over row blocks of ddelta[k]^T (D x rows) @ [dts[k]^T | 1] (rows x R+1); blocks of
-  //                        a few thousand rows give the product enough output tiles to fill the GPU
-  const Tensor ddts = at::bmm(in.dt_weight.transpose(1, 2), ddelta.view({K, batch * L, C}).transpose(1, 2))
-                          .view({K, R, batch, L}).permute({2, 0, 1, 3}).to(in.dts.scalar_type()).contiguous();
-  int64_t group = 1;  // batch images per row block
-  while (batch % (2 * group) == 0 && 2 * group * L <= 4096) group *= 2;
-  const int64_t blocks = K * batch / group, rows = group * L;
-  const Tensor dts_rows = at::cat({in.dts.to(at::kFloat).permute({1, 0, 3, 2}).reshape({blocks, rows, R}),
-                                   at::ones({blocks, rows, 1}, f32)}, 2);
-  const Tensor dw_bias = at::bmm(ddelta.view({blocks, rows, C}).transpose(1, 2), dts_rows)  // (blocks, D, R+1)
-                             .view({K, batch / group, C, R + 1}).sum(1);
+  auto [ddts, dw, dbias] = projection_grads(ddelta, in, p);
   // fixed-order sums (torch's reductions and matrix products use no atomics: deterministic)
   auto over_tiles = [&](const Tensor& part, const Tensor& like) {
     return (p.tiles == 1 ? part.select(2, 0) : part.sum(2)).to(like.scalar_type()).contiguous();
   };
-  return {dx,
-          ddts,
-          dw_bias.narrow(2, 0, R).contiguous(),
-          dw_bias.select(2, R).reshape({K * C}),
-          dA_part.sum(0),
-          over_tiles(dB_part, in.Bs),
-          over_tiles(dC_part, in.Cs),
+  return {dx, ddts, dw, dbias, dA_part.sum(0), over_tiles(dB_part, in.Bs), over_tiles(dC_part, in.Cs),
           dD_part.sum(0)};
 }
 
@@ -200,10 +241,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
 TORCH_LIBRARY_FRAGMENT(VMAMBA_ZOO_SS2D_NAMESPACE, m) {
   m.def(
       "ss2d_fwd(Tensor x, Tensor dts, Tensor dt_weight, Tensor dt_bias, Tensor A, Tensor Bs, Tensor Cs, Tensor Ds, "
-      "int directions) -> Tensor");
+      "int directions, bool save_states=False) -> (Tensor, Tensor)");
   m.def(
       "ss2d_bwd(Tensor dy, Tensor x, Tensor dts, Tensor dt_weight, Tensor dt_bias, Tensor A, Tensor Bs, Tensor Cs, "
-      "Tensor Ds, int directions) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "Tensor Ds, Tensor states, int directions) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(VMAMBA_ZOO_SS2D_NAMESPACE, VMAMBA_ZOO_SS2D_KEY, m) {

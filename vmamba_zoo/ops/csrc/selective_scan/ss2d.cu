@@ -5,14 +5,19 @@ namespace vmamba_zoo_cuda {
 namespace {
 
 template <typename Kernel>
-cudaError_t launch_kernel(Kernel kernel, const SS2DParams& p, int smem_floats, cudaStream_t stream) {
+cudaError_t launch_kernel(Kernel kernel, const SS2DParams& p, int smem_floats, cudaStream_t stream,
+                          bool from_states = false) {
   const size_t smem = sizeof(float) * smem_floats;
   if (smem > 48 * 1024) {  // above the default limit a kernel must opt in
     const cudaError_t status =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (status != cudaSuccess) return status;
   }
-  kernel<<<dim3(p.tiles, p.batch), dim3(p.segments * 32), smem, stream>>>(p);
+  if (from_states) {  // one warp per (tile, batch, direction)
+    kernel<<<dim3(p.tiles, p.batch, p.directions), dim3(32), smem, stream>>>(p);
+  } else {
+    kernel<<<dim3(p.tiles, p.batch), dim3(p.segments * 32), smem, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 
@@ -20,9 +25,13 @@ struct Launcher {
   const SS2DParams& p;
   bool backward;
   cudaStream_t stream;
+  bool from_states = false;
 
   template <typename T, int R>
   cudaError_t run() const {
+    if (from_states) {
+      return launch_kernel(ss2d_bwd_states_kernel<T, 1, R>, p, ss2d_bwd_states_floats<R, 1>(), stream, true);
+    }
     if (backward) return launch_kernel(ss2d_bwd_kernel<T, 1, R>, p, SS2DLayout<R, 1>::bwd_floats(p.segments), stream);
     return launch_kernel(ss2d_fwd_kernel<T, 1, R>, p, SS2DFwdLayout<R, 1>::fwd_floats(p.segments), stream);
   }
@@ -36,6 +45,10 @@ cudaError_t launch_ss2d_fwd(const SS2DParams& params, ScalarKind input_kind, cud
 
 cudaError_t launch_ss2d_bwd(const SS2DParams& params, ScalarKind input_kind, cudaStream_t stream) {
   return dispatch_ss2d(params, input_kind, Launcher{params, true, stream});
+}
+
+cudaError_t launch_ss2d_bwd_states(const SS2DParams& params, ScalarKind input_kind, cudaStream_t stream) {
+  return dispatch_ss2d(params, input_kind, Launcher{params, true, stream, true});
 }
 
 }  // namespace vmamba_zoo_cuda

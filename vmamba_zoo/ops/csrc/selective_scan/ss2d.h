@@ -13,6 +13,10 @@
 // (batch, tile of 32 channels); its warps split the sequence into `segments` pieces, walked in parallel
 // and joined by composing each piece's affine map h -> P h + Q in shared memory. The block walks the K
 // directions one after another, so it alone adds the K outputs of its pixels: no atomics, deterministic.
+//
+// Training: the forward also saves the state before every kSS2DSubSteps-th step, states (batch, K, ceil(L/8), N, D)
+// fp32, and the backward then needs no forward re-walk: one warp per (channel tile, batch, direction) walks its
+// direction once from the end (ss2d_bwd_states_kernel). Each direction writes its own du plane, summed by the host.
 #pragma once
 
 #include <algorithm>
@@ -68,6 +72,9 @@ struct SS2DParams {
   const void* C = nullptr;
   const float* D = nullptr;
   float* out = nullptr;  // forward
+  // the state before every kSS2DSubSteps-th step (batch, K, ceil(L / kSS2DSubSteps), N, D): written by the
+  // forward when not null, read by the backward from saved states
+  float* states = nullptr;
 
   // backward: dy in; dx (x's dtype) out, summed over the directions in dx_acc (fp32, K > 1); the gradient of
   // the raw delta (before the softplus) per step, ddelta (K, batch, L, D) fp32, for the host's products with
@@ -84,7 +91,16 @@ struct SS2DParams {
   // scratch (batch, tiles, segments, subs, 2N, 32): each sub-chunk's start state from a zero segment start,
   // and the product of the decays from the segment start to it
   float* scratch = nullptr;
+  // backward from saved states: du of each direction and the raw delta's gradient, (K, batch, L, D) in x's dtype
+  void* du_dirs = nullptr;
+  void* ddelta_dirs = nullptr;
 };
+
+// Shared memory (floats) of the backward from saved states: one warp's stage and its dB, dC sums
+template <int R, int N>
+constexpr int ss2d_bwd_states_floats() {
+  return SS2DLayout<R, N>::kStage + SS2DLayout<R, N>::kVals;
+}
 
 // Segments per block: enough blocks x warps to fill the GPU, pieces of at least 4 sub-chunks.
 inline void ss2d_split(SS2DParams& p, int max_segments, int target_warps = kSS2DTargetWarps) {
@@ -101,5 +117,6 @@ inline void ss2d_split(SS2DParams& p, int max_segments, int target_warps = kSS2D
 
 cudaError_t launch_ss2d_fwd(const SS2DParams& params, ScalarKind input_kind, cudaStream_t stream);
 cudaError_t launch_ss2d_bwd(const SS2DParams& params, ScalarKind input_kind, cudaStream_t stream);
+cudaError_t launch_ss2d_bwd_states(const SS2DParams& params, ScalarKind input_kind, cudaStream_t stream);
 
 }  // namespace vmamba_zoo_cuda

@@ -184,6 +184,13 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
       }
       for (int t0 = t.l_begin; walk_needed && t0 < t.l_end; t0 += S) {
         const int steps = t.l_end - t0 < S ? t.l_end - t0 : S;
+        if (pass == 1 && p.states != nullptr && t.valid && t0 % kSS2DSubSteps == 0) {  // for the backward
+          float* saved = p.states + ((static_cast<int64_t>(t.batch) * p.directions + k) *
+                                         ((L + kSS2DSubSteps - 1) / kSS2DSubSteps) + t0 / kSS2DSubSteps) * N * C +
+                         t.channel;
+#pragma unroll
+          for (int n = 0; n < N; ++n) saved[n * C] = h[n];
+        }
         int offsets[S];
         float u[S], merged[S];
         PixelWalk walk = walk_from(t0, k, p);
@@ -423,6 +430,118 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
       p.dD_part[kd] = row[N * 32];
     }
     __syncthreads();  // `sums`, `maps` and dx_acc are reused by the next direction
+  }
+}
+
+// Backward from the forward's saved states (the state before every kSS2DSubSteps-th step): one warp per
+// (channel tile, batch, direction) visits its sub-chunks from the last to the first, re-walks each forward from
+// its saved start into registers and runs the adjoint back over it. No forward re-walk of the whole sequence and
+// no segments to join (the adjoint enters the last step as 0): about half the work of ss2d_bwd_kernel. The
+// direction's du goes to its own plane (the host sums the K planes in a fixed order), the raw delta's gradient
+// in x's dtype (tensor-core products on the host for half inputs).
+template <typename T, int N, int R>
+__global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_bwd_states_kernel(const SS2DParams p) {
+  using Layout = SS2DLayout<R, N>;
+  constexpr int S = kSS2DSubSteps;
+  static_assert(2 * N * S <= 16, "the dB, dC sums give each of 16 lane pairs one (row, step)");
+  const int lane = threadIdx.x & 31, tile = blockIdx.x, batch = blockIdx.y, k = blockIdx.z;
+  const int C = p.channels, L = p.length, K = p.directions;
+  const bool valid = tile * 32 + lane < C;
+  const int channel = valid ? tile * 32 + lane : C - 1;  // spare lanes compute on a copy, never write
+  float* const stage = dynamic_shared_memory();
+  float* const vals = stage + Layout::kStage;  // [dB (N) | dC (N)][step][lane] rows of 33
+  zero_floats(stage, Layout::kStage, lane);
+  const int64_t image = static_cast<int64_t>(batch) * L * C + channel;
+  const T* x = static_cast<const T*>(p.x) + image;
+  const float* dy = p.dy + image;
+  const int64_t bk = static_cast<int64_t>(batch) * K + k;
+  const int64_t plane = (static_cast<int64_t>(k) * p.batch + batch) * L * C + channel;
+  T* du = static_cast<T*>(p.du_dirs) + plane;
+  T* ddelta = static_cast<T*>(p.ddelta_dirs) + plane;
+  const int n_sub = (L + S - 1) / S;
+  const float* states = p.states + bk * n_sub * N * C + channel;
+  const float dy_scale = valid ? 1.f : 0.f;  // a spare lane's share of the cross-lane sums is 0
+  const Direction<T, N, R> dir(p, batch, k, channel);
+  float carry[N], dA[N], dD = 0.f;
+#pragma unroll
+  for (int n = 0; n < N; ++n) carry[n] = 0.f, dA[n] = 0.f;
+  for (int sub = n_sub - 1; sub >= 0; --sub) {
+    const int t0 = sub * S;
+    const int steps = L - t0 < S ? L - t0 : S;
+    float h0[N], h[N];
+#pragma unroll
+    for (int n = 0; n < N; ++n) h0[n] = h[n] = states[(static_cast<int64_t>(sub) * N + n) * C];
+    int offsets[S];
+    float u[S], g_in[S], dt[S], slope[S], hs[S][N];
+    PixelWalk walk = walk_from(t0, k, p);
+#pragma unroll
+    for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
+      offsets[i] = walk.pixel * C;
+      if (i < steps) {
+        u[i] = to_float(x[offsets[i]]);
+        g_in[i] = dy[offsets[i]] * dy_scale;
+      }
+      walk.advance();
+    }
+    __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
+    dir.template stage_steps<S>(stage, t0, steps, p.rank, L, lane);
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < S; ++i) {
+      if (i < steps) {
+        const float* step = stage + i * Layout::kStride;
+        dt[i] = fast_softplus(dir.raw_delta(step), slope[i]);
+#pragma unroll
+        for (int n = 0; n < N; ++n) {
+          h[n] = fmaf(fast_exp(dt[i] * dir.A[n]), h[n], dt[i] * step[R + n] * u[i]);
+          hs[i][n] = h[n];
+        }
+      }
+    }
+#pragma unroll
+    for (int i = S - 1; i >= 0; --i) {
+      if (i >= steps) continue;
+      const float* step = stage + i * Layout::kStride;
+      float gB = 0.f, ddt = 0.f;
+#pragma unroll
+      for (int n = 0; n < N; ++n) {
+        const float Bv = step[R + n], a = fast_exp(dt[i] * dir.A[n]);
+        const float g = fmaf(step[R + N + n], g_in[i], carry[n]);
+        const float decayed = a * (i > 0 ? hs[i - 1][n] : h0[n]);  // a_t h_{t-1}
+        dA[n] = fmaf(g * dt[i], decayed, dA[n]);
+        ddt = fmaf(g, fmaf(dir.A[n], decayed, Bv * u[i]), ddt);
+        gB = fmaf(g, Bv, gB);
+        carry[n] = a * g;
+        vals[(n * S + i) * 33 + lane] = g * dt[i] * u[i];            // dB
+        vals[((N + n) * S + i) * 33 + lane] = g_in[i] * hs[i][n];  // dC
+      }
+      dD = fmaf(g_in[i], u[i], dD);
+      if (valid) {
+        ddelta[static_cast<int64_t>(t0 + i) * C] = from_float<T>(ddt * slope[i]);  // through the softplus
+        du[offsets[i]] = from_float<T>(fmaf(dt[i], gB, dir.D * g_in[i]));
+      }
+    }
+    __syncwarp();
+    {  // dB, dC: sums over the tile's 32 channels (as ss2d_bwd_kernel)
+      const int j = lane & 15, half = lane >> 4;
+      float sum = 0.f;
+      if (j < 2 * N * S) {
+#pragma unroll
+        for (int c = 0; c < 16; ++c) sum += vals[j * 33 + half * 16 + c];
+      }
+      sum += __shfl_down_sync(0xffffffffu, sum, 16);
+      const int row = j / S, i = j % S;
+      if (half == 0 && j < 2 * N * S && i < steps) {
+        float* out = row < N ? p.dB_part : p.dC_part;
+        out[((bk * p.tiles + tile) * N + row % N) * L + t0 + i] = sum;
+      }
+    }
+  }
+  if (valid) {
+    const int64_t kd = bk * C + channel;
+#pragma unroll
+    for (int n = 0; n < N; ++n) p.dA_part[kd * N + n] = dA[n];
+    p.dD_part[kd] = dD;
   }
 }
 

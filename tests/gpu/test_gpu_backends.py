@@ -102,7 +102,20 @@ def test_model_backends_agree():
     (4, True, (28, 28), 192, 1, 12), (4, True, (7, 7), 768, 1, 48), (4, False, (14, 15), 40, 1, 24),
     (2, True, (9, 31), 16, 1, 3), (4, True, (57, 3), 33, 1, 64)])
 def test_ss2d_scan_backend(backend, dtype, directions, channels_last, hw, channels, d_state, dt_rank):
-    """The fused SS2D op against the float64 composition of the reference ops (CPU), forward and backward."""
+    """The fused SS2D op against the float64 composition of the reference ops (CPU), forward and backward (on CUDA
+    the forward saves step states, which the CUDA backward starts from)."""
+    _check_ss2d(backend, dtype, directions, channels_last, hw, channels, d_state, dt_rank)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("directions,channels_last,hw,channels,dt_rank", [
+    (4, True, (56, 56), 96, 6), (4, True, (7, 7), 768, 48), (4, False, (14, 15), 40, 24), (2, True, (9, 31), 16, 3)])
+def test_ss2d_cuda_backward_without_saved_states(dtype, directions, channels_last, hw, channels, dt_rank):
+    """The CUDA backward that re-walks the forward (no saved states: e.g. a forward run by another backend)."""
+    _check_ss2d("cuda", dtype, directions, channels_last, hw, channels, 1, dt_rank, save_states=False)
+
+
+def _check_ss2d(backend, dtype, directions, channels_last, hw, channels, d_state, dt_rank, save_states=None):
     from vmamba_zoo.ops import ss2d_selective_scan
     h, w = hw
     g = torch.Generator().manual_seed(h * w)
@@ -116,7 +129,8 @@ def test_ss2d_scan_backend(backend, dtype, directions, channels_last, hw, channe
     params = ("dt_weight", "dt_bias", "A", "Ds")
     ours = {n: t.to("cuda", torch.float32 if n in params else dtype).requires_grad_() for n, t in data.items()}
     ref = {n: ours[n].detach().double().cpu().requires_grad_() for n in data}
-    y = ss2d_selective_scan(**ours, directions=directions, channels_last=channels_last, backend=backend)
+    y = ss2d_selective_scan(**ours, directions=directions, channels_last=channels_last, backend=backend,
+                            save_states=save_states)
     y_ref = ss2d_selective_scan(**ref, directions=directions, channels_last=channels_last, backend="reference")
     assert y.dtype == torch.float32 and _rel(y, y_ref) < TOL[dtype]
     grad = torch.randn_like(y_ref)

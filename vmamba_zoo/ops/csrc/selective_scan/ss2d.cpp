@@ -195,9 +195,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
     } else {
       for (Tensor* t : {&du_dirs, &ddelta, &dB_part, &dC_part, &dD_part, &dA_part}) t->zero_();
     }
-    // the directions' du added up in float32 in a fixed order
-    dx = (K == 1 ? du_dirs.select(0, 0) : du_dirs.sum(0, false, at::kFloat))
-             .view(in.x.sizes()).to(in.x.scalar_type()).contiguous();
+    // the directions' du added up in a fixed order (torch's sum accumulates half inputs in float32)
+    dx = (K == 1 ? du_dirs.select(0, 0) : du_dirs.sum(0)).view(in.x.sizes()).contiguous();
   } else {
     dx = at::empty_like(in.x);
     Tensor dx_acc = K > 1 ? at::empty(x.sizes(), f32) : at::empty({0}, f32);

@@ -16,6 +16,10 @@
 // channels, are reduced per sub-chunk through shared memory; per-channel ones (dA, D) are summed over the
 // segments in a fixed order.
 //
+// In training the forward also saves the state before every kSS2DSubSteps-th step, and ss2d_bwd_states_kernel
+// replaces steps (1) and (2): one warp per direction visits the sub-chunks from the last, re-walking each from
+// its saved start (ss2d_bwd_kernel remains for a backward without saved states).
+//
 // Every walk goes sub-chunk by sub-chunk: the warp first copies the sub-chunk's dts, B and C (the same for
 // all its lanes) into shared memory as floats, so the rank-R projection reads them four at a time.
 #pragma once

@@ -473,8 +473,21 @@ def ss2d_fwd_auto(tensors: Sequence[torch.Tensor]) -> bool:
     return ss2d_supports(tensors) and tensors[1].shape[-1] < SS2D_FWD_AUTO_MAX_LENGTH
 
 
+# A training forward also saves the state before every 8th step, which costs the Triton kernel (one warp walking
+# 16-step chunks) far more than this one: on nvidia-h200 (2026-12-02, benchmarks/ss2d_states_h200_2026-12-02.md)
+# VMamba-T stage 0 (56x56) ran 2.06 ms in Triton against 1.77 here, -B stage 0 2.33 against 2.02; at 28x28 and
+# 14x14 Triton stays ahead (0.83 vs 0.99, 0.59 vs 0.75 ms).
+SS2D_FWD_TRAINING_AUTO_MIN_LENGTH = 1600
+
+
+def ss2d_fwd_training_auto(tensors: Sequence[torch.Tensor]) -> bool:
+    length = tensors[1].shape[-1]
+    return ss2d_supports(tensors) and (length < SS2D_FWD_AUTO_MAX_LENGTH or length >= SS2D_FWD_TRAINING_AUTO_MIN_LENGTH)
+
+
 for _op, _fn, _supports, _auto in (("selective_scan_fwd", selective_scan_fwd, supports, None),
                                    ("selective_scan_bwd", selective_scan_bwd, supports, None),
                                    ("ss2d_scan_fwd", ss2d_scan_fwd, ss2d_supports, ss2d_fwd_auto),
+                                   ("ss2d_scan_fwd_training", ss2d_scan_fwd, ss2d_supports, ss2d_fwd_training_auto),
                                    ("ss2d_scan_bwd", ss2d_scan_bwd, ss2d_supports, None)):
     register_backend(_op, "cuda", _fn, priority=CUDA_PRIORITY, supports=_supports, auto_supports=_auto)

@@ -56,3 +56,47 @@ def test_ss2d_op_bad_shapes():
         ss2d_selective_scan(**dict(data, dts=data["dts"][:, :2]), directions=4)
     with pytest.raises(ValueError, match="scan_directions"):
         ss2d_selective_scan(**data, directions=3)
+
+
+def test_states_are_saved_only_where_a_cuda_backward_can_use_them(monkeypatch):
+    """save_states=None: on CUDA with autograd recording, not for the reference backend, not under no_grad, not
+    when VMAMBA_ZOO_SS2D_SAVE_STATES=0 (read at import: the module constant)."""
+    from types import SimpleNamespace
+
+    from vmamba_zoo.ops import ss2d as ss2d_op
+
+    def tensors(device, grad):
+        return [SimpleNamespace(device=torch.device(device), requires_grad=grad)] * 2
+
+    assert ss2d_op._needs_states(tensors("cuda", True), "auto")
+    assert not ss2d_op._needs_states(tensors("cuda", False), "auto")
+    assert not ss2d_op._needs_states(tensors("cpu", True), "auto")
+    assert not ss2d_op._needs_states(tensors("cuda", True), "reference")
+    with torch.no_grad():
+        assert not ss2d_op._needs_states(tensors("cuda", True), "auto")
+    monkeypatch.setattr(ss2d_op, "SAVE_STATES_BY_DEFAULT", False)
+    assert not ss2d_op._needs_states(tensors("cuda", True), "auto")
+
+
+def test_saved_states_reference_matches_the_step_loop():
+    """The reference's saved states (the state before every 8th step) against the naive step-by-step scan, one
+    direction of 20 steps: states at steps 0, 8, 16."""
+    from vmamba_zoo.ops import reference
+    g = torch.Generator().manual_seed(3)
+    batch, channels, length, d_state = 2, 3, 20, 2
+    u = torch.randn(batch, channels, length, generator=g, dtype=torch.float64)
+    delta = torch.randn(batch, channels, length, generator=g, dtype=torch.float64)
+    A = -torch.rand(channels, d_state, generator=g, dtype=torch.float64) - 0.1
+    Bs = torch.randn(batch, 1, d_state, length, generator=g, dtype=torch.float64)
+    bias = torch.randn(channels, generator=g, dtype=torch.float64)
+    states = reference.ss2d.saved_states(u, delta, A, Bs, bias, 1)
+    assert states.shape == (batch, 1, 3, d_state, channels)
+    dt = torch.nn.functional.softplus(delta + bias[:, None])
+    h = torch.zeros(batch, channels, d_state, dtype=torch.float64)
+    want = []
+    for t in range(length):
+        if t % 8 == 0:
+            want.append(h.clone())
+        h = torch.exp(dt[:, :, t, None] * A) * h + dt[:, :, t, None] * Bs[:, 0, None, :, t] * u[:, :, t, None]
+    want = torch.stack(want, 1).permute(0, 1, 3, 2)[:, None]  # (batch, 1, 3, N, D)
+    torch.testing.assert_close(states, want)

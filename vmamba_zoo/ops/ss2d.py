@@ -3,6 +3,7 @@ scan, cross-merge) as one custom op, so a kernel can fuse it, and its backward a
 backward composes the finer ops; kernel backends fuse it too)."""
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -83,10 +84,16 @@ def _backward(ctx, dy, _dstates):
 _ss2d_scan_fwd.register_autograd(_backward, setup_context=_setup)
 
 
+# VMAMBA_ZOO_SS2D_SAVE_STATES=0: never save states by default (1/8 of a float32 state map per direction, about
+# 0.4 GiB for VMamba-T at batch 128), the CUDA backward then re-walks the forward (about twice its time).
+# Read once at import, so torch.compile sees a constant.
+SAVE_STATES_BY_DEFAULT = os.environ.get("VMAMBA_ZOO_SS2D_SAVE_STATES", "1").strip() != "0"
+
+
 def _needs_states(tensors, backend: str) -> bool:
     """Whether a backward will follow that can start from saved states: on CUDA, with autograd recording."""
-    return (backend != "reference" and tensors[0].device.type == "cuda" and torch.is_grad_enabled()
-            and any(t.requires_grad for t in tensors))
+    return (SAVE_STATES_BY_DEFAULT and backend != "reference" and tensors[0].device.type == "cuda"
+            and torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
 def ss2d_selective_scan(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor,
@@ -100,7 +107,8 @@ def ss2d_selective_scan(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tens
     softplus(dt_weight @ dts + dt_bias).
 
     save_states: keep the state before every 8th step for the backward (float32, 1/8 of the states; the CUDA
-    backward then skips its forward re-walk). None: when autograd records on CUDA and backend isn't "reference".
+    backward then skips its forward re-walk). None: when autograd records on CUDA and backend isn't "reference"
+    (and VMAMBA_ZOO_SS2D_SAVE_STATES is not 0).
     """
     if directions not in SCAN_DIRECTIONS:
         raise ValueError(f"scan_directions must be one of {SCAN_DIRECTIONS}, got {directions}")

@@ -11,7 +11,7 @@ src=vmamba_zoo/ops/csrc/selective_scan
 nvcc -c $src/ss2d.cu -o /tmp/ss2d.o -std=c++20 -O3 -gencode=arch=compute_90,code=sm_90 -Xcompiler -fPIC \
   --expt-relaxed-constexpr -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ \
   -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ -I$src $inc -Xptxas -v 2>&1 |
-  grep -A1 "Compiling entry.*Half" | grep -v "^--" > "$out/ptxas.txt"
+  grep -A3 "Compiling entry.*Half" | grep -v "^--" > "$out/ptxas.txt"
 sections="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
   --section SchedulerStats --section MemoryWorkloadAnalysis --section InstructionStats"
 for s in $stages; do

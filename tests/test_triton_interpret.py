@@ -115,8 +115,9 @@ def test_triton_fused_ss2d_saves_step_states(directions, hw, channels, d_state):
     k, length = directions, h * w
     args = [torch.randn(2, h, w, channels, generator=g), torch.randn(2, k, 3, length, generator=g),
             0.5 * torch.randn(k, channels, 3, generator=g), 0.3 * torch.randn(k * channels, generator=g),
-            -torch.exp(torch.randn(k * channels, d_state, generator=g)), torch.randn(2, k, d_state, length, generator=g),
-            torch.randn(2, k, d_state, length, generator=g), torch.randn(k * channels, generator=g)]
+            -torch.exp(torch.randn(k * channels, d_state, generator=g)),
+            torch.randn(2, k, d_state, length, generator=g), torch.randn(2, k, d_state, length, generator=g),
+            torch.randn(k * channels, generator=g)]
     out, states = torch.ops.vmamba_zoo.ss2d_scan_fwd(*args, directions, True, "triton", True)
     out_ref, states_ref = torch.ops.vmamba_zoo.ss2d_scan_fwd(*args, directions, True, "reference", True)
     assert states.shape == states_ref.shape == (2, k, -(-length // 8), d_state, channels)

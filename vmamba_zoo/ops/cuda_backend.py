@@ -40,6 +40,7 @@ from typing import Optional, Sequence
 import torch
 
 from .backends import register_backend
+from .reference.ss2d import TRAINING_FWD_OP
 
 __all__ = ["CUDA_PRIORITY", "DEFAULT_ARCH_LIST", "MAX_D_STATE", "arch_list", "cache_dir", "cache_key",
            "extension_status", "load_extension", "selective_scan_bwd", "selective_scan_fwd", "ss2d_scan_bwd",
@@ -488,6 +489,6 @@ def ss2d_fwd_training_auto(tensors: Sequence[torch.Tensor]) -> bool:
 for _op, _fn, _supports, _auto in (("selective_scan_fwd", selective_scan_fwd, supports, None),
                                    ("selective_scan_bwd", selective_scan_bwd, supports, None),
                                    ("ss2d_scan_fwd", ss2d_scan_fwd, ss2d_supports, ss2d_fwd_auto),
-                                   ("ss2d_scan_fwd_training", ss2d_scan_fwd, ss2d_supports, ss2d_fwd_training_auto),
+                                   (TRAINING_FWD_OP, ss2d_scan_fwd, ss2d_supports, ss2d_fwd_training_auto),
                                    ("ss2d_scan_bwd", ss2d_scan_bwd, ss2d_supports, None)):
     register_backend(_op, "cuda", _fn, priority=CUDA_PRIORITY, supports=_supports, auto_supports=_auto)

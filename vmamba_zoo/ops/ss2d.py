@@ -12,22 +12,15 @@ from torch import Tensor
 from . import reference
 from .backends import register_backend, requested_backend, resolve
 from .reference.cross_scan import SCAN_DIRECTIONS
+from .reference.ss2d import STATE_STEPS, TRAINING_FWD_OP, state_count, states_shape
 
 __all__ = ["STATE_STEPS", "ss2d_selective_scan", "state_count"]
 
 # auto mode picks the forward of a training step (one that saves states) from its own timings: saving states
 # costs the Triton kernel more than the CUDA one (benchmarks/ss2d_states_h200_2026-12-02.md)
-TRAINING_FWD_OP = "ss2d_scan_fwd_training"
 for _op in ("ss2d_scan_fwd", TRAINING_FWD_OP):
     register_backend(_op, "reference", reference.ss2d.ss2d_scan_fwd, priority=0)
 register_backend("ss2d_scan_bwd", "reference", reference.ss2d.ss2d_scan_bwd, priority=0)
-
-
-STATE_STEPS = reference.ss2d.STATE_STEPS  # saved states: the state before every 8th step (kSS2DSubSteps in CUDA)
-
-
-def state_count(length: int) -> int:
-    return -(-length // STATE_STEPS)
 
 
 @torch.library.custom_op("vmamba_zoo::ss2d_scan_fwd", mutates_args=())
@@ -40,17 +33,11 @@ def _ss2d_scan_fwd(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A
     return out, states
 
 
-def _states_shape(x, dts, A, channels_last, save_states):
-    if not save_states:
-        return (0,)
-    batch, directions, _, length = dts.shape
-    return (batch, directions, state_count(length), A.shape[1], x.shape[3] if channels_last else x.shape[1])
-
-
 @_ss2d_scan_fwd.register_fake
 def _(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend, save_states=False):
     return (x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, torch.float32)),
-            x.new_empty(_states_shape(x, dts, A, channels_last, save_states),
+            x.new_empty(states_shape(dts.shape[0], directions, dts.shape[3], A.shape[1],
+                                     x.shape[3] if channels_last else x.shape[1]) if save_states else (0,),
                         dtype=torch.promote_types(x.dtype, torch.float32)))
 
 

@@ -16,14 +16,14 @@ import torch
 import triton
 import triton.language as tl
 
+from ..reference.ss2d import STATE_STEPS, states_shape
 from .triton_selective_scan import _expand, _expand_states, _first_order, _softplus, _sum_channels, _sum_states
 
 # tile of the fused kernels, separate from the plain scan's: rows = BLOCK_D * d_state per program, BLOCK_L
 # steps per chunk. `benchmarks/ss2d_tune.py` on nvidia-h200 (2026-11-22, session 3): small single-warp
 # programs win, T stage 0 fwd/bwd 1.55/7.37 -> 1.43/5.47 ms (benchmarks/ss2d_tune_h200_2026-11-22.txt)
 SS2D_TILE = {"rows": 8, "block_l": 16, "num_warps": 1, "num_warps_large_state": 2}
-_STEP_STATES = 8  # saved step states: the state before every 8th step (vmamba_zoo.ops.ss2d.STATE_STEPS)
-STEP_STATES = tl.constexpr(_STEP_STATES)
+STEP_STATES = tl.constexpr(STATE_STEPS)  # saved step states: the state before every 8th step
 
 
 def _block_sizes(channels: int, d_state: int, length: int):
@@ -239,7 +239,7 @@ def ss2d_scan_fwd(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channel
     tensors, dims = _setup(x, (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds), channels_last)
     batch, channels, height, width, length, d_state, dt_rank, block_d, block_l, n_chunks = dims
     out = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
-    shape = (batch, directions, -(-length // _STEP_STATES), d_state, channels) if save_states else (0,)
+    shape = states_shape(batch, directions, length, d_state, channels) if save_states else (0,)
     states = torch.empty(shape, dtype=torch.float32, device=x.device)
     _ss2d_fwd_kernel[(batch, channels // block_d)](
         *tensors, out, out, states, height, width, channels, n_chunks, K=directions, R=dt_rank, N=d_state,

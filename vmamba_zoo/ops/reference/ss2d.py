@@ -26,7 +26,19 @@ def _scan_inputs(x: Tensor, dts: Tensor, dt_weight: Tensor, directions: int, cha
             delta.reshape(batch, k * channels, length))
 
 
-STATE_STEPS = 8  # saved states: the state before every 8th step (kSS2DSubSteps of the CUDA kernels)
+# Saved states, what every forward backend writes for a training step (ss2d_scan_fwd with save_states): the state
+# before every STATE_STEPS-th step (kSS2DSubSteps of the CUDA kernels), float32 or wider, in states_shape.
+STATE_STEPS = 8
+# the op name under which auto mode picks such a forward (its own timings: saving states costs Triton more)
+TRAINING_FWD_OP = "ss2d_scan_fwd_training"
+
+
+def state_count(length: int) -> int:
+    return -(-length // STATE_STEPS)
+
+
+def states_shape(batch: int, directions: int, length: int, d_state: int, channels: int) -> tuple:
+    return (batch, directions, state_count(length), d_state, channels)
 
 
 def saved_states(u: Tensor, delta: Tensor, A: Tensor, Bs: Tensor, dt_bias: Tensor, directions: int) -> Tensor:
@@ -37,7 +49,7 @@ def saved_states(u: Tensor, delta: Tensor, A: Tensor, Bs: Tensor, dt_bias: Tenso
     dt = F.softplus(delta.to(dtype) + dt_bias.to(dtype)[:, None])
     a = torch.exp(dt[:, :, None] * A.to(dtype)[None, :, :, None])
     h = linear_scan(a, dt[:, :, None] * _expand_groups(Bs.to(dtype), kd) * u.to(dtype)[:, :, None])
-    count = -(-length // STATE_STEPS)
+    count = state_count(length)
     states = torch.cat([torch.zeros_like(h[..., :1]), h[..., STATE_STEPS - 1::STATE_STEPS][..., :count - 1]], -1)
     n = A.shape[1]
     return states.view(batch, directions, kd // directions, n, count).permute(0, 1, 4, 3, 2).contiguous()

@@ -178,19 +178,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
   Tensor dC_part = at::empty_like(dB_part);
   Tensor dD_part = at::empty({batch, K * C}, f32);
   Tensor dA_part = at::empty({batch, K * C, N}, f32);
+  p.dy = dy_c.data_ptr<float>();  // the outputs both kernels write
+  p.dB_part = dB_part.data_ptr<float>();
+  p.dC_part = dC_part.data_ptr<float>();
+  p.dD_part = dD_part.data_ptr<float>();
+  p.dA_part = dA_part.data_ptr<float>();
   Tensor dx, ddelta;
   if (from_states) {
     Tensor du_dirs = at::empty({K, batch, L, C}, in.x.options());
     ddelta = at::empty({K, batch, L, C}, in.x.options());
     if (x.numel() > 0) {
-      p.dy = dy_c.data_ptr<float>();
       p.states = states_c.data_ptr<float>();
       p.du_dirs = du_dirs.data_ptr();
       p.ddelta_dirs = ddelta.data_ptr();
-      p.dB_part = dB_part.data_ptr<float>();
-      p.dC_part = dC_part.data_ptr<float>();
-      p.dD_part = dD_part.data_ptr<float>();
-      p.dA_part = dA_part.data_ptr<float>();
       check_launch(launch_ss2d_bwd_states(p, in.kind, current_stream()), kWhat, "backward");
     } else {
       for (Tensor* t : {&du_dirs, &ddelta, &dB_part, &dC_part, &dD_part, &dA_part}) t->zero_();
@@ -203,14 +203,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
     ddelta = at::empty({K, batch, L, C}, f32);
     Tensor scratch = at::empty({batch, p.tiles, p.segments, p.subs, 2 * N, 32}, f32);
     if (x.numel() > 0) {
-      p.dy = dy_c.data_ptr<float>();
       p.dx = dx.data_ptr();
       p.dx_acc = K > 1 ? dx_acc.data_ptr<float>() : nullptr;
       p.ddelta = ddelta.data_ptr<float>();
-      p.dB_part = dB_part.data_ptr<float>();
-      p.dC_part = dC_part.data_ptr<float>();
-      p.dD_part = dD_part.data_ptr<float>();
-      p.dA_part = dA_part.data_ptr<float>();
       p.scratch = scratch.data_ptr<float>();
       check_launch(launch_ss2d_bwd(p, in.kind, current_stream()), kWhat, "backward");
     } else {  // an empty image: every gradient is zero

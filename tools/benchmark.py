@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", nargs="*", default=[], metavar="MODEL",
                         help="print the CUDA time per kernel category of a train and an inference step "
                              "(of the compiled model with --compile)")
+    parser.add_argument("--profile-top", type=int, default=15, help="kernels listed per profiled step")
     parser.add_argument("--out", help="also write the tables to this markdown file")
     args = parser.parse_args(argv)
 
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
     for name in args.profile:
         for train in (True, False):
             sections.append(bench.profile_table(bench.profile_step(name, train, args.batch_size, args.img_size,
-                                                                   args.dtype, compile=args.compile)))
+                                                                   args.dtype, compile=args.compile),
+                                                top=args.profile_top))
             print(sections[-1], flush=True)
     if args.out:
         with open(args.out, "w") as f:

@@ -5,6 +5,7 @@
 // torch.ops.vmamba_zoo.ss2d_scan_fwd / _bwd. Shapes: ss2d.h.
 #include <cstdlib>
 #include <tuple>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -133,8 +134,8 @@ std::tuple<Tensor, Tensor> ss2d_fwd(const Tensor& x, const Tensor& dts, const Te
 // The raw delta's gradient through the projection delta_raw[b, k, d, l] = sum_r W[k, d, r] dts[b, k, r, l] +
 // bias[k, d], as matrix products over the (batch, step) rows, in ddelta's dtype (tensor cores for half):
 //   ddts[k]            = W[k]^T (R x D) @ ddelta[k]^T (D x batch*L)
-//   [dW[k] | dbias[k]] = sum over row blocks of ddelta[k]^T (D x rows) @ [dts[k]^T | 1] (rows x R+1); blocks of
-//                        a few thousand rows give the product enough output tiles to fill the GPU
+//   [dW[k] | dbias[k]] = sum over row blocks of ddelta[k]^T (D x rows) @ [dts[k]^T | 1 | 0] (rows x R+1, padded);
+//                        blocks of a few thousand rows give the product enough output tiles to fill the GPU
 // Returns (ddts in dts's dtype, dW float32, dbias float32).
 std::tuple<Tensor, Tensor, Tensor> projection_grads(const Tensor& ddelta, const Inputs& in, const SS2DParams& p) {
   const int64_t batch = p.batch, K = p.directions, C = p.channels, L = p.length, R = p.rank;
@@ -144,10 +145,14 @@ std::tuple<Tensor, Tensor, Tensor> projection_grads(const Tensor& ddelta, const 
   int64_t group = 1;  // batch images per row block
   while (batch % (2 * group) == 0 && 2 * group * L <= 4096) group *= 2;
   const int64_t blocks = K * batch / group, rows = group * L;
-  const Tensor dts_rows = at::cat({in.dts.to(act).permute({1, 0, 3, 2}).reshape({blocks, rows, R}),
-                                   at::ones({blocks, rows, 1}, ddelta.options())}, 2);
-  const Tensor dw_bias = at::bmm(ddelta.view({blocks, rows, C}).transpose(1, 2), dts_rows)  // (blocks, D, R+1)
-                             .view({K, batch / group, C, R + 1}).sum(1, false, at::kFloat);
+  // zero columns pad R+1 to a multiple of 8: 16-byte aligned half rows get cuBLAS's fast kernels (R+1 = 7, 13,
+  // 25, 49 in VMamba fell to a cutlass align1 kernel, 1.6 ms a VMamba-T step)
+  const int64_t cols = (R + 1 + 7) / 8 * 8;
+  std::vector<Tensor> parts = {in.dts.to(act).permute({1, 0, 3, 2}).reshape({blocks, rows, R}),
+                               at::ones({blocks, rows, 1}, ddelta.options())};
+  if (cols > R + 1) parts.push_back(at::zeros({blocks, rows, cols - R - 1}, ddelta.options()));
+  const Tensor dw_bias = at::bmm(ddelta.view({blocks, rows, C}).transpose(1, 2), at::cat(parts, 2))
+                             .view({K, batch / group, C, cols}).sum(1, false, at::kFloat);  // (K, D, cols)
   return {ddts, dw_bias.narrow(2, 0, R).contiguous(), dw_bias.select(2, R).reshape({K * C})};
 }
 

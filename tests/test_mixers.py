@@ -213,6 +213,25 @@ def test_scan_orders_match_cross_scan():
         assert torch.equal(cross_scan(image, k, channels_last=True)[0, :, 0].long(), scan_order(3, 4, k))
 
 
+@pytest.mark.parametrize("height,width", [(3, 5), (4, 4), (1, 7)])
+def test_ss2d_projection_scan_order_is_scan_order(height, width):
+    """SS2D puts each direction's own projection channels in that direction's scan_order (by views and a flip)."""
+    from vmamba_zoo.mixers.ss2d import _in_scan_order
+    for k in (1, 2, 4):
+        proj = torch.randn(2, height, width, k, 3)
+        flat, order = proj.reshape(2, height * width, k, 3), scan_order(height, width, k)
+        expected = torch.stack([flat[:, order[d], d] for d in range(k)], dim=1)
+        assert torch.equal(_in_scan_order(proj, k), expected), k
+
+
+def test_ss2d_scan_rejects_projections_of_other_directions():
+    from vmamba_zoo.mixers.ss2d import ss2d_scan
+    mixer = _mixer("ss2d", scan_directions=4)
+    with pytest.raises(ValueError, match="4 directions' projections, scan_directions is 2"):
+        ss2d_scan(torch.randn(1, 3, 3, mixer.d_inner), mixer.x_proj_weight, mixer.dt_projs_weight,
+                  mixer.dt_projs_bias, mixer.A_logs, mixer.Ds, scan_directions=2)
+
+
 def test_window_attention_is_local_global_is_not():
     size = (6, 7)
     local = _mixer("attention", window_size=3, pos_conv=False, head_dim=8).eval()

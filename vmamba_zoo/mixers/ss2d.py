@@ -17,10 +17,27 @@ from timm.layers import register_notrace_function
 from torch import Tensor
 
 from ..ops import LayerNorm, ss2d_selective_scan
-from ..ops.reference.cross_scan import SCAN_DIRECTIONS, scan_order
+from ..ops.reference.cross_scan import SCAN_DIRECTIONS
 from .base import TokenMixer, register_mixer
 
 __all__ = ["SS2D", "ss2d_scan"]
+
+
+def _in_scan_order(proj: Tensor, directions: int) -> Tensor:
+    """(batch, H, W, K, C) per-direction values of every pixel -> (batch, K, L, C): direction k's in its scan order.
+
+    Views, one flip and one stack (the order of ``scan_order``): under torch.compile this is index arithmetic in one
+    fused kernel, with a pointwise backward (a gather by ``scan_order`` needs a scatter-add back).
+    """
+    batch, height, width, _, channels = proj.shape
+    planes = [proj[:, :, :, k] for k in range(directions)]
+    if directions > 1:  # the reversed directions (the second half): one flip of both spatial dims
+        half = directions // 2
+        flipped = proj[:, :, :, half:].flip(1, 2)
+        planes[half:] = [flipped[:, :, :, j] for j in range(directions - half)]
+    if directions == 4:  # directions 1 and 3 walk columns
+        planes[1::2] = [p.transpose(1, 2) for p in planes[1::2]]
+    return torch.stack([p.reshape(batch, height * width, channels) for p in planes], dim=1)
 
 
 @register_notrace_function  # shape arithmetic: one leaf node under torch.fx tracing
@@ -32,13 +49,14 @@ def ss2d_scan(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
     x_proj_weight (K, R+2N, D), dt_projs_weight (K, D, R), dt_projs_bias (K, D), A_logs (K*D, N), Ds (K*D).
     """
     batch, height, width, channels = x.shape
-    length = height * width
+    k, proj_channels = x_proj_weight.shape[:2]
+    if k != scan_directions:
+        raise ValueError(f"x_proj_weight holds {k} directions' projections, scan_directions is {scan_directions}")
     dt_rank, d_state = dt_projs_weight.shape[2], A_logs.shape[1]
-    # the per-direction projection of every pixel, computed once in pixel order, then put in each scan order
-    # (a few channels: cheap) instead of projecting K directional copies of the map
-    proj = torch.einsum("bld,kcd->bkcl", x.reshape(batch, length, channels), x_proj_weight)
-    order = scan_order(height, width, scan_directions, device=x.device)
-    x_dbl = proj.gather(3, order[None, :, None, :].expand(batch, -1, proj.shape[2], -1))
+    # the per-direction projection of every pixel, as one matrix product in pixel order, then put in each scan
+    # order (R+2N channels per direction: cheap) instead of projecting K directional copies of the map
+    proj = F.linear(x, x_proj_weight.reshape(k * proj_channels, channels))
+    x_dbl = _in_scan_order(proj.view(batch, height, width, k, proj_channels), scan_directions).transpose(2, 3)
     dts, Bs, Cs = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=2)
     state_dtype = torch.promote_types(A_logs.dtype, torch.float32)  # SSM parameters stay >= float32
     return ss2d_selective_scan(

@@ -1,7 +1,6 @@
 """Every CUDA kernel of one torch.compile'd VMamba training step: calls per step and ms, so inductor's fused kernels
 can be matched with the code it generated (run with TORCH_LOGS=output_code 2>code.txt to keep that code).
-PYTHONPATH=. python benchmarks/compiled_kernels.py [--model vmamba_tiny] [--min-ms 0.05] [--infer]
-    [--training-fwd-min-length N]"""
+PYTHONPATH=. python benchmarks/compiled_kernels.py [--model vmamba_tiny] [--min-ms 0.05] [--infer]"""
 import argparse
 from collections import defaultdict
 
@@ -19,12 +18,7 @@ def main():
     parser.add_argument("--min-ms", type=float, default=0.05)
     parser.add_argument("--infer", action="store_true")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--training-fwd-min-length", type=int,
-                        help="set cuda_backend.SS2D_FWD_TRAINING_AUTO_MIN_LENGTH (CUDA training forward from there on)")
     args = parser.parse_args()
-    if args.training_fwd_min_length is not None:
-        from vmamba_zoo.ops import cuda_backend
-        cuda_backend.SS2D_FWD_TRAINING_AUTO_MIN_LENGTH = args.training_fwd_min_length
     model = torch.compile(timm.create_model(args.model).cuda().train(not args.infer))
     x = torch.randn(args.batch_size, 3, 224, 224, device="cuda")
     scaler = torch.amp.GradScaler("cuda")

@@ -136,13 +136,6 @@ def test_ss2d_cuda_backend_scope(cuda_on_cpu):
     assert resolve("ss2d_scan_fwd", "auto", long) is not cuda_backend.ss2d_scan_fwd
     assert resolve("ss2d_scan_fwd", "cuda", long) is cuda_backend.ss2d_scan_fwd
     assert resolve("ss2d_scan_bwd", "auto", (x_long,) + long) is cuda_backend.ss2d_scan_bwd
-    # a training forward (saving states): the CUDA kernel also for long maps (56x56), not for 28x28
-    x_big = torch.zeros(1, 56, 56, 8)
-    big = (x_big, torch.zeros(1, 4, 6, 3136), torch.zeros(1, 4, 1, 3136), torch.zeros(1, 4, 1, 3136))
-    assert resolve("ss2d_scan_fwd_training", "auto", big) is cuda_backend.ss2d_scan_fwd
-    assert resolve("ss2d_scan_fwd", "auto", big) is not cuda_backend.ss2d_scan_fwd
-    assert resolve("ss2d_scan_fwd_training", "auto", small) is cuda_backend.ss2d_scan_fwd
-    assert resolve("ss2d_scan_fwd_training", "auto", long) is not cuda_backend.ss2d_scan_fwd
     for other in ((x, torch.zeros(1, 4, 6, 16), torch.zeros(1, 4, 4, 16), torch.zeros(1, 4, 4, 16)),  # d_state 4
                   (x, torch.zeros(1, 4, 65, 16), small[2], small[3]),  # dt_rank 65
                   (x.double(), small[1].double(), small[2].double(), small[3].double())):  # float64

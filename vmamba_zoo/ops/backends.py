@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
-__all__ = ["register_backend", "resolve", "requested_backend", "available_backends", "BackendSpec", "lazy_backend",
+__all__ = ["register_backend", "resolve", "available_backends", "BackendSpec", "lazy_backend",
            "autocast_dtype"]
 
 
@@ -54,12 +54,6 @@ def register_backend(op: str, name: str, fn: Callable, *, priority: int = 0,
 
 def available_backends(op: str) -> list[str]:
     return sorted(_REGISTRY.get(op, {}), key=lambda n: -_REGISTRY[op][n].priority)
-
-
-def requested_backend(op: str, backend: str) -> str:
-    """The backend asked for: the argument, else the environment (VMAMBA_ZOO_<OP>_BACKEND, VMAMBA_ZOO_BACKEND),
-    else "auto"."""
-    return _requested(op, backend)
 
 
 def _requested(op: str, backend: str) -> str:

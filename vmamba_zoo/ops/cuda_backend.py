@@ -40,7 +40,6 @@ from typing import Optional, Sequence
 import torch
 
 from .backends import register_backend
-from .reference.ss2d import TRAINING_FWD_OP
 
 __all__ = ["CUDA_PRIORITY", "DEFAULT_ARCH_LIST", "MAX_D_STATE", "arch_list", "cache_dir", "cache_key",
            "extension_status", "load_extension", "selective_scan_bwd", "selective_scan_fwd", "ss2d_scan_bwd",
@@ -466,7 +465,10 @@ def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, cha
 # stage shapes, benchmarks/ss2d_cuda_h200_2026-11-22.md): the backward beats the Triton fused backward and the
 # unfused composition at every stage (T stage 1: 3.0 vs 3.3 / 4.9 ms, stage 3: 1.4 vs 5.2 / 2.2 ms); the forward
 # beats the Triton forward only when one warp walks a whole sequence (7x7: 0.52 vs 0.60 ms): longer ones are split
-# into segments walked twice, which the Triton kernel does not need.
+# into segments walked twice, which the Triton kernel does not need. The same holds for a training forward, which
+# also saves states: once the Triton kernel stored them by a masked store, compiled VMamba-T's forward kernels took
+# 9.66 ms a step with Triton at 56x56 against 10.11 with CUDA there (nvidia-h200, 2026-12-02,
+# benchmarks/benchmark_h200_2026-12-02_session6.md).
 SS2D_FWD_AUTO_MAX_LENGTH = 64  # 2 * 32 steps: ss2d_split gives a single segment below it
 
 
@@ -474,21 +476,8 @@ def ss2d_fwd_auto(tensors: Sequence[torch.Tensor]) -> bool:
     return ss2d_supports(tensors) and tensors[1].shape[-1] < SS2D_FWD_AUTO_MAX_LENGTH
 
 
-# A training forward also saves the state before every 8th step, which costs the Triton kernel (one warp walking
-# 16-step chunks) far more than this one: on nvidia-h200 (2026-12-02, benchmarks/ss2d_states_h200_2026-12-02.md)
-# VMamba-T stage 0 (56x56) ran 2.06 ms in Triton against 1.77 here, -B stage 0 2.33 against 2.02; at 28x28 and
-# 14x14 Triton stays ahead (0.83 vs 0.99, 0.59 vs 0.75 ms).
-SS2D_FWD_TRAINING_AUTO_MIN_LENGTH = 1 << 62  # TEMP
-
-
-def ss2d_fwd_training_auto(tensors: Sequence[torch.Tensor]) -> bool:
-    length = tensors[1].shape[-1]
-    return ss2d_supports(tensors) and (length < SS2D_FWD_AUTO_MAX_LENGTH or length >= SS2D_FWD_TRAINING_AUTO_MIN_LENGTH)
-
-
 for _op, _fn, _supports, _auto in (("selective_scan_fwd", selective_scan_fwd, supports, None),
                                    ("selective_scan_bwd", selective_scan_bwd, supports, None),
                                    ("ss2d_scan_fwd", ss2d_scan_fwd, ss2d_supports, ss2d_fwd_auto),
-                                   (TRAINING_FWD_OP, ss2d_scan_fwd, ss2d_supports, ss2d_fwd_training_auto),
                                    ("ss2d_scan_bwd", ss2d_scan_bwd, ss2d_supports, None)):
     register_backend(_op, "cuda", _fn, priority=CUDA_PRIORITY, supports=_supports, auto_supports=_auto)

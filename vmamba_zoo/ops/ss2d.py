@@ -10,16 +10,13 @@ import torch
 from torch import Tensor
 
 from . import reference
-from .backends import register_backend, requested_backend, resolve
+from .backends import register_backend, resolve
 from .reference.cross_scan import SCAN_DIRECTIONS
-from .reference.ss2d import STATE_STEPS, TRAINING_FWD_OP, state_count, states_shape
+from .reference.ss2d import STATE_STEPS, state_count, states_shape
 
 __all__ = ["STATE_STEPS", "ss2d_selective_scan", "state_count"]
 
-# auto mode picks the forward of a training step (one that saves states) from its own timings: saving states
-# costs the Triton kernel more than the CUDA one (benchmarks/ss2d_states_h200_2026-12-02.md)
-for _op in ("ss2d_scan_fwd", TRAINING_FWD_OP):
-    register_backend(_op, "reference", reference.ss2d.ss2d_scan_fwd, priority=0)
+register_backend("ss2d_scan_fwd", "reference", reference.ss2d.ss2d_scan_fwd, priority=0)
 register_backend("ss2d_scan_bwd", "reference", reference.ss2d.ss2d_scan_bwd, priority=0)
 
 
@@ -27,8 +24,7 @@ register_backend("ss2d_scan_bwd", "reference", reference.ss2d.ss2d_scan_bwd, pri
 def _ss2d_scan_fwd(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor, Cs: Tensor,
                    Ds: Tensor, directions: int, channels_last: bool, backend: str, save_states: bool = False
                    ) -> tuple[Tensor, Tensor]:
-    op = TRAINING_FWD_OP if save_states and requested_backend("ss2d_scan_fwd", backend) == "auto" else "ss2d_scan_fwd"
-    fn = resolve(op, backend, (x, dts, Bs, Cs))
+    fn = resolve("ss2d_scan_fwd", backend, (x, dts, Bs, Cs))
     out, states = fn(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, save_states=save_states)
     return out, states
 

@@ -13,7 +13,6 @@ from typing import Sequence
 import torch
 
 from .backends import lazy_backend, register_backend
-from .reference.ss2d import TRAINING_FWD_OP
 
 TRITON_PRIORITY = 10
 _KERNELS = "vmamba_zoo.ops.kernels.triton_selective_scan"
@@ -74,7 +73,6 @@ if triton_available():
         register_backend(_op, "triton", lazy_backend(_KERNELS, _op), priority=TRITON_PRIORITY,
                          supports=_scan_supports, auto_supports=_scan_auto)
     for _op, _kernel, _auto in (("ss2d_scan_fwd", "ss2d_scan_fwd", _ss2d_auto),
-                                (TRAINING_FWD_OP, "ss2d_scan_fwd", _ss2d_auto),
                                 ("ss2d_scan_bwd", "ss2d_scan_bwd", _ss2d_bwd_auto)):
         register_backend(_op, "triton", lazy_backend(_SS2D_KERNELS, _kernel), priority=TRITON_PRIORITY,
                          supports=_ss2d_supports, auto_supports=_auto)

@@ -29,8 +29,6 @@ def _scan_inputs(x: Tensor, dts: Tensor, dt_weight: Tensor, directions: int, cha
 # Saved states, what every forward backend writes for a training step (ss2d_scan_fwd with save_states): the state
 # before every STATE_STEPS-th step (kSS2DSubSteps of the CUDA kernels), float32 or wider, in states_shape.
 STATE_STEPS = 8
-# the op name under which auto mode picks such a forward (its own timings: saving states costs Triton more)
-TRAINING_FWD_OP = "ss2d_scan_fwd_training"
 
 
 def state_count(length: int) -> int:

@@ -66,3 +66,17 @@ def test_profile_categories_classify_kernel_names():
                 "sm90_xmma_gemm_f16f16_f16f32", "void at::native::elementwise_kernel<128, 2>(copy)"]}
     assert list(name_of.values()) == ["selective scan / ss2d (ours)", "layer norm", "matmul (gemm)",
                                       "layout / copy / cast"]
+
+
+def test_compile_options_reach_torch_compile(monkeypatch):
+    """measure_throughput hands its inductor options to torch.compile (the "compile, no layout opt" variant)."""
+    seen = []
+
+    def fake_compile(model, **kwargs):
+        seen.append(kwargs)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    measure_throughput(timm.create_model("test_vmamba"), batch_size=1, img_size=32, device="cpu", warmup=0, iters=1,
+                       compile=True, compile_options={"layout_optimization": False})
+    assert seen == [{"options": {"layout_optimization": False}}]

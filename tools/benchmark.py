@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of our models")
+    parser.add_argument("--compile-no-layout-opt", action="store_true",
+                        help="also time torch.compile with inductor's layout optimization off")
     parser.add_argument("--cuda-graph", action="store_true", help="also time inference replayed from a CUDA graph")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--skip-kernels", action="store_true")
@@ -44,7 +46,8 @@ def main(argv=None) -> int:
                 "infer = eval + no_grad; train = fwd + GradScaler backward, no optimizer step"]
     if not args.skip_models:
         rows = bench.model_benchmarks(args.sizes, args.batch_size, args.img_size, args.dtype, args.warmup,
-                                      args.iters, args.compile, args.cuda_graph)
+                                      args.iters, args.compile, args.cuda_graph,
+                                      compile_no_layout_opt=args.compile_no_layout_opt)
         sections.append(bench.model_table(rows))
         print(sections[-1], flush=True)
     if not args.skip_kernels:

@@ -33,11 +33,15 @@ ORIGINAL_H200 = {"tiny": (3098, 1172, 12.0), "small": (1660, 590, 22.2), "base":
 def model_benchmarks(sizes: Sequence[str] = ("tiny",), batch_size: int = 128, img_size: int = 224,
                      dtype: str = "fp16", warmup: int = 5, iters: int = 20, compile: bool = False,
                      cuda_graph: bool = False, device: Optional[str] = None,
-                     log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+                     log: Callable[[str], None] = print, compile_no_layout_opt: bool = False
+                     ) -> List[Dict[str, Any]]:
     """One row per (model, variant): img/s for inference and training, training peak memory.
 
     Variants of ours: "eager", plus "compile" (torch.compile of the whole model) and "cuda graph"
     (inference replayed from a captured graph; training column repeats eager) when asked for.
+    ``compile_no_layout_opt`` adds "compile, no layout opt": inductor's layout optimization off. With convolutions in
+    a graph it gives 4D tensors near them channels-last strides, which for VMamba's (batch, H, W, C) maps means
+    H-fastest, strided writes (benchmarks/benchmark_h200_2026-12-02_session6.md).
     """
     import timm
 
@@ -50,6 +54,9 @@ def model_benchmarks(sizes: Sequence[str] = ("tiny",), batch_size: int = 128, im
             variants = [("eager", {})]
             if name.startswith("vmamba"):
                 variants += [("compile", {"compile": True})] if compile else []
+                variants += ([("compile, no layout opt", {"compile": True,
+                                                          "compile_options": {"layout_optimization": False}})]
+                             if compile_no_layout_opt else [])
                 variants += [("cuda graph", {"cuda_graph": True})] if cuda_graph else []
             for label, opts in variants:
                 common = dict(batch_size=batch_size, img_size=img_size, dtype=dtype, device=device, warmup=warmup,

@@ -68,13 +68,14 @@ def _graphed_inference(run, dev: torch.device):
 def measure_throughput(model: nn.Module, batch_size: int = 64, img_size: int = 224, dtype: str = "fp32",
                        device: Optional[str] = None, train: bool = False, warmup: int = 5, iters: int = 20,
                        in_chans: int = 3, train_step: str = "sgd", compile: bool = False,
-                       cuda_graph: bool = False) -> Dict[str, Any]:
+                       cuda_graph: bool = False, compile_options: Optional[dict] = None) -> Dict[str, Any]:
     """Images per second and peak memory of ``model``. ``dtype`` "fp16"/"bf16" run under autocast.
 
     Inference: eval, no_grad forward. Train: forward, backward of the mean output, then with
     ``train_step="sgd"`` an SGD step, with ``"scaler"`` a GradScaler-scaled backward and no optimizer step
     (the setting of the published speed comparisons). ``compile``: torch.compile the model first (compile
-    time reported separately, not timed). ``cuda_graph``: replay inference from a captured CUDA graph.
+    time reported separately, not timed), with inductor's ``compile_options``. ``cuda_graph``: replay inference from a
+    captured CUDA graph.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -86,7 +87,7 @@ def measure_throughput(model: nn.Module, batch_size: int = 64, img_size: int = 2
     if cuda_graph and (train or dev.type != "cuda"):
         raise ValueError("cuda_graph is for inference on a CUDA device")
     model = model.to(dev).train(train)
-    runner = torch.compile(model) if compile else model
+    runner = torch.compile(model, options=compile_options) if compile else model
     x = torch.randn(batch_size, in_chans, img_size, img_size, device=dev)
     use_amp = dtype != "fp32"
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6) if train and train_step == "sgd" else None

@@ -5,12 +5,16 @@ strides. VMamba's (batch, H, W, C) maps are already channels-last in memory, so 
 channel dim: it writes them H-fastest, with strided stores, and copies them back for the matrix products.
 PYTHONPATH=. python benchmarks/compile_layout_opt.py [--model vmamba_tiny] [--iters 10]"""
 import argparse
+import sys
 import time
 
 import timm
 import torch
 
 import vmamba_zoo.models  # noqa: F401
+
+sys.path.insert(0, "benchmarks")
+from compiled_kernels import anchor_step  # noqa: E402
 
 
 def main():
@@ -24,15 +28,7 @@ def main():
     for layout_opt in (True, False):
         torch._dynamo.reset()
         model = timm.create_model(args.model).cuda().train()
-        compiled = torch.compile(model, options={"layout_optimization": layout_opt})
-        scaler = torch.amp.GradScaler("cuda")
-
-        def step():
-            with torch.autocast("cuda", dtype=torch.float16):
-                loss = compiled(x).float().mean()
-            model.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-
+        step = anchor_step(model, torch.compile(model, options={"layout_optimization": layout_opt}), x)
         for _ in range(3):
             step()
         torch.cuda.synchronize()
@@ -44,7 +40,7 @@ def main():
         rate = args.iters * args.batch_size / (time.perf_counter() - start)
         print(f"{args.model} train, compiled, layout_optimization={layout_opt}: {rate:.0f} img/s, "
               f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)
-        del model, compiled
+        del model, step
 
 
 if __name__ == "__main__":

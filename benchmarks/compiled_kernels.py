@@ -11,6 +11,21 @@ from torch.profiler import ProfilerActivity, profile
 import vmamba_zoo.models  # noqa: F401
 
 
+def anchor_step(model, runner, x, infer: bool = False):
+    """One step with the anchors' settings: fp16 autocast; train = GradScaler backward, no optimizer step."""
+    scaler = torch.amp.GradScaler("cuda")
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.float16):
+            if infer:
+                with torch.no_grad():
+                    return runner(x)
+            loss = runner(x).float().mean()
+        model.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+    return step
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="vmamba_tiny")
@@ -19,18 +34,9 @@ def main():
     parser.add_argument("--infer", action="store_true")
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
-    model = torch.compile(timm.create_model(args.model).cuda().train(not args.infer))
-    x = torch.randn(args.batch_size, 3, 224, 224, device="cuda")
-    scaler = torch.amp.GradScaler("cuda")
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.float16):
-            if args.infer:
-                with torch.no_grad():
-                    return model(x)
-            loss = model(x).float().mean()
-        model.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+    model = timm.create_model(args.model).cuda().train(not args.infer)
+    step = anchor_step(model, torch.compile(model), torch.randn(args.batch_size, 3, 224, 224, device="cuda"),
+                       args.infer)
 
     for _ in range(3):
         step()

@@ -20,8 +20,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
-__all__ = ["register_backend", "resolve", "available_backends", "BackendSpec", "lazy_backend",
-           "autocast_dtype"]
+__all__ = ["register_backend", "resolve", "available_backends", "BackendSpec", "lazy_backend", "autocast_dtype"]
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,7 @@ def ss2d_scan_fwd(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A:
     batch, k, channels, length, height, width, u, delta = _scan_inputs(x, dts, dt_weight, directions, channels_last)
     ys = ops.selective_scan_fwd(u, delta, A, Bs, Cs, Ds, None, dt_bias, True, True, "auto")
     out = ops.cross_merge(ys.view(batch, k, channels, length), height, width, directions, channels_last, "auto")
-    states = (saved_states(u, delta, A, Bs, dt_bias, directions) if save_states
-              else out.new_empty(0))
+    states = saved_states(u, delta, A, Bs, dt_bias, directions) if save_states else out.new_empty(0)
     return out, states
 
 

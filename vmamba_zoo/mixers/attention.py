@@ -10,7 +10,7 @@ as sdpa's formula (FlopCounterMode; fvcore through the handle in vmamba_zoo.anal
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 from torch import Tensor
 
-from .base import TokenMixer, register_mixer
+from .base import TokenMixer, register_mixer, to_image, to_tokens
 
 __all__ = ["Attention"]
 
@@ -26,7 +26,7 @@ __all__ = ["Attention"]
 @register_notrace_module  # shape arithmetic in forward: one leaf module under timm's fx tracing
 @register_mixer("attention")
 class Attention(TokenMixer):
-    """Global or windowed multi-head self-attention on a (batch, H, W, dim) map. See the module doc.
+    """Global or windowed multi-head self-attention on a 2D map. See the module doc.
 
     Args:
         dim: input/output channels. num_heads: default ``dim // head_dim`` (at least 1).
@@ -59,16 +59,15 @@ class Attention(TokenMixer):
                                              dropout_p=self.attn_drop if self.training else 0.0)
         return out.transpose(1, 2).reshape(groups, length, -1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_tokens(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
         if self.pos is not None:
-            x = x + self.pos(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        batch, height, width, dim = x.shape
+            x = x + to_tokens(self.pos(to_image(x, size)))[0]
+        (batch, length, dim), (height, width) = x.shape, size
         ws = self.window_size
         if not ws:
-            out = self._attend(x.reshape(batch, height * width, dim), None).view(batch, height, width, dim)
-            return self.proj_drop(self.proj(out))
+            return self.proj_drop(self.proj(self._attend(x, None)))
         pad_h, pad_w = -height % ws, -width % ws
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        x = F.pad(x.view(batch, height, width, dim), (0, 0, 0, pad_w, 0, pad_h))
         rows, cols = (height + pad_h) // ws, (width + pad_w) // ws
         windows = x.view(batch, rows, ws, cols, ws, dim).transpose(2, 3).reshape(-1, ws * ws, dim)
         mask = None
@@ -77,5 +76,5 @@ class Attention(TokenMixer):
             mask = valid.view(rows, ws, cols, ws).transpose(1, 2).reshape(1, rows * cols, 1, 1, ws * ws)
             mask = mask.expand(batch, -1, -1, -1, -1).reshape(batch * rows * cols, 1, 1, ws * ws)
         out = self._attend(windows, mask).view(batch, rows, cols, ws, ws, dim).transpose(2, 3)
-        out = out.reshape(batch, rows * ws, cols * ws, dim)[:, :height, :width]
+        out = out.reshape(batch, rows * ws, cols * ws, dim)[:, :height, :width].reshape(batch, length, dim)
         return self.proj_drop(self.proj(out))

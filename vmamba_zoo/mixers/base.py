@@ -2,8 +2,11 @@
 
 A token mixer mixes information across the positions of a map. Every mixer:
 
-* receives and returns channel-last maps ``(batch, H, W, dim)`` (the block layout), for any H, W >= 1,
-  in the input's dtype;
+* implements ``forward_tokens(x, size)``: channel-last tokens ``(batch, H*W, dim)`` of a map of ``size``
+  ``(H, W)`` in, the same layout out, for any H, W >= 1, in the input's dtype. This is the layout blocks keep
+  between convolutions: under torch.compile, inductor gives 4D tensors near a convolution channels-last
+  strides for their own dims, which for a ``(batch, H, W, dim)`` map means H fastest (a strided write and a
+  copy back). ``mixer(x)`` also takes a ``(batch, H, W, dim)`` map and returns one;
 * is built as ``Mixer(dim, *, proj_drop=0.0, device=None, dtype=None, **options)``; its ``options`` are
   its own (``mixer_kwargs`` of :class:`vmamba_zoo.models.VMamba`), plus those of the model named in
   the class attribute ``model_options`` (e.g. ``backend``, the op backend; ``block_index``, the block's
@@ -22,26 +25,49 @@ Register a mixer with ``@register_mixer("name")`` on a :class:`TokenMixer` subcl
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, ClassVar, Dict, List, Tuple, Type
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple, Type
 
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["TokenMixer", "register_mixer", "create_mixer", "get_mixer", "list_mixers"]
+__all__ = ["TokenMixer", "register_mixer", "create_mixer", "get_mixer", "list_mixers", "to_image", "to_tokens"]
+
+Size = Tuple[int, int]
+
+
+def to_tokens(x: Tensor) -> Tuple[Tensor, Size]:
+    """NCHW map -> (batch, H*W, C) tokens and (H, W). A view when the map is channels-last in memory (what
+    convolutions return for :func:`to_image` inputs)."""
+    return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+
+
+def to_image(x: Tensor, size: Size) -> Tensor:
+    """(batch, H*W, C) tokens -> the NCHW view a convolution takes: channels-last memory, no copy."""
+    return x.transpose(1, 2).unflatten(2, size)
 
 _MIXERS: Dict[str, Type["TokenMixer"]] = {}
 
 
 class TokenMixer(nn.Module, ABC):
-    """Base class of token mixers: ``forward(x: (B, H, W, C)) -> (B, H, W, C)``. See the module doc."""
+    """Base class of token mixers: ``forward_tokens(x: (B, H*W, C), (H, W)) -> (B, H*W, C)``; ``forward(x, size)``
+    takes tokens with their size, or a (B, H, W, C) map alone. See the module doc."""
 
     name: ClassVar[str] = ""
     # options the model passes from its own arguments (the rest come from mixer_kwargs)
     model_options: ClassVar[Tuple[str, ...]] = ()
 
     @abstractmethod
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_tokens(self, x: Tensor, size: Size) -> Tensor:
         ...
+
+    def forward(self, x: Tensor, size: Optional[Size] = None) -> Tensor:
+        if size is not None:
+            return self.forward_tokens(x, size)
+        if x.dim() != 4:
+            raise ValueError(f"{type(self).__name__} takes a (batch, H, W, C) map, or (batch, H*W, C) tokens with "
+                             f"their size=(H, W); got shape {tuple(x.shape)} without a size")
+        size = (x.shape[1], x.shape[2])
+        return self.forward_tokens(x.flatten(1, 2), size).unflatten(1, size)
 
 
 def register_mixer(name: str) -> Callable[[Type[TokenMixer]], Type[TokenMixer]]:

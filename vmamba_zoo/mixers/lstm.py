@@ -16,7 +16,7 @@ FlopCounterMode); its elementwise gate math is not counted.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -55,7 +55,7 @@ class ScanLSTM(nn.RNNBase):
 @register_notrace_module  # shape arithmetic in forward: one leaf module under timm's fx tracing
 @register_mixer("lstm")
 class LSTMMixer(TokenMixer):
-    """LSTMs over 1, 2 or 4 scan directions of a (batch, H, W, dim) map. See the module doc.
+    """LSTMs over 1, 2 or 4 scan directions of a 2D map. See the module doc.
 
     Args:
         dim: input/output channels. hidden_size: LSTM width (default ``round(hidden_ratio * dim)``).
@@ -84,11 +84,11 @@ class LSTMMixer(TokenMixer):
         out = lstm(seq)  # (batch, L, hidden * (2 if bidirectional)); the reverse outputs sit at their pixels
         return out[..., :self.hidden_size] + out[..., self.hidden_size:] if lstm.bidirectional else out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, _ = x.shape
+    def forward_tokens(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        (batch, length, _), (height, width) = x.shape, size
         u = self.in_proj(x)
-        y = self._run(self.lstms[0], u.reshape(batch, height * width, -1)).view(batch, height, width, -1)
-        if self.scan_directions == 4:
-            cols = self._run(self.lstms[1], u.transpose(1, 2).reshape(batch, height * width, -1))
-            y = y + cols.view(batch, width, height, -1).transpose(1, 2)
+        y = self._run(self.lstms[0], u)
+        if self.scan_directions == 4:  # columns: the map transposed, and the outputs back onto their pixels
+            cols = self._run(self.lstms[1], u.view(batch, height, width, -1).transpose(1, 2).reshape(batch, length, -1))
+            y = y + cols.view(batch, width, height, -1).transpose(1, 2).reshape(batch, length, -1)
         return self.proj_drop(self.out_proj(self.out_norm(y)))

@@ -13,7 +13,7 @@ FLOPs: the selective-scan op's formula (9*B*L*K*d_inner*N + ...), projections an
 from __future__ import annotations
 
 import math
-from typing import Union
+from typing import Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -31,7 +31,7 @@ __all__ = ["Mamba"]
 @register_notrace_module  # shape arithmetic in forward: one leaf module under timm's fx tracing
 @register_mixer("mamba")
 class Mamba(TokenMixer):
-    """Mamba block over 1, 2 or 4 scan directions of a (batch, H, W, dim) map. See the module doc.
+    """Mamba block over 1, 2 or 4 scan directions of a 2D map. See the module doc.
 
     Args:
         dim: input/output channels. d_state: SSM state size N (16 as Mamba).
@@ -68,11 +68,12 @@ class Mamba(TokenMixer):
         self.proj_drop = nn.Dropout(proj_drop)
         SS2D.reset_ssm_parameters(self)  # same parameter names and init scheme as SS2D (Mamba's)
 
-    def forward(self, x: Tensor) -> Tensor:
-        batch, height, width, _ = x.shape
-        length, k, d_inner = height * width, self.scan_directions, self.d_inner
+    def forward_tokens(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
+        (batch, length, _), (height, width) = x.shape, size
+        k, d_inner = self.scan_directions, self.d_inner
         u, z = self.in_proj(x).chunk(2, dim=-1)
-        us = cross_scan(u.contiguous(), k, channels_last=True, backend=self.backend)  # (batch, K, d_inner, L)
+        us = cross_scan(u.contiguous().view(batch, height, width, d_inner), k, channels_last=True,
+                        backend=self.backend)  # (batch, K, d_inner, L)
         us = self.act(self.conv1d(us.reshape(batch, k * d_inner, length))[..., :length])
         x_dbl = torch.einsum("bkdl,kcd->bkcl", us.view(batch, k, d_inner, length), self.x_proj_weight)
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
@@ -83,5 +84,5 @@ class Mamba(TokenMixer):
             Cs.contiguous(), self.Ds.to(state_dtype), None, self.dt_projs_bias.reshape(-1).to(state_dtype),
             delta_softplus=True, fp32_output=True, backend=self.backend)
         y = cross_merge(ys.view(batch, k, d_inner, length), height, width, k, channels_last=True,
-                        backend=self.backend) / k  # the mean keeps the output scale independent of K
+                        backend=self.backend).view(batch, length, d_inner) / k  # the mean: scale independent of K
         return self.proj_drop(self.out_proj(y.to(x.dtype) * F.silu(z)))

@@ -1,6 +1,6 @@
 """SS2D: the 2D selective-scan token mixer of VMamba.
 
-Receives and returns channel-last maps (batch, H, W, dim):
+Receives and returns channel-last tokens (batch, H*W, dim) (see :class:`TokenMixer`):
     in_proj (dim -> d_inner, or 2*d_inner with a z gate) -> depthwise conv -> SiLU
     -> cross-scan into ``scan_directions`` sequences -> per-direction low-rank projection to
     (dt, B, C) -> selective scan -> cross-merge -> out_norm [-> * SiLU(z)] -> out_proj.
@@ -8,7 +8,7 @@ Receives and returns channel-last maps (batch, H, W, dim):
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..ops import LayerNorm, ss2d_selective_scan
 from ..ops.reference.cross_scan import SCAN_DIRECTIONS
-from .base import TokenMixer, register_mixer
+from .base import TokenMixer, register_mixer, to_image, to_tokens
 
 __all__ = ["SS2D", "ss2d_scan"]
 
@@ -42,13 +42,16 @@ def _in_scan_order(proj: Tensor, directions: int) -> Tensor:
 
 @register_notrace_function  # shape arithmetic: one leaf node under torch.fx tracing
 def ss2d_scan(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_projs_bias: Tensor, A_logs: Tensor,
-              Ds: Tensor, scan_directions: int = 4, backend: str = "auto") -> Tensor:
-    """Cross-scan -> selective scan -> cross-merge of a (batch, H, W, D) map.
+              Ds: Tensor, scan_directions: int = 4, backend: str = "auto", size: Optional[Tuple[int, int]] = None
+              ) -> Tensor:
+    """Cross-scan -> selective scan -> cross-merge of a (batch, H, W, D) map, or of (batch, H*W, D) tokens of
+    ``size`` (H, W).
 
-    Returns (batch, H, W, D) in float32 (the scan state precision).
+    Returns x's layout in float32 (the scan state precision).
     x_proj_weight (K, R+2N, D), dt_projs_weight (K, D, R), dt_projs_bias (K, D), A_logs (K*D, N), Ds (K*D).
     """
-    batch, height, width, channels = x.shape
+    batch, channels = x.shape[0], x.shape[-1]
+    height, width = (x.shape[1], x.shape[2]) if size is None else size
     k, proj_channels = x_proj_weight.shape[:2]
     if k != scan_directions:
         raise ValueError(f"x_proj_weight holds {k} directions' projections, scan_directions is {scan_directions}")
@@ -62,12 +65,17 @@ def ss2d_scan(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
     return ss2d_selective_scan(
         x, dts.contiguous(), dt_projs_weight, dt_projs_bias.reshape(-1).to(state_dtype),
         -torch.exp(A_logs.to(state_dtype)), Bs.contiguous(), Cs.contiguous(), Ds.to(state_dtype),
-        scan_directions, channels_last=True, backend=backend)
+        scan_directions, channels_last=True, backend=backend, size=size)
+
+
+# also wrapped by name: under fx the mixers' forward (TokenMixer.forward) has base.py's globals, where timm's
+# notrace registry does not look
+torch.fx.wrap("ss2d_scan")
 
 
 @register_mixer("ss2d")
 class SS2D(TokenMixer):
-    """2D selective-scan mixer (VMamba). Channel-last in and out.
+    """2D selective-scan mixer (VMamba). Channel-last tokens in and out.
 
     Per direction k of the cross-scan and channel d (the selective scan, N = d_state):
         h_t = exp(delta_t A_d) h_{t-1} + delta_t B_t u_t,   y_t = C_t . h_t + D_d u_t,
@@ -133,14 +141,14 @@ class SS2D(TokenMixer):
         self.A_logs.copy_(torch.log(states).expand_as(self.A_logs))  # A = -(1..N): S4D-real
         self.Ds.fill_(1.0)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_tokens(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
         x = self.in_proj(x)
         z: Optional[Tensor] = None
         if self.z_gate:
             x, z = x.chunk(2, dim=-1)
-        x = self.act(self.conv(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)  # conv keeps NHWC memory: no copy
+        x = to_tokens(self.act(self.conv(to_image(x, size))))[0]  # the conv keeps token memory: no copy
         y = ss2d_scan(x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds,
-                      self.scan_directions, self.backend)
+                      self.scan_directions, self.backend, size=size)
         y = self.out_norm(y.to(self.out_norm.weight.dtype))  # the scan returns float32 whatever the model dtype
         if z is not None:
             y = y * F.silu(z)

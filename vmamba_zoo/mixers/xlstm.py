@@ -23,6 +23,8 @@ by the op's formula (:mod:`vmamba_zoo.analysis.flops`); gate math not counted.
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -91,7 +93,7 @@ def mlstm_chunkwise(q: Tensor, k: Tensor, v: Tensor, igate: Tensor, fgate: Tenso
 @register_notrace_module  # shape arithmetic in forward: one leaf module under timm's fx tracing
 @register_mixer("xlstm")
 class XLSTMMixer(TokenMixer):
-    """mLSTM or sLSTM over 1, 2 or 4 scan directions of a (batch, H, W, dim) map. See the module doc.
+    """mLSTM or sLSTM over 1, 2 or 4 scan directions of a 2D map. See the module doc.
 
     Args:
         dim: input/output channels. cell: "mlstm" or "slstm".
@@ -158,14 +160,14 @@ class XLSTMMixer(TokenMixer):
         y = F.layer_norm(y.reshape(*shape[:-1], self.num_heads, -1), (shape[-1] // self.num_heads,))
         return y.reshape(shape) * self.norm_weight + self.norm_bias
 
-    def forward(self, x: Tensor) -> Tensor:
-        batch, height, width, _ = x.shape
-        length, k, heads, inner = height * width, self.scan_directions, self.num_heads, self.inner
+    def forward_tokens(self, x: Tensor, size: Tuple[int, int]) -> Tensor:
+        (batch, length, _), (height, width) = x.shape, size
+        k, heads, inner = self.scan_directions, self.num_heads, self.inner
         u = self.in_proj(x)
         z = None
         if self.cell == "mlstm":
             u, z = u.split([3 * inner, inner], dim=-1)
-        us = cross_scan(u.contiguous(), k, channels_last=True)  # (batch, K, C, L)
+        us = cross_scan(u.contiguous().view(batch, height, width, -1), k, channels_last=True)  # (batch, K, C, L)
         if self.reverse:
             us = us.flip(-1)
         if self.cell == "mlstm":
@@ -181,7 +183,8 @@ class XLSTMMixer(TokenMixer):
             ys = ys.reshape(batch, k, length, inner).transpose(-1, -2)
         if self.reverse:
             ys = ys.flip(-1)
-        y = self._norm(cross_merge(ys.contiguous(), height, width, k, channels_last=True)).to(x.dtype)
+        y = cross_merge(ys.contiguous(), height, width, k, channels_last=True).view(batch, length, inner)
+        y = self._norm(y).to(x.dtype)
         if z is not None:
             y = y * F.silu(z)
         return self.proj_drop(self.out_proj(y))

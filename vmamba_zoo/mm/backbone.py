@@ -21,6 +21,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..mixers import to_image
 from ..models import CheckpointMismatchError, check_image_input, checkpoint_filter_fn, load_checkpoint_file
 from ..models.checkpoint import is_original_layout, remap_original_keys, unwrap_state_dict
 
@@ -113,12 +114,12 @@ class VMambaBackbone(BaseModule):
     # ----- forward / train mode -----
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         check_image_input(x, self.in_chans)
-        x = self.stem(x)  # NHWC from here on
+        x, size = self.stem(x)  # (batch, H*W, C) tokens of a map of size (H, W) from here on
         outs = []
         for i, stage in enumerate(self.stages):
-            x = stage(x)
+            x, size = stage(x, size)
             if str(i) in self.out_norms:
-                outs.append(self.out_norms[str(i)](x).permute(0, 3, 1, 2).contiguous())
+                outs.append(to_image(self.out_norms[str(i)](x), size).contiguous())
         return tuple(outs)
 
     def _frozen_modules(self):

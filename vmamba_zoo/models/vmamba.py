@@ -5,8 +5,11 @@ Two families share one implementation:
   d_state 1 and no z gate, an MLP after every mixer.
 * vanilla VMamba (the first release): 4x4 patch stem, patch-merging downsampling, SS2D with
   d_state 16 and a z gate, no MLP.
-Activations are channel-last (batch, H, W, C) between stem and head; ``forward_features`` returns
-that layout (``output_fmt = 'NHWC'``), ``forward_intermediates`` returns NCHW by default.
+Between stem and head, activations are channel-last tokens (batch, H*W, C) passed with their (H, W), and
+convolutions take them as NCHW views (:func:`vmamba_zoo.mixers.to_image`): under torch.compile, inductor gives
+4D tensors near a convolution channels-last strides for their own dims, so (batch, H, W, C) maps there would be
+written H-fastest and copied back. ``forward_features`` returns (batch, H, W, C) (``output_fmt = 'NHWC'``),
+``forward_intermediates`` NCHW by default.
 """
 from __future__ import annotations
 
@@ -24,19 +27,20 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from torch import Tensor
 
-from ..mixers import create_mixer, get_mixer
+from ..mixers import create_mixer, get_mixer, to_image, to_tokens
 from ..ops import LayerNorm  # nn.LayerNorm's parameters; fast for short rows, autocast-dtype output
 from .checkpoint import checkpoint_filter_fn
 
 __all__ = ["VMamba", "MIN_INPUT_SIZE"]
 
 MIN_INPUT_SIZE = 32  # every stage keeps at least one position
+Size = Tuple[int, int]
 
 register_notrace_module(LayerNorm)  # one leaf under torch.fx: its forward checks shapes and dispatches on autocast
 
 
 class ConvStem(nn.Module):
-    """conv3x3/2 -> LN -> GELU -> conv3x3/2 -> LN (the v2 stem); NCHW image in, NHWC out. Ceil-divides."""
+    """conv3x3/2 -> LN -> GELU -> conv3x3/2 -> LN (the v2 stem); NCHW image in, tokens and size out. Ceil-divides."""
 
     def __init__(self, in_chans: int, dim: int, eps: float = 1e-5, device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
@@ -47,9 +51,10 @@ class ConvStem(nn.Module):
         self.conv2 = nn.Conv2d(dim // 2, dim, 3, stride=2, padding=1, **dd)
         self.norm2 = LayerNorm(dim, eps=eps, **dd)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.act(self.norm1(self.conv1(x).permute(0, 2, 3, 1)))
-        return self.norm2(self.conv2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+    def forward(self, x: Tensor) -> Tuple[Tensor, Size]:
+        x, size = to_tokens(self.conv1(x))
+        x, size = to_tokens(self.conv2(to_image(self.act(self.norm1(x)), size)))
+        return self.norm2(x), size
 
 
 class PatchStem(nn.Module):
@@ -61,12 +66,13 @@ class PatchStem(nn.Module):
         self.conv = nn.Conv2d(in_chans, dim, 4, stride=4, **dd)
         self.norm = LayerNorm(dim, eps=eps, **dd)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.conv(x).permute(0, 2, 3, 1))
+    def forward(self, x: Tensor) -> Tuple[Tensor, Size]:
+        x, size = to_tokens(self.conv(x))
+        return self.norm(x), size
 
 
 class ConvDownsample(nn.Module):
-    """conv3x3/2 -> LN, NHWC in and out (v2)."""
+    """conv3x3/2 -> LN, tokens and size in and out (v2)."""
 
     def __init__(self, dim: int, out_dim: int, eps: float = 1e-5, device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
@@ -74,12 +80,13 @@ class ConvDownsample(nn.Module):
         self.conv = nn.Conv2d(dim, out_dim, 3, stride=2, padding=1, **dd)
         self.norm = LayerNorm(out_dim, eps=eps, **dd)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+    def forward(self, x: Tensor, size: Size) -> Tuple[Tensor, Size]:
+        x, size = to_tokens(self.conv(to_image(x, size)))
+        return self.norm(x), size
 
 
 class PatchMerging(nn.Module):
-    """Concatenate each 2x2 neighbourhood -> LN(4C) -> Linear(4C -> out), NHWC (first release).
+    """Concatenate each 2x2 neighbourhood -> LN(4C) -> Linear(4C -> out), tokens and size in and out (first release).
 
     Odd sizes are zero-padded to even first; the phase order (0,0), (1,0), (0,1), (1,1) (row offset
     first) is the one the released weights were trained with.
@@ -91,15 +98,15 @@ class PatchMerging(nn.Module):
         self.norm = LayerNorm(4 * dim, eps=eps, **dd)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False, **dd)
 
-    def forward(self, x: Tensor) -> Tensor:
-        height, width = x.shape[1], x.shape[2]
-        x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+    def forward(self, x: Tensor, size: Size) -> Tuple[Tensor, Size]:
+        height, width = size
+        x = F.pad(x.unflatten(1, size), (0, 0, 0, width % 2, 0, height % 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x))
+        return self.reduction(self.norm(x.flatten(1, 2))), (x.shape[1], x.shape[2])
 
 
 class VSSBlock(nn.Module):
-    """x + DropPath(mixer(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0. NHWC.
+    """x + DropPath(mixer(LN(x))), then x + DropPath(MLP(LN(x))) when mlp_ratio > 0. Tokens of a map of ``size``.
 
     ``mixer`` names a registered token mixer (:mod:`vmamba_zoo.mixers`), built with ``mixer_kwargs``.
     """
@@ -117,8 +124,8 @@ class VSSBlock(nn.Module):
             self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop, **dd)
             self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path1(self.mixer(self.norm1(x)))
+    def forward(self, x: Tensor, size: Size) -> Tensor:
+        x = x + self.drop_path1(self.mixer(self.norm1(x), size))
         if self.mlp is not None:
             x = x + self.drop_path2(self.mlp(self.norm2(x)))
         return x
@@ -131,17 +138,19 @@ class VMambaStage(nn.Module):
                  block_kwargs: Union[dict, Sequence[dict]], eps: float = 1e-5, device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
-        self.downsample = downsample(in_dim, dim, eps=eps, **dd) if downsample is not None else nn.Identity()
+        self.downsample = downsample(in_dim, dim, eps=eps, **dd) if downsample is not None else None
         per_block = [block_kwargs] * depth if isinstance(block_kwargs, dict) else list(block_kwargs)
         self.blocks = nn.Sequential(*[VSSBlock(dim, drop_path=drop_path[i], eps=eps, **per_block[i], **dd)
                                       for i in range(depth)])
         self.grad_checkpointing = False
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x)
+    def forward(self, x: Tensor, size: Size) -> Tuple[Tensor, Size]:
+        if self.downsample is not None:
+            x, size = self.downsample(x, size)
         for block in self.blocks:
-            x = checkpoint(block, x) if self.grad_checkpointing and not torch.jit.is_scripting() else block(x)
-        return x
+            x = checkpoint(block, x, size) if self.grad_checkpointing and not torch.jit.is_scripting() \
+                else block(x, size)
+        return x, size
 
 
 class VMambaHead(nn.Module):
@@ -334,15 +343,15 @@ class VMamba(nn.Module):
         last_index = len(self.stages) - 1
         stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
         intermediates = []
-        x = self.stem(x)
+        x, size = self.stem(x)
         for index, stage in enumerate(stages):
-            x = stage(x)
+            x, size = stage(x, size)
             if index in take_indices:
-                feat = self.head.norm(x) if norm and index == last_index else x
+                feat = (self.head.norm(x) if norm and index == last_index else x).unflatten(1, size)
                 intermediates.append(feat.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else feat)
         if intermediates_only:
             return intermediates
-        return x, intermediates
+        return x.unflatten(1, size), intermediates
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
@@ -365,7 +374,10 @@ class VMamba(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         check_image_input(x, self.in_chans)
-        return self.stages(self.stem(x))
+        x, size = self.stem(x)
+        for stage in self.stages:
+            x, size = stage(x, size)
+        return x.unflatten(1, size)  # (batch, H, W, C): after the last convolution, no layout cost
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return self.head(x, pre_logits=pre_logits)

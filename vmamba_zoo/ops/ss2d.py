@@ -3,8 +3,9 @@ scan, cross-merge) as one custom op, so a kernel can fuse it, and its backward a
 backward composes the finer ops; kernel backends fuse it too)."""
 from __future__ import annotations
 
+import math
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -20,34 +21,44 @@ register_backend("ss2d_scan_fwd", "reference", reference.ss2d.ss2d_scan_fwd, pri
 register_backend("ss2d_scan_bwd", "reference", reference.ss2d.ss2d_scan_bwd, priority=0)
 
 
+def _as_image(x: Tensor, width: int) -> Tensor:
+    """(batch, H*W, D) tokens -> their (batch, H, W, D) view when ``width`` > 0 (the ops' token form)."""
+    return x.view(x.shape[0], x.shape[1] // width, width, x.shape[2]) if width else x
+
+
+# width > 0: x is (batch, H*W, D) tokens, channel-last, of rows ``width`` wide. Under torch.compile a 4D
+# channel-last map near a convolution gets inductor's channels-last strides for its own dims (H fastest), so
+# models pass token maps and the image view is taken in here, out of inductor's sight.
 @torch.library.custom_op("vmamba_zoo::ss2d_scan_fwd", mutates_args=())
 def _ss2d_scan_fwd(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor, Cs: Tensor,
-                   Ds: Tensor, directions: int, channels_last: bool, backend: str, save_states: bool = False
-                   ) -> tuple[Tensor, Tensor]:
+                   Ds: Tensor, directions: int, channels_last: bool, backend: str, save_states: bool = False,
+                   width: int = 0) -> tuple[Tensor, Tensor]:
     fn = resolve("ss2d_scan_fwd", backend, (x, dts, Bs, Cs))
-    out, states = fn(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, save_states=save_states)
-    return out, states
+    out, states = fn(_as_image(x, width), dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last,
+                     save_states=save_states)
+    return out.view(x.shape), states
 
 
 @_ss2d_scan_fwd.register_fake
-def _(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend, save_states=False):
+def _(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend, save_states=False, width=0):
     return (x.new_empty(x.shape, dtype=torch.promote_types(x.dtype, torch.float32)),
             x.new_empty(states_shape(dts.shape[0], directions, dts.shape[3], A.shape[1],
-                                     x.shape[3] if channels_last else x.shape[1]) if save_states else (0,),
+                                     x.shape[-1] if channels_last else x.shape[1]) if save_states else (0,),
                         dtype=torch.promote_types(x.dtype, torch.float32)))
 
 
 @torch.library.custom_op("vmamba_zoo::ss2d_scan_bwd", mutates_args=())
 def _ss2d_scan_bwd(dy: Tensor, x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor,
-                   Cs: Tensor, Ds: Tensor, states: Tensor, directions: int, channels_last: bool, backend: str
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                   Cs: Tensor, Ds: Tensor, states: Tensor, directions: int, channels_last: bool, backend: str,
+                   width: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     fn = resolve("ss2d_scan_bwd", backend, (dy, x, dts, Bs, Cs))
-    grads = fn(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, states=states)
-    return tuple(g.contiguous() for g in grads)
+    grads = fn(_as_image(dy, width), _as_image(x, width), dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions,
+               channels_last, states=states)
+    return (grads[0].reshape(x.shape).contiguous(), *(g.contiguous() for g in grads[1:]))
 
 
 @_ss2d_scan_bwd.register_fake
-def _(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states, directions, channels_last, backend):
+def _(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states, directions, channels_last, backend, width=0):
     return tuple(torch.empty_like(t, memory_format=torch.contiguous_format)
                  for t in (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds))
 
@@ -56,12 +67,12 @@ def _setup(ctx, inputs, output):
     x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend = inputs[:11]
     ctx.mark_non_differentiable(output[1])
     ctx.save_for_backward(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, output[1])
-    ctx.args = (directions, channels_last, backend)
+    ctx.args = (directions, channels_last, backend, inputs[12] if len(inputs) > 12 else 0)
 
 
 def _backward(ctx, dy, _dstates):
     grads = torch.ops.vmamba_zoo.ss2d_scan_bwd(dy.contiguous(), *ctx.saved_tensors, *ctx.args)
-    return (*grads, None, None, None, None)
+    return (*grads, None, None, None, None, None)
 
 
 _ss2d_scan_fwd.register_autograd(_backward, setup_context=_setup)
@@ -81,9 +92,10 @@ def _needs_states(tensors, backend: str) -> bool:
 
 def ss2d_selective_scan(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor,
                         Cs: Tensor, Ds: Tensor, directions: int = 4, channels_last: bool = False,
-                        backend: str = "auto", save_states: Optional[bool] = None) -> Tensor:
+                        backend: str = "auto", save_states: Optional[bool] = None,
+                        size: Optional[Tuple[int, int]] = None) -> Tensor:
     """Merged SS2D scan output (float32) of an image ``x`` (batch, D, H, W), or (batch, H, W, D) when
-    ``channels_last``, in the same layout.
+    ``channels_last``, in the same layout. With ``size=(H, W)``, x is a token map (batch, H*W, D) (channel-last).
 
     dts (batch, K, R, L): per-direction low-rank delta inputs in scan order; dt_weight (K, D, R);
     dt_bias (K*D,); A (K*D, N); Bs, Cs (batch, K, N, L) in scan order; Ds (K*D,). Delta is
@@ -95,10 +107,17 @@ def ss2d_selective_scan(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tens
     """
     if directions not in SCAN_DIRECTIONS:
         raise ValueError(f"scan_directions must be one of {SCAN_DIRECTIONS}, got {directions}")
-    if x.dim() != 4:
-        raise ValueError(f"ss2d_selective_scan expects a 4D image, got shape {tuple(x.shape)}")
-    channels = x.shape[3] if channels_last else x.shape[1]
-    length = x.shape[1] * x.shape[2] if channels_last else x.shape[2] * x.shape[3]
+    width = 0
+    if size is not None:
+        if x.dim() != 3 or not channels_last or x.shape[1] != size[0] * size[1]:
+            raise ValueError(f"with size={tuple(size)}, ss2d_selective_scan expects channel-last tokens "
+                             f"(batch, {size[0] * size[1]}, D), got shape {tuple(x.shape)}")
+        width = int(size[1])
+    elif x.dim() != 4:
+        raise ValueError(f"ss2d_selective_scan expects a 4D image (or tokens with size=(H, W)), got shape "
+                         f"{tuple(x.shape)}")
+    channels = x.shape[-1] if channels_last else x.shape[1]
+    length = math.prod(x.shape[1:-1]) if channels_last else x.shape[2] * x.shape[3]
     if dts.dim() != 4 or dts.shape[1] != directions or dts.shape[3] != length:
         raise ValueError(f"dts must be (batch, {directions}, R, {length}), got {tuple(dts.shape)}")
     if dt_weight.shape != (directions, channels, dts.shape[2]):
@@ -106,5 +125,6 @@ def ss2d_selective_scan(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tens
     tensors = (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds)
     if save_states is None:
         save_states = _needs_states(tensors, backend)
-    out, _ = torch.ops.vmamba_zoo.ss2d_scan_fwd(*tensors, directions, channels_last, backend, bool(save_states))
+    out, _ = torch.ops.vmamba_zoo.ss2d_scan_fwd(*tensors, directions, channels_last, backend, bool(save_states),
+                                                width)
     return out

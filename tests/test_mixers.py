@@ -11,7 +11,7 @@ import yaml
 import vmamba_zoo  # noqa: F401  (registers the models)
 from vmamba_zoo.analysis.flops import count_macs_torch
 from vmamba_zoo.mixers import (SS2D, TokenMixer, create_mixer, get_mixer, list_mixers, mlstm_chunkwise,
-                               register_mixer)
+                               register_mixer, to_image, to_tokens)
 from vmamba_zoo.mixers import reference as ref
 from vmamba_zoo.ops.reference.cross_scan import scan_order
 
@@ -73,6 +73,24 @@ def test_layout_and_odd_sizes(name, size):
     x = _x(2, *size, DIM)
     y = mixer(x)
     assert y.shape == x.shape and y.dtype == x.dtype and torch.isfinite(y).all()
+    # the blocks' call: (batch, H*W, C) tokens with their size, the same values in token order
+    torch.testing.assert_close(mixer(x.flatten(1, 2), size), y.flatten(1, 2), rtol=0, atol=0)
+
+
+def test_tokens_need_their_size():
+    with pytest.raises(ValueError, match=r"\(batch, H\*W, C\) tokens with their size=\(H, W\); got shape \(2, 35, 16\)"):
+        _mixer("ss2d")(_x(2, 35, DIM))
+
+
+def test_to_image_and_to_tokens_are_views():
+    """Convolutions take tokens as an NCHW view of channels-last memory and give it back: no copies."""
+    tokens = _x(2, 35, DIM)
+    image = to_image(tokens, (5, 7))
+    assert image.shape == (2, DIM, 5, 7) and image.is_contiguous(memory_format=torch.channels_last)
+    assert image.data_ptr() == tokens.data_ptr()
+    torch.testing.assert_close(image[:, :, 2, 3], tokens[:, 2 * 7 + 3], rtol=0, atol=0)
+    back, size = to_tokens(image)
+    assert size == (5, 7) and back.data_ptr() == tokens.data_ptr() and torch.equal(back, tokens)
 
 
 # ------------------------------------------------------------------------ fast path == step-by-step oracle

@@ -100,3 +100,34 @@ def test_saved_states_reference_matches_the_step_loop():
         h = torch.exp(dt[:, :, t, None] * A) * h + dt[:, :, t, None] * Bs[:, 0, None, :, t] * u[:, :, t, None]
     want = torch.stack(want, 1).permute(0, 1, 3, 2)[:, None]  # (batch, 1, 3, N, D)
     torch.testing.assert_close(states, want)
+
+
+@pytest.mark.parametrize("directions", [1, 4])
+def test_ss2d_op_on_tokens_equals_the_image(directions):
+    """(batch, H*W, D) tokens with size=(H, W) (the models' layout): the image's values and gradients in token
+    order, the backward included (the op views tokens as the image inside)."""
+    data = _inputs(directions, True, h=3, w=5, channels=3, seed=2)
+    image = {n: t.clone().requires_grad_() for n, t in data.items()}
+    tokens = {n: t.clone().requires_grad_() for n, t in dict(data, x=data["x"].flatten(1, 2)).items()}
+    y = ss2d_selective_scan(**image, directions=directions, channels_last=True, backend="reference")
+    y_tokens = ss2d_selective_scan(**tokens, directions=directions, channels_last=True, backend="reference",
+                                   size=(3, 5))
+    assert y_tokens.shape == (2, 15, 3)
+    torch.testing.assert_close(y_tokens, y.flatten(1, 2), rtol=0, atol=0)
+    grad = torch.randn_like(y)
+    want = torch.autograd.grad(y, list(image.values()), grad)
+    got = torch.autograd.grad(y_tokens, list(tokens.values()), grad.flatten(1, 2))
+    torch.testing.assert_close(got[0], want[0].flatten(1, 2), rtol=0, atol=0)
+    for name, a, b in zip(list(tokens)[1:], got[1:], want[1:]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_ss2d_op_tokens_need_a_matching_size():
+    data = _inputs(4, True, h=3, w=4)
+    tokens = dict(data, x=data["x"].flatten(1, 2))
+    with pytest.raises(ValueError, match=r"size=\(4, 4\).*\(batch, 16, D\)"):
+        ss2d_selective_scan(**tokens, directions=4, channels_last=True, size=(4, 4))
+    with pytest.raises(ValueError, match="channel-last tokens"):
+        ss2d_selective_scan(**tokens, directions=4, channels_last=False, size=(3, 4))
+    with pytest.raises(ValueError, match="expects a 4D image"):
+        ss2d_selective_scan(**tokens, directions=4, channels_last=True)

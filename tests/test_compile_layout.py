@@ -1,0 +1,45 @@
+"""Inductor's layout optimization must not put VMamba's maps in an H-fastest layout.
+
+With convolutions in a training graph (on CUDA; forced here on the CPU), inductor gives every dense 4D tensor
+upstream of a convolution, and downstream up to the last one, channels-last strides for its own dims. A
+(batch, H, W, C) map would so be written H-fastest (strided stores) and copied back for each matmul; the models
+keep tokens (batch, H*W, C) between convolutions instead. Compiled VMamba-T training went from 2179 to 2638
+img/s on nvidia-h200 with that (benchmarks/token_layout_ab_h200_2026-12-03.txt).
+"""
+import re
+
+import pytest
+import timm
+import torch
+from torch._inductor.utils import run_and_get_code
+
+import vmamba_zoo.models  # noqa: F401
+
+# the buffers inductor allocates: empty_strided_cpu((sizes), (strides), dtype)
+BUFFER = re.compile(r"empty_strided_\w+\(\(([\d, ]+)\), \(([\d, ]+)\)")
+
+
+def _buffers(codes):
+    for code in codes:
+        for sizes, strides in BUFFER.findall(code):
+            yield tuple(int(v) for v in sizes.split(",") if v.strip()), tuple(int(v) for v in strides.split(",") if v.strip())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["test_vmamba"])
+def test_compiled_training_writes_maps_row_major(name):
+    torch._dynamo.reset()
+    model = timm.create_model(name).train()
+    x = torch.randn(2, 3, 64, 96)  # not square: (batch, H, W, C) and (batch, C, H, W) shapes differ
+    with torch.no_grad():
+        maps = {tuple(f.shape) for f in model.forward_intermediates(x, output_fmt="NHWC", intermediates_only=True)}
+    maps.add((2, 32, 48, model.dims[0] // 2))  # the stem's first map
+    compiled = torch.compile(model, options={"layout_optimization": True, "force_layout_optimization": True})
+    with torch.backends.mkldnn.flags(enabled=False):  # the CUDA rule: layout optimization by the graph alone
+        _, codes = run_and_get_code(lambda: compiled(x).sum().backward())
+    buffers = list(_buffers(codes))
+    convolution_maps = [(s, st) for s, st in buffers if len(s) == 4 and st[1] == 1 and s[1] in model.dims]
+    assert convolution_maps, "found no channels-last convolution buffers: has inductor's code format changed?"
+    wrong = sorted({(s, st) for s, st in buffers if s in maps and st[1] == 1})
+    assert not wrong, f"(batch, H, W, C) maps written H-fastest: {wrong}"
+    torch._dynamo.reset()

@@ -40,8 +40,8 @@ def model_benchmarks(sizes: Sequence[str] = ("tiny",), batch_size: int = 128, im
     Variants of ours: "eager", plus "compile" (torch.compile of the whole model) and "cuda graph"
     (inference replayed from a captured graph; training column repeats eager) when asked for.
     ``compile_no_layout_opt`` adds "compile, no layout opt": inductor's layout optimization off. With convolutions in
-    a graph it gives 4D tensors near them channels-last strides, which for VMamba's (batch, H, W, C) maps means
-    H-fastest, strided writes (benchmarks/benchmark_h200_2026-12-02_session6.md).
+    a graph it gives 4D tensors near them channels-last strides for their own dims; the models keep tokens between
+    convolutions so that it costs nothing (benchmarks/benchmark_h200_2026-12-03_session7.md).
     """
     import timm
 

@@ -99,10 +99,14 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False, **dd)
 
     def forward(self, x: Tensor, size: Size) -> Tuple[Tensor, Size]:
-        height, width = size
-        x = F.pad(x.unflatten(1, size), (0, 0, 0, width % 2, 0, height % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
-        return self.reduction(self.norm(x.flatten(1, 2))), (x.shape[1], x.shape[2])
+        batch, channels, (height, width) = x.shape[0], x.shape[2], size
+        # 5D and 6D views: no 4D map for inductor's layout choice (see the module doc)
+        x = F.pad(x.reshape(batch, height, width, 1, channels), (0, 0, 0, 0, 0, width % 2, 0, height % 2))
+        height, width = height + height % 2, width + width % 2
+        # (batch, H/2, row phase, W/2, column phase, C) -> the phases (0,0), (1,0), (0,1), (1,1) along channels
+        x = x.view(batch, height // 2, 2, width // 2, 2, channels).permute(0, 1, 3, 4, 2, 5)
+        x = x.reshape(batch, height * width // 4, 4 * channels)
+        return self.reduction(self.norm(x)), (height // 2, width // 2)
 
 
 class VSSBlock(nn.Module):

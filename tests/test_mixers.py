@@ -66,6 +66,32 @@ def test_register_mixer_checks():
         TokenMixer()
 
 
+def test_a_user_mixer_gets_tokens_with_their_size(monkeypatch):
+    """The README's recipe: a TokenMixer subclass registered by name plugs into the backbone and receives each
+    stage's tokens with the stage's (H, W), here of an odd 97x61 image."""
+    import vmamba_zoo.mixers.base as base
+    monkeypatch.setattr(base, "_MIXERS", dict(base._MIXERS))  # leave the registry as it was
+    seen = []
+
+    @register_mixer("test_dwconv")
+    class DWConv(TokenMixer):
+        def __init__(self, dim, proj_drop=0.0, device=None, dtype=None):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(dim, dim, 7, padding=3, groups=dim, device=device, dtype=dtype)
+
+        def forward_tokens(self, x, size):
+            seen.append((tuple(x.shape), tuple(size)))
+            return to_tokens(self.conv(to_image(x, size)))[0]
+
+    model = timm.create_model("test_vmamba", mixers="test_dwconv").eval()
+    assert isinstance(model.stages[0].blocks[0].mixer, DWConv)
+    with torch.no_grad():
+        out = model(_x(1, 3, 97, 61))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+    assert seen == [((1, 25 * 16, 16), (25, 16)), ((1, 13 * 8, 32), (13, 8)), ((1, 7 * 4, 64), (7, 4)),
+                    ((1, 7 * 4, 64), (7, 4)), ((1, 4 * 2, 128), (4, 2))]
+
+
 @pytest.mark.parametrize("size", [(1, 1), (1, 9), (9, 1), (5, 7)])
 @pytest.mark.parametrize("name", ["ss2d", "mamba", "lstm", "xlstm", "attention"])
 def test_layout_and_odd_sizes(name, size):

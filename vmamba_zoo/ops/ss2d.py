@@ -26,9 +26,8 @@ def _as_image(x: Tensor, width: int) -> Tensor:
     return x.view(x.shape[0], x.shape[1] // width, width, x.shape[2]) if width else x
 
 
-# width > 0: x is (batch, H*W, D) tokens, channel-last, of rows ``width`` wide. Under torch.compile a 4D
-# channel-last map near a convolution gets inductor's channels-last strides for its own dims (H fastest), so
-# models pass token maps and the image view is taken in here, out of inductor's sight.
+# width > 0: x is (batch, H*W, D) channel-last tokens of rows ``width`` wide, the models' layout; the image view
+# is taken in here, where torch.compile's layout choice for 4D maps cannot reach it (see vmamba_zoo.mixers.base)
 @torch.library.custom_op("vmamba_zoo::ss2d_scan_fwd", mutates_args=())
 def _ss2d_scan_fwd(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor, Cs: Tensor,
                    Ds: Tensor, directions: int, channels_last: bool, backend: str, save_states: bool = False,
@@ -64,10 +63,10 @@ def _(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states, directions, channel
 
 
 def _setup(ctx, inputs, output):
-    x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend = inputs[:11]
+    x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend, _, width = inputs  # defaults filled
     ctx.mark_non_differentiable(output[1])
     ctx.save_for_backward(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, output[1])
-    ctx.args = (directions, channels_last, backend, inputs[12] if len(inputs) > 12 else 0)
+    ctx.args = (directions, channels_last, backend, width)
 
 
 def _backward(ctx, dy, _dstates):

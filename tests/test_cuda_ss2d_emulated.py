@@ -32,6 +32,13 @@ def cuda_on_cpu(emulated_ops, monkeypatch):
     monkeypatch.setattr(cuda_backend, "_device_ok", lambda device: True)
 
 
+@pytest.fixture(params=["directions", "segments"])
+def fwd_kernel(request, monkeypatch):
+    """Each forward kernel: by direction (the default; atomic adds) and by segments (deterministic mode's)."""
+    monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", request.param)
+    return request.param
+
+
 def _data(batch, directions, hw, channels, rank, channels_last=True, seed=0):
     h, w = hw
     length = h * w
@@ -80,13 +87,13 @@ SHAPES = [(1, 4, (7, 9), 32, 3), (2, 4, (16, 12), 40, 12), (1, 2, (5, 13), 8, 24
 
 @pytest.mark.parametrize("save_states", [True, False], ids=["from_states", "rewalk"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"b{s[0]}k{s[1]}_{s[2][0]}x{s[2][1]}_d{s[3]}r{s[4]}")
-def test_emulated_ss2d_matches_reference_fp32(cuda_on_cpu, shape, save_states):
+def test_emulated_ss2d_matches_reference_fp32(cuda_on_cpu, fwd_kernel, shape, save_states):
     _check(shape, seed=shape[3], save_states=save_states)
 
 
 @pytest.mark.parametrize("save_states", [True, False], ids=["from_states", "rewalk"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_emulated_ss2d_half_types(cuda_on_cpu, dtype, save_states):
+def test_emulated_ss2d_half_types(cuda_on_cpu, fwd_kernel, dtype, save_states):
     _check((1, 4, (9, 10), 24, 6), dtype, save_states=save_states)
 
 
@@ -97,7 +104,7 @@ def test_emulated_ss2d_channels_first(cuda_on_cpu):
 
 @pytest.mark.parametrize("shape", [(2, 4, (16, 12), 40, 12), (1, 2, (5, 13), 8, 24), (1, 1, (3, 3), 4, 2)],
                          ids=["4dir_6seg", "2dir", "9steps"])
-def test_emulated_ss2d_saved_states_match_reference(cuda_on_cpu, shape):
+def test_emulated_ss2d_saved_states_match_reference(cuda_on_cpu, fwd_kernel, shape):
     """The state before every 8th step, as the forward saves it (several segments, a short last sub-chunk)."""
     batch, directions, hw, channels, rank = shape
     data = _data(batch, directions, hw, channels, rank)
@@ -151,6 +158,10 @@ def test_ss2d_host_code_rejects_bad_input(cuda_on_cpu):
         ops.ss2d_fwd(*args[:4], torch.zeros(32, 4), torch.zeros(1, 4, 4, 16), torch.zeros(1, 4, 4, 16), args[7], 4)
     with pytest.raises(RuntimeError, match="scan_directions must be 1, 2 or 4"):
         ops.ss2d_fwd(*args, 3)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", "atomic")
+        with pytest.raises(RuntimeError, match="VMAMBA_ZOO_SS2D_FWD_KERNEL must be 'segments' or 'directions'"):
+            ops.ss2d_fwd(*args, 4)
     with pytest.raises(RuntimeError, match="dts must have x's dtype"):
         ops.ss2d_fwd(args[0], args[1].half(), *args[2:], 4)
     with pytest.raises(RuntimeError, match="dy must be float32"):

@@ -9,6 +9,7 @@
 // tests/cuda_emulation/emulate.cpp, in place of the toolkit's header.
 #pragma once
 
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstddef>
@@ -103,6 +104,8 @@ inline void __syncwarp(unsigned = 0xffffffffu) { emulation::my_warp().barrier.ar
 inline void __syncthreads() { emulation::current_block->barrier.arrive_and_wait(); }
 
 inline uint4 __ldg(const uint4* address) { return *address; }
+
+inline float atomicAdd(float* address, float value) { return std::atomic_ref<float>(*address).fetch_add(value); }
 
 inline float __expf(float x) { return std::exp(x); }  // the GPU's is a fast approximation
 

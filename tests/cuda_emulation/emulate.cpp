@@ -56,6 +56,9 @@ struct SS2DRunner {
     if (from_states) {  // grid (tiles, batch, K), one warp a block (as ss2d.cu)
       run_blocks(ss2d_bwd_states_kernel<T, 1, R>, p, p.tiles, p.batch, 32, ss2d_bwd_states_floats<R, 1>(),
                  p.directions);
+    } else if (!backward && p.by_direction) {
+      run_blocks(ss2d_fwd_directions_kernel<T, 1, R>, p, p.tiles, p.batch, 32, SS2DLayout<R, 1>::kStage,
+                 p.directions);
     } else if (backward) {
       run_blocks(ss2d_bwd_kernel<T, 1, R>, p, p.tiles, p.batch, threads, SS2DLayout<R, 1>::bwd_floats(p.segments));
     } else {

@@ -89,7 +89,7 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
       const float raw = dt[i] + bias;
-      dt[i] = pos0 + i < seq_length ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
+      dt[i] = pos0 + i < seq_length ? (p.delta_softplus ? fast_softplus(raw) : raw) : 0.f;
     }
     for (int n = 0; n < d_state; ++n) {
       float B_vals[kItems];
@@ -98,7 +98,7 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
       float lane_a = 1.f, lane_b = 0.f;
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        const float decay = expf(dt[i] * A_n);
+        const float decay = fast_exp(dt[i] * A_n);
         lane_b = fmaf(decay, lane_b, dt[i] * B_vals[i] * u[i]);
         lane_a *= decay;
       }
@@ -122,6 +122,7 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
     float gate_grad[kItems];  // dout * silu'(z): dz = gate_grad * (y before the gate)
     float y[kItems];          // y before the gate (needed for dz only)
     float ddt[kItems], du[kItems];
+    float slope[kItems];      // d softplus(raw) / d raw = sigmoid(raw)
     load_items(u_row, pos0, seq_length, u);
     load_items(delta_row, pos0, seq_length, dt);
     load_items(dout_row, pos0, seq_length, dy);  // 0 past the end: no adjoint flows in from there
@@ -139,7 +140,8 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
     for (int i = 0; i < kItems; ++i) {
       const float raw = dt[i] + bias;
       const bool inside = pos0 + i < seq_length;
-      dt[i] = inside ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
+      slope[i] = 1.f;
+      dt[i] = inside ? (p.delta_softplus ? fast_softplus(raw, slope[i]) : raw) : 0.f;
       y[i] = 0.f;
       ddt[i] = 0.f;
       du[i] = 0.f;
@@ -156,7 +158,7 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
       float lane_a = 1.f, lane_b = 0.f;
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        decay[i] = expf(dt[i] * A_n);
+        decay[i] = fast_exp(dt[i] * A_n);
         lane_b = fmaf(decay[i], lane_b, dt[i] * B_vals[i] * u[i]);
         lane_a *= decay[i];
       }
@@ -240,8 +242,7 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
       dz_vals[i] = z_row != nullptr ? gate_grad[i] * y_before_gate : 0.f;
       dD_lane = fmaf(dy[i], u[i], dD_lane);
       du[i] = fmaf(dy[i], D_value, du[i]);
-      // d softplus(raw) / d raw = sigmoid(raw) = 1 - exp(-softplus(raw)), from dt without keeping raw
-      if (p.delta_softplus) ddt[i] *= -expm1f(-dt[i]);
+      ddt[i] *= slope[i];  // through the softplus (1 without it)
       if (pos0 + i < seq_length) dbias_lane += ddt[i];
     }
     if (w.valid) {

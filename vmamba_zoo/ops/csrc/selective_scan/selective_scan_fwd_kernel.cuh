@@ -51,7 +51,7 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
     for (int i = 0; i < kItems; ++i) {
       const float raw = dt[i] + bias;
       // past the end: dt = 0 makes the step the identity (a = 1, b = 0), so the carry is unaffected
-      dt[i] = pos0 + i < length ? (p.delta_softplus ? softplus(raw) : raw) : 0.f;
+      dt[i] = pos0 + i < length ? (p.delta_softplus ? fast_softplus(raw) : raw) : 0.f;
       y[i] = 0.f;
     }
 
@@ -64,7 +64,7 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
       float lane_a = 1.f, lane_b = 0.f;  // the lane's steps composed: h -> lane_a*h + lane_b
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        decay[i] = expf(dt[i] * A_n);
+        decay[i] = fast_exp(dt[i] * A_n);
         drive[i] = dt[i] * B_vals[i] * u[i];
         lane_b = fmaf(decay[i], lane_b, drive[i]);
         lane_a *= decay[i];

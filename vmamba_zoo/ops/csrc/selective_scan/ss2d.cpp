@@ -4,6 +4,7 @@
 // and called by the Python backend (vmamba_zoo/ops/cuda_backend.py) from behind the package's custom ops
 // torch.ops.vmamba_zoo.ss2d_scan_fwd / _bwd. Shapes: ss2d.h.
 #include <cstdlib>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -112,6 +113,18 @@ Inputs prepare(SS2DParams& p, bool backward, const Tensor& x, const Tensor& dts,
 
 int64_t state_count(int64_t length) { return (length + kSS2DSubSteps - 1) / kSS2DSubSteps; }
 
+// The forward by direction (atomic adds, order varies between runs) unless torch asks for deterministic
+// algorithms; VMAMBA_ZOO_SS2D_FWD_KERNEL=segments|directions picks one (benchmarks/ss2d_cuda_tune.py).
+bool forward_by_direction() {
+  const char* text = std::getenv("VMAMBA_ZOO_SS2D_FWD_KERNEL");
+  const std::string choice = text != nullptr ? text : "";
+  TORCH_CHECK(choice.empty() || choice == "segments" || choice == "directions", kWhat,
+              ": VMAMBA_ZOO_SS2D_FWD_KERNEL must be 'segments' or 'directions', got '", choice, "'");
+  if (choice == "segments") return false;
+  if (choice == "directions") return true;
+  return !at::globalContext().deterministicAlgorithms();
+}
+
 // the merged scan output, float32 (batch, H, W, D), and, when save_states, the state before every
 // kSS2DSubSteps-th step for the backward, float32 (batch, K, ceil(L / kSS2DSubSteps), N, D) (else empty)
 std::tuple<Tensor, Tensor> ss2d_fwd(const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias,
@@ -120,7 +133,9 @@ std::tuple<Tensor, Tensor> ss2d_fwd(const Tensor& x, const Tensor& dts, const Te
   const OnDeviceOf device_guard(x);
   SS2DParams p;
   const Inputs in = prepare(p, false, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
-  Tensor out = at::empty(x.sizes(), x.options().dtype(at::kFloat));
+  p.by_direction = forward_by_direction();
+  Tensor out = p.by_direction ? at::zeros(x.sizes(), x.options().dtype(at::kFloat))
+                              : at::empty(x.sizes(), x.options().dtype(at::kFloat));
   Tensor states = save_states ? at::empty({p.batch, p.directions, state_count(p.length), p.d_state, p.channels},
                                           x.options().dtype(at::kFloat))
                               : at::empty({0}, x.options().dtype(at::kFloat));

@@ -6,14 +6,14 @@ namespace {
 
 template <typename Kernel>
 cudaError_t launch_kernel(Kernel kernel, const SS2DParams& p, int smem_floats, cudaStream_t stream,
-                          bool from_states = false) {
+                          bool one_warp_per_direction = false) {
   const size_t smem = sizeof(float) * smem_floats;
   if (smem > 48 * 1024) {  // above the default limit a kernel must opt in
     const cudaError_t status =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (status != cudaSuccess) return status;
   }
-  if (from_states) {  // one warp per (tile, batch, direction)
+  if (one_warp_per_direction) {  // one warp per (tile, batch, direction)
     kernel<<<dim3(p.tiles, p.batch, p.directions), dim3(32), smem, stream>>>(p);
   } else {
     kernel<<<dim3(p.tiles, p.batch), dim3(p.segments * 32), smem, stream>>>(p);
@@ -33,6 +33,9 @@ struct Launcher {
       return launch_kernel(ss2d_bwd_states_kernel<T, 1, R>, p, ss2d_bwd_states_floats<R, 1>(), stream, true);
     }
     if (backward) return launch_kernel(ss2d_bwd_kernel<T, 1, R>, p, SS2DLayout<R, 1>::bwd_floats(p.segments), stream);
+    if (p.by_direction) {
+      return launch_kernel(ss2d_fwd_directions_kernel<T, 1, R>, p, SS2DLayout<R, 1>::kStage, stream, true);
+    }
     return launch_kernel(ss2d_fwd_kernel<T, 1, R>, p, SS2DFwdLayout<R, 1>::fwd_floats(p.segments), stream);
   }
 };

@@ -62,6 +62,9 @@ struct SS2DParams {
   int segments = 1;  // warps per block
   int seg_len = 0;   // steps per segment, a multiple of kSS2DSubSteps (and of kSS2DSubStepsFwd)
   int subs = 0;      // seg_len / kSS2DSubSteps
+  // forward: one warp per (tile, batch, direction), outputs added atomically onto a zero-filled `out`
+  // (ss2d_fwd_directions_kernel), instead of segments joined in shared memory (ss2d_fwd_kernel, deterministic)
+  bool by_direction = false;
 
   const void* x = nullptr;
   const void* dts = nullptr;

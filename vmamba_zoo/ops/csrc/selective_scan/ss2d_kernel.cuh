@@ -92,15 +92,17 @@ struct Direction {
 
   // Copy steps [t0, t0 + steps) of the dts, B and C rows into the warp's stage as floats: step i at
   // stage[i * kStride], dts in columns 0..rank-1, B from column R, C from R + N. Columns rank..R-1 and the
-  // padding are never written (zeroed once), so the projection can run over all R.
+  // padding are never written (zeroed once), so the projection can run over all R. In two halves, so that a
+  // kernel can issue the loads of one sub-chunk while it walks the previous one.
   template <int S>
-  __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps, int rank, int length, int lane) const {
-    constexpr int kStride = SS2DLayout<R, N, S>::kStride;
-    constexpr int kHeld = ((R + 2 * N) * S + 31) / 32;
+  static constexpr int kHeld = ((R + 2 * N) * S + 31) / 32;  // a lane's share of a sub-chunk's staged values
+
+  template <int S>
+  __device__ __forceinline__ void fetch_steps(float (&held)[kHeld<S>], int t0, int steps, int rank, int length,
+                                              int lane) const {
     const int rows = rank + 2 * N;
-    float held[kHeld];  // all loads first, then the stores: they are in flight together
 #pragma unroll
-    for (int j = 0; j < kHeld; ++j) {
+    for (int j = 0; j < kHeld<S>; ++j) {
       const int e = lane + 32 * j, row = e / S, i = e % S, l = t0 + i;
       held[j] = 0.f;
       if (e < rows * S && i < steps) {
@@ -109,11 +111,24 @@ struct Direction {
                                    : to_float(C[static_cast<int64_t>(row - rank - N) * length + l]);
       }
     }
+  }
+
+  template <int S>
+  __device__ __forceinline__ void put_steps(float* stage, const float (&held)[kHeld<S>], int rank, int lane) const {
+    constexpr int kStride = SS2DLayout<R, N, S>::kStride;
+    const int rows = rank + 2 * N;
 #pragma unroll
-    for (int j = 0; j < kHeld; ++j) {
+    for (int j = 0; j < kHeld<S>; ++j) {
       const int e = lane + 32 * j, row = e / S, i = e % S;
       if (e < rows * S) stage[i * kStride + (row < rank ? row : R + row - rank)] = held[j];
     }
+  }
+
+  template <int S>
+  __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps, int rank, int length, int lane) const {
+    float held[kHeld<S>];  // all loads first, then the stores: they are in flight together
+    fetch_steps<S>(held, t0, steps, rank, length, lane);
+    put_steps<S>(stage, held, rank, lane);
   }
 
   // W_dt @ dts + bias of a staged step (before the softplus)
@@ -235,6 +250,80 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
         }
       }
       __syncthreads();  // pass 0: the maps are complete; pass 1: the next direction adds onto this one's output
+    }
+  }
+}
+
+// Forward by direction: one warp per (channel tile, batch, direction) walks its direction once, from the first
+// step, and adds y onto the zero-filled merged output with atomic adds. No segments, so no second walk: at 56x56
+// ss2d_fwd_kernel computes every step twice to join 16 segments. The K warps of a pixel run concurrently, so the
+// order of its K additions varies between runs; deterministic mode (torch.use_deterministic_algorithms) runs
+// ss2d_fwd_kernel. Few warps share an SM at 56x56 (1536 in all for VMamba-T), so each issues the loads of its next
+// sub-chunk before walking the current one.
+template <typename T, int N, int R>
+__global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_fwd_directions_kernel(const SS2DParams p) {
+  using Layout = SS2DLayout<R, N>;
+  using Dir = Direction<T, N, R>;
+  constexpr int S = kSS2DSubSteps;
+  constexpr int kHeld = Dir::template kHeld<S>;
+  const int lane = threadIdx.x & 31, tile = blockIdx.x, batch = blockIdx.y, k = blockIdx.z;
+  const int C = p.channels, L = p.length;
+  const bool valid = tile * 32 + lane < C;
+  const int channel = valid ? tile * 32 + lane : C - 1;  // spare lanes compute on a copy, never write
+  float* const stage = dynamic_shared_memory();
+  zero_floats(stage, Layout::kStage, lane);
+  const int64_t image = static_cast<int64_t>(batch) * L * C + channel;
+  const T* x = static_cast<const T*>(p.x) + image;
+  float* out = p.out + image;
+  const int64_t bk = static_cast<int64_t>(batch) * p.directions + k;
+  float* states = p.states != nullptr ? p.states + bk * ((L + S - 1) / S) * N * C + channel : nullptr;
+  const Dir dir(p, batch, k, channel);
+  float h[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) h[n] = 0.f;
+
+  // the next sub-chunk's loads, in flight while the current one is walked
+  int offsets_next[S];
+  float u_next[S], held_next[kHeld];
+  PixelWalk walk = walk_from(0, k, p);
+  auto fetch = [&](int t0) {
+    const int steps = L - t0 < S ? L - t0 : S;
+#pragma unroll
+    for (int i = 0; i < S; ++i) {
+      offsets_next[i] = walk.pixel * C;
+      u_next[i] = i < steps ? to_float(x[offsets_next[i]]) : 0.f;
+      walk.advance();
+    }
+    dir.template fetch_steps<S>(held_next, t0, steps, p.rank, L, lane);
+  };
+  fetch(0);
+  for (int t0 = 0; t0 < L; t0 += S) {
+    const int steps = L - t0 < S ? L - t0 : S;
+    int offsets[S];
+    float u[S];
+#pragma unroll
+    for (int i = 0; i < S; ++i) offsets[i] = offsets_next[i], u[i] = u_next[i];
+    __syncwarp();  // every lane is done with the previous sub-chunk's stage
+    dir.template put_steps<S>(stage, held_next, p.rank, lane);
+    __syncwarp();
+    if (t0 + S < L) fetch(t0 + S);
+    if (states != nullptr && valid) {  // the state before step t0, for the backward
+#pragma unroll
+      for (int n = 0; n < N; ++n) states[(static_cast<int64_t>(t0 / S) * N + n) * C] = h[n];
+    }
+#pragma unroll
+    for (int i = 0; i < S; ++i) {
+      if (i < steps) {
+        const float* step = stage + i * Layout::kStride;
+        const float dt = fast_softplus(dir.raw_delta(step));
+        float y = dir.D * u[i];
+#pragma unroll
+        for (int n = 0; n < N; ++n) {
+          h[n] = fmaf(fast_exp(dt * dir.A[n]), h[n], dt * step[R + n] * u[i]);
+          y = fmaf(step[R + N + n], h[n], y);
+        }
+        if (valid) atomicAdd(out + offsets[i], y);
+      }
     }
   }
 }

@@ -46,6 +46,7 @@ template <int R, int N, int S = kSS2DSubSteps>
 struct SS2DLayout {
   static constexpr int kStride = (R + 2 * N + 3) / 4 * 4;  // one staged step: dts (R), B (N), C (N), padding
   static constexpr int kStage = S * kStride;                 // one warp's staged sub-chunk
+  static constexpr int kHeld = ((R + 2 * N) * S + 31) / 32;  // a lane's share of it, held between load and store
   static constexpr int kVals = 2 * N * S * 33;               // backward: per-step dB, dC to sum over lanes
   static constexpr int fwd_floats(int segments) { return 2 * N * segments * 32 + segments * kStage; }
   static constexpr int bwd_floats(int segments) {

@@ -95,14 +95,13 @@ struct Direction {
   // padding are never written (zeroed once), so the projection can run over all R. In two halves, so that a
   // kernel can issue the loads of one sub-chunk while it walks the previous one.
   template <int S>
-  static constexpr int kHeld = ((R + 2 * N) * S + 31) / 32;  // a lane's share of a sub-chunk's staged values
+  using Held = float[SS2DLayout<R, N, S>::kHeld];  // a lane's share of a sub-chunk's staged values
 
   template <int S>
-  __device__ __forceinline__ void fetch_steps(float (&held)[kHeld<S>], int t0, int steps, int rank, int length,
-                                              int lane) const {
+  __device__ __forceinline__ void fetch_steps(Held<S>& held, int t0, int steps, int rank, int length, int lane) const {
     const int rows = rank + 2 * N;
 #pragma unroll
-    for (int j = 0; j < kHeld<S>; ++j) {
+    for (int j = 0; j < SS2DLayout<R, N, S>::kHeld; ++j) {
       const int e = lane + 32 * j, row = e / S, i = e % S, l = t0 + i;
       held[j] = 0.f;
       if (e < rows * S && i < steps) {
@@ -114,11 +113,11 @@ struct Direction {
   }
 
   template <int S>
-  __device__ __forceinline__ void put_steps(float* stage, const float (&held)[kHeld<S>], int rank, int lane) const {
+  __device__ __forceinline__ void put_steps(float* stage, const Held<S>& held, int rank, int lane) const {
     constexpr int kStride = SS2DLayout<R, N, S>::kStride;
     const int rows = rank + 2 * N;
 #pragma unroll
-    for (int j = 0; j < kHeld<S>; ++j) {
+    for (int j = 0; j < SS2DLayout<R, N, S>::kHeld; ++j) {
       const int e = lane + 32 * j, row = e / S, i = e % S;
       if (e < rows * S) stage[i * kStride + (row < rank ? row : R + row - rank)] = held[j];
     }
@@ -126,7 +125,7 @@ struct Direction {
 
   template <int S>
   __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps, int rank, int length, int lane) const {
-    float held[kHeld<S>];  // all loads first, then the stores: they are in flight together
+    Held<S> held;  // all loads first, then the stores: they are in flight together
     fetch_steps<S>(held, t0, steps, rank, length, lane);
     put_steps<S>(stage, held, rank, lane);
   }
@@ -265,7 +264,7 @@ __global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_fwd_directions_kern
   using Layout = SS2DLayout<R, N>;
   using Dir = Direction<T, N, R>;
   constexpr int S = kSS2DSubSteps;
-  constexpr int kHeld = Dir::template kHeld<S>;
+  constexpr int kHeld = Layout::kHeld;
   const int lane = threadIdx.x & 31, tile = blockIdx.x, batch = blockIdx.y, k = blockIdx.z;
   const int C = p.channels, L = p.length;
   const bool valid = tile * 32 + lane < C;

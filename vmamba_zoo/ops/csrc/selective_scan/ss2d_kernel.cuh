@@ -531,8 +531,17 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
 // no segments to join (the adjoint enters the last step as 0): about half the work of ss2d_bwd_kernel. The
 // direction's du goes to its own plane (the host sums the K planes in a fixed order), the raw delta's gradient
 // in x's dtype (tensor-core products on the host for half inputs).
-template <typename T, int N, int R>
-__global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_bwd_states_kernel(const SS2DParams p) {
+//
+// With Prefetch, a warp issues the loads of the sub-chunk before the current one while it walks the current one
+// (more registers: 12 warps an SM instead of 16).
+template <int S, int N, int kHeld>
+struct BwdLoads {  // one sub-chunk's global loads: the saved start state, x and dy at its pixels, dts/B/C to stage
+  int offsets[S];
+  float u[S], g_in[S], h0[N], held[kHeld];
+};
+
+template <typename T, int N, int R, bool Prefetch>
+__global__ void __launch_bounds__(32, R <= 32 ? (Prefetch ? 12 : 16) : 1) ss2d_bwd_states_kernel(const SS2DParams p) {
   using Layout = SS2DLayout<R, N>;
   constexpr int S = kSS2DSubSteps;
   static_assert(2 * N * S <= 16, "the dB, dC sums give each of 16 lane pairs one (row, step)");
@@ -557,27 +566,47 @@ __global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_bwd_states_kernel(c
   float carry[N], dA[N], dD = 0.f;
 #pragma unroll
   for (int n = 0; n < N; ++n) carry[n] = 0.f, dA[n] = 0.f;
-  for (int sub = n_sub - 1; sub >= 0; --sub) {
+  using Loads = BwdLoads<S, N, Layout::kHeld>;
+  auto fetch = [&](Loads& ld, int sub) {
     const int t0 = sub * S;
     const int steps = L - t0 < S ? L - t0 : S;
-    float h0[N], h[N];
 #pragma unroll
-    for (int n = 0; n < N; ++n) h0[n] = h[n] = states[(static_cast<int64_t>(sub) * N + n) * C];
-    int offsets[S];
-    float u[S], g_in[S], dt[S], slope[S], hs[S][N];
+    for (int n = 0; n < N; ++n) ld.h0[n] = states[(static_cast<int64_t>(sub) * N + n) * C];
     PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
     for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
-      offsets[i] = walk.pixel * C;
+      ld.offsets[i] = walk.pixel * C;
       if (i < steps) {
-        u[i] = to_float(x[offsets[i]]);
-        g_in[i] = dy[offsets[i]] * dy_scale;
+        ld.u[i] = to_float(x[ld.offsets[i]]);
+        ld.g_in[i] = dy[ld.offsets[i]] * dy_scale;
       }
       walk.advance();
     }
+    dir.template fetch_steps<S>(ld.held, t0, steps, p.rank, L, lane);
+  };
+  Loads next;
+  if (Prefetch) fetch(next, n_sub - 1);
+  for (int sub = n_sub - 1; sub >= 0; --sub) {
+    const int t0 = sub * S;
+    const int steps = L - t0 < S ? L - t0 : S;
+    Loads cur;
+    if (Prefetch) {
+      cur = next;
+    } else {
+      fetch(cur, sub);
+    }
     __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
-    dir.template stage_steps<S>(stage, t0, steps, p.rank, L, lane);
+    dir.template put_steps<S>(stage, cur.held, p.rank, lane);
     __syncwarp();
+    if (Prefetch && sub > 0) fetch(next, sub - 1);
+    const int (&offsets)[S] = cur.offsets;
+    const float(&u)[S] = cur.u;
+    const float(&g_in)[S] = cur.g_in;
+    const float(&h0)[N] = cur.h0;
+    float h[N];
+#pragma unroll
+    for (int n = 0; n < N; ++n) h[n] = h0[n];
+    float dt[S], slope[S], hs[S][N];
 #pragma unroll
     for (int i = 0; i < S; ++i) {
       if (i < steps) {

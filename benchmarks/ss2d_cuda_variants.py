@@ -1,16 +1,20 @@
-"""The fused SS2D forward kernels side by side: CUDA by direction (one warp per tile, batch and direction, atomic
-adds; the default), CUDA by segments (deterministic mode's) and Triton, on the VMamba-T and -B stage shapes
-(batch 128, fp16 activations), for inference and for a training forward that saves states. Prints ms, GB/s over
-the bytes the op must move and that as % of a measured device-to-device copy, and checks each CUDA kernel
-against the float64 reference first (fp32 and fp16, a small batch).
+"""The fused SS2D kernels' variants side by side on the VMamba-T and -B stage shapes (batch 128, fp16 activations).
 
-    PYTHONPATH=. python benchmarks/ss2d_fwd_directions.py
+Forward: CUDA by direction (one warp per tile, batch and direction, atomic adds; the default), CUDA by segments
+(deterministic mode's) and Triton, for inference and for a training forward that saves states; ms, GB/s over the
+bytes the op must move and that as % of a measured device-to-device copy. Backward from saved states: the CUDA
+kernel with and without loads issued a sub-chunk ahead (VMAMBA_ZOO_SS2D_BWD_PREFETCH), wall ms of the op
+(kernel + the host's products and sums). Each CUDA forward is first checked against the float64 reference (fp32
+and fp16, a small batch).
+
+    PYTHONPATH=. python benchmarks/ss2d_cuda_variants.py
 """
 import os
 
 import torch
 
 from vmamba_zoo.analysis.benchmark import STAGES_TINY, _nbytes, _ss2d_inputs, copy_bandwidth, cuda_time
+from vmamba_zoo.ops import ss2d_selective_scan
 
 STAGES_BASE = {"B stage0 56x56": (128, 128, 56, 56), "B stage3 7x7": (128, 1024, 7, 7)}
 KERNELS = [("cuda directions", "cuda", "directions"), ("cuda segments", "cuda", "segments"),
@@ -21,14 +25,14 @@ def _run(args, backend, save_states):
     return torch.ops.vmamba_zoo.ss2d_scan_fwd(*args, 4, True, backend, save_states)
 
 
-def _with_kernel(kernel, fn):
+def _with_kernel(kernel, fn, variable="VMAMBA_ZOO_SS2D_FWD_KERNEL"):
     if kernel is None:
         return fn()
-    os.environ["VMAMBA_ZOO_SS2D_FWD_KERNEL"] = kernel
+    os.environ[variable] = kernel
     try:
         return fn()
     finally:
-        del os.environ["VMAMBA_ZOO_SS2D_FWD_KERNEL"]
+        del os.environ[variable]
 
 
 def check():
@@ -63,8 +67,25 @@ def speed():
         torch.cuda.empty_cache()
 
 
+def backward():
+    print("\nbackward from saved states, wall ms (cuda): prefetch on / off")
+    for name, shape in {**STAGES_TINY, **STAGES_BASE}.items():
+        leaves = [t.requires_grad_() for t in _ss2d_inputs(*shape)]
+        y = ss2d_selective_scan(*leaves, 4, True, "cuda", save_states=True)
+        dy = torch.randn_like(y)
+        cells = []
+        for flag in ("1", "0"):
+            t = _with_kernel(flag, lambda: cuda_time(lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True),
+                                                     10, 3), "VMAMBA_ZOO_SS2D_BWD_PREFETCH")
+            cells.append(f"{t * 1e3:6.3f}")
+        print(f"  {name:<15} " + " / ".join(cells), flush=True)
+        del y, dy
+        torch.cuda.empty_cache()
+
+
 if __name__ == "__main__":
     import vmamba_zoo.ops  # noqa: F401  (registers the backends)
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     check()
     speed()
+    backward()

@@ -115,6 +115,37 @@ def test_ss2d_cuda_backward_without_saved_states(dtype, directions, channels_las
     _check_ss2d("cuda", dtype, directions, channels_last, hw, channels, 1, dt_rank, save_states=False)
 
 
+@pytest.mark.parametrize("kernels", [("segments", "0"), ("directions", "0")],
+                         ids=["fwd_segments+bwd_no_prefetch", "bwd_no_prefetch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("directions,channels_last,hw,channels,dt_rank", [
+    (4, True, (56, 56), 96, 6), (4, True, (7, 7), 768, 48), (4, False, (14, 15), 40, 24), (2, True, (9, 31), 16, 3)])
+def test_ss2d_cuda_kernel_variants(monkeypatch, kernels, dtype, directions, channels_last, hw, channels, dt_rank):
+    """The CUDA kernels the defaults do not pick: the forward by segments (deterministic mode's) and the backward
+    from states without loads issued a sub-chunk ahead."""
+    monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", kernels[0])
+    monkeypatch.setenv("VMAMBA_ZOO_SS2D_BWD_PREFETCH", kernels[1])
+    _check_ss2d("cuda", dtype, directions, channels_last, hw, channels, 1, dt_rank)
+
+
+def test_ss2d_cuda_deterministic_mode(monkeypatch):
+    """Under torch.use_deterministic_algorithms the CUDA forward gives the same bits run after run (segments joined
+    in shared memory, no atomics), and agrees with the default forward by direction to float32 rounding."""
+    from vmamba_zoo.ops import ss2d_selective_scan
+    from vmamba_zoo.analysis.benchmark import _ss2d_inputs
+    monkeypatch.delenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", raising=False)
+    args = [t.float() for t in _ss2d_inputs(4, 96, 56, 56)]
+    default = ss2d_selective_scan(*args, 4, True, "cuda")
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        runs = [ss2d_selective_scan(*args, 4, True, "cuda") for _ in range(3)]
+    finally:
+        torch.use_deterministic_algorithms(was)
+    assert all(torch.equal(runs[0], r) for r in runs[1:])
+    assert _rel(default, runs[0].double().cpu()) < 1e-6
+
+
 def _check_ss2d(backend, dtype, directions, channels_last, hw, channels, d_state, dt_rank, save_states=None):
     from vmamba_zoo.ops import ss2d_selective_scan
     h, w = hw

@@ -9,7 +9,9 @@
 // into `out` at the pixel each step came from.
 //
 // Work split: the 32 lanes of a warp are 32 consecutive channels (a channels-last pixel is then one
-// coalesced load), and each lane walks its steps one after the other in registers. A block is one
+// coalesced load), and each lane walks its steps one after the other in registers. The default forward gives
+// each (tile of 32 channels, batch, direction) one warp, which adds its outputs atomically (summation order
+// varies between runs). Deterministic mode's forward and the re-walking backward: a block is one
 // (batch, tile of 32 channels); its warps split the sequence into `segments` pieces, walked in parallel
 // and joined by composing each piece's affine map h -> P h + Q in shared memory. The block walks the K
 // directions one after another, so it alone adds the K outputs of its pixels: no atomics, deterministic.

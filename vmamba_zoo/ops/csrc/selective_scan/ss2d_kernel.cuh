@@ -1,9 +1,11 @@
 // Fused SS2D scan kernels, forward and backward (layout and work split: ss2d.h).
 //
-// Forward, per direction: (1) each warp walks its segment from a zero state, leaving the segment's map
-// h_end = P h_begin + Q per channel in shared memory; (2) each warp composes the maps of the segments
-// before its own into its true start state and walks again, adding y_t = <C_t, h_t> + D u_t onto the
-// merged output at the step's pixel (stored for the first direction, read-added for the others).
+// Forward, by default (ss2d_fwd_directions_kernel): one warp per (channel tile, batch, direction) walks its
+// direction once and adds y_t = <C_t, h_t> + D u_t onto the zero-filled merged output at the step's pixel with
+// atomic adds. In deterministic mode (ss2d_fwd_kernel), per direction: (1) each warp walks its segment from a zero
+// state, leaving the segment's map h_end = P h_begin + Q per channel in shared memory; (2) each warp composes the
+// maps of the segments before its own into its true start state and walks again, adding y onto the merged output
+// (stored for the first direction, read-added for the others).
 //
 // Backward, per direction: (1) the forward walk also composes the adjoint's map over the segment (the carry
 // a_t g_t handed to the previous segment is P * carry_in + sum_t (a_s0 ... a_t) C_t dy_t, computable going

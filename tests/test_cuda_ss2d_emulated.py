@@ -4,6 +4,8 @@ package's op (backend="cuda"), against the float64 composition of the reference 
 gradient. Shapes cover spare lanes (channels not a multiple of 32), several segments per block, sub-chunks
 cut short, 1/2/4 directions, ranks in each kernel build, channels-first input, fp16/bf16.
 """
+import contextlib
+
 import pytest
 import torch
 
@@ -39,6 +41,16 @@ def fwd_kernel(request, monkeypatch):
     monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", request.param[0])
     monkeypatch.setenv("VMAMBA_ZOO_SS2D_BWD_PREFETCH", request.param[1])
     return request.param
+
+
+@contextlib.contextmanager
+def deterministic_algorithms():
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was)
 
 
 def _data(batch, directions, hw, channels, rank, channels_last=True, seed=0):
@@ -123,18 +135,22 @@ def test_emulated_ss2d_saved_states_match_reference(cuda_on_cpu, fwd_kernel, sha
 
 
 def test_emulated_ss2d_is_deterministic(cuda_on_cpu):
+    """In deterministic mode (the forward by segments) every output and gradient has the same bits run after run;
+    the backward always does (the emulation runs blocks one after another, so the atomics' order cannot vary)."""
     data = {n: t.float().requires_grad_() for n, t in _data(1, 4, (12, 12), 40, 5).items()}
     runs = []
     for _ in range(2):
-        y = ss2d_selective_scan(**data, directions=4, channels_last=True, backend="cuda", save_states=True)
-        runs.append([y.detach()] + list(torch.autograd.grad(y, list(data.values()), torch.ones_like(y))))
+        with deterministic_algorithms():
+            y = ss2d_selective_scan(**data, directions=4, channels_last=True, backend="cuda", save_states=True)
+            runs.append([y.detach()] + list(torch.autograd.grad(y, list(data.values()), torch.ones_like(y))))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
 
 
 def test_ss2d_cuda_backend_scope(cuda_on_cpu):
     """The fused CUDA kernels run d_state 1 and ranks up to 64, and step aside otherwise. Auto mode picks the
-    backward wherever it runs, the forward only for sequences one warp walks whole (below 64 steps)."""
+    backward wherever it runs, and the forward too; in deterministic mode the forward only for sequences one warp
+    walks whole (below 64 steps)."""
     x = torch.zeros(1, 4, 4, 8)
     small = (x, torch.zeros(1, 4, 6, 16), torch.zeros(1, 4, 1, 16), torch.zeros(1, 4, 1, 16))
     assert cuda_backend.ss2d_supports(small)
@@ -142,7 +158,10 @@ def test_ss2d_cuda_backend_scope(cuda_on_cpu):
     assert resolve("ss2d_scan_bwd", "auto", (x,) + small) is cuda_backend.ss2d_scan_bwd
     x_long = torch.zeros(1, 8, 8, 8)
     long = (x_long, torch.zeros(1, 4, 6, 64), torch.zeros(1, 4, 1, 64), torch.zeros(1, 4, 1, 64))
-    assert resolve("ss2d_scan_fwd", "auto", long) is not cuda_backend.ss2d_scan_fwd
+    assert resolve("ss2d_scan_fwd", "auto", long) is cuda_backend.ss2d_scan_fwd
+    with deterministic_algorithms():
+        assert resolve("ss2d_scan_fwd", "auto", small) is cuda_backend.ss2d_scan_fwd
+        assert resolve("ss2d_scan_fwd", "auto", long) is not cuda_backend.ss2d_scan_fwd
     assert resolve("ss2d_scan_fwd", "cuda", long) is cuda_backend.ss2d_scan_fwd
     assert resolve("ss2d_scan_bwd", "auto", (x_long,) + long) is cuda_backend.ss2d_scan_bwd
     for other in ((x, torch.zeros(1, 4, 6, 16), torch.zeros(1, 4, 4, 16), torch.zeros(1, 4, 4, 16)),  # d_state 4

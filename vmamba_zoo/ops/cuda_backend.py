@@ -461,19 +461,19 @@ def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, cha
     return (dx.to(x.dtype),) + tuple(g.to(t.dtype) for g, t in zip(grads[1:], inputs[1:]))
 
 
-# Auto mode's use of the fused CUDA kernels, from same-process timings on nvidia-h200 (2026-11-22, VMamba-T and -B
-# stage shapes, benchmarks/ss2d_cuda_h200_2026-11-22.md): the backward beats the Triton fused backward and the
-# unfused composition at every stage (T stage 1: 3.0 vs 3.3 / 4.9 ms, stage 3: 1.4 vs 5.2 / 2.2 ms); the forward
-# beats the Triton forward only when one warp walks a whole sequence (7x7: 0.52 vs 0.60 ms): longer ones are split
-# into segments walked twice, which the Triton kernel does not need. The same holds for a training forward, which
-# also saves states: once the Triton kernel stored them by a masked store, compiled VMamba-T's forward kernels took
-# 9.66 ms a step with Triton at 56x56 against 10.11 with CUDA there (nvidia-h200, 2026-12-02,
-# benchmarks/benchmark_h200_2026-12-02_session6.md).
-SS2D_FWD_AUTO_MAX_LENGTH = 64  # 2 * 32 steps: ss2d_split gives a single segment below it
+# Auto mode's use of the fused CUDA kernels. The backward beats the Triton fused backward and the unfused
+# composition at every stage (nvidia-h200, 2026-11-22, benchmarks/ss2d_cuda_h200_2026-11-22.md). The forward by
+# direction (one warp per tile, batch and direction, one walk, atomic adds) beats the Triton forward at every
+# VMamba-T/-B stage (benchmarks/ss2d_cuda_variants_h200_2026-12-03.txt). Deterministic mode's forward (segments
+# joined in shared memory, walked twice) only wins where one warp walks a whole sequence, below 64 steps.
+SS2D_FWD_AUTO_MAX_LENGTH_DETERMINISTIC = 64  # 2 * 32 steps: ss2d_split gives a single segment below it
 
 
 def ss2d_fwd_auto(tensors: Sequence[torch.Tensor]) -> bool:
-    return ss2d_supports(tensors) and tensors[1].shape[-1] < SS2D_FWD_AUTO_MAX_LENGTH
+    if not ss2d_supports(tensors):
+        return False
+    return (not torch.are_deterministic_algorithms_enabled()
+            or tensors[1].shape[-1] < SS2D_FWD_AUTO_MAX_LENGTH_DETERMINISTIC)
 
 
 for _op, _fn, _supports, _auto in (("selective_scan_fwd", selective_scan_fwd, supports, None),

@@ -2,8 +2,11 @@
 
 Anchor settings: batch 128, 224x224, fp16 autocast, GradScaler backward, no optimizer step. For A/B runs of two
 code versions: run it once per version on one machine and compare the ratios.
-PYTHONPATH=. python benchmarks/compiled_train_vs_swin.py [--model vmamba_tiny] [--rounds 3] [--iters 10]"""
+PYTHONPATH=. python benchmarks/compiled_train_vs_swin.py [--model vmamba_tiny] [--rounds 3] [--iters 10]
+    [--variant NAME:VAR=VALUE,VAR=VALUE ...]   (also time the compiled model with these environment settings, which
+                                               the CUDA kernels read at each call, in the same rounds)"""
 import argparse
+import os
 import sys
 import time
 
@@ -32,13 +35,18 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--variant", nargs="*", default=[], metavar="NAME:VAR=VALUE,...")
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     x = torch.randn(args.batch_size, 3, 224, 224, device="cuda")
     ours = timm.create_model(args.model).cuda().train()
     theirs = timm.create_model(args.baseline).cuda().train()
-    steps = {args.model + " (compiled)": anchor_step(ours, torch.compile(ours), x),
-             args.baseline + " (eager)": anchor_step(theirs, theirs, x)}
+    compiled = anchor_step(ours, torch.compile(ours), x)
+    steps = {args.model + " (compiled)": compiled, args.baseline + " (eager)": anchor_step(theirs, theirs, x)}
+    for spec in args.variant:
+        name, settings = spec.split(":", 1)
+        env = dict(item.split("=", 1) for item in settings.split(","))
+        steps[f"{args.model} (compiled, {name})"] = with_env(compiled, env)
     for step in steps.values():
         for _ in range(3):
             step()
@@ -46,10 +54,27 @@ def main():
     for _ in range(args.rounds):
         for name, step in steps.items():
             rates[name].append(rate(step, args.iters, args.batch_size))
-    (a, ra), (b, rb) = rates.items()
     for name, values in rates.items():
         print(f"{name}: train {max(values):.0f} img/s (rounds: {', '.join(f'{v:.0f}' for v in values)})")
-    print(f"ratio {a} / {b}: {max(ra) / max(rb):.3f} (best rounds)", flush=True)
+    baseline = args.baseline + " (eager)"
+    for name, values in rates.items():
+        if name != baseline:
+            print(f"ratio {name} / {baseline}: {max(values) / max(rates[baseline]):.3f} (best rounds)", flush=True)
+
+
+def with_env(step, env):
+    def run():
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            step()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k)
+                else:
+                    os.environ[k] = v
+    return run
 
 
 if __name__ == "__main__":

@@ -96,40 +96,43 @@ struct Direction {
   // stage[i * kStride], dts in columns 0..rank-1, B from column R, C from R + N. Columns rank..R-1 and the
   // padding are never written (zeroed once), so the projection can run over all R. In two halves, so that a
   // kernel can issue the loads of one sub-chunk while it walks the previous one.
-  template <int S>
-  using Held = float[SS2DLayout<R, N, S>::kHeld];  // a lane's share of a sub-chunk's staged values
+  template <int S, typename H = float>
+  using Held = H[SS2DLayout<R, N, S>::kHeld];  // a lane's share of a sub-chunk's staged values
 
-  template <int S>
-  __device__ __forceinline__ void fetch_steps(Held<S>& held, int t0, int steps, int rank, int length, int lane) const {
+  // H = T keeps the loaded values raw until put_steps: converting them at once would wait for the loads
+  template <int S, typename H>
+  __device__ __forceinline__ void fetch_steps(Held<S, H>& held, int t0, int steps, int rank, int length,
+                                              int lane) const {
     const int rows = rank + 2 * N;
 #pragma unroll
     for (int j = 0; j < SS2DLayout<R, N, S>::kHeld; ++j) {
       const int e = lane + 32 * j, row = e / S, i = e % S, l = t0 + i;
-      held[j] = 0.f;
+      T value = from_float<T>(0.f);
       if (e < rows * S && i < steps) {
-        held[j] = row < rank       ? to_float(dts[static_cast<int64_t>(row) * length + l])
-                  : row < rank + N ? to_float(B[static_cast<int64_t>(row - rank) * length + l])
-                                   : to_float(C[static_cast<int64_t>(row - rank - N) * length + l]);
+        value = row < rank       ? dts[static_cast<int64_t>(row) * length + l]
+                : row < rank + N ? B[static_cast<int64_t>(row - rank) * length + l]
+                                 : C[static_cast<int64_t>(row - rank - N) * length + l];
       }
+      held[j] = static_cast<H>(value);
     }
   }
 
-  template <int S>
-  __device__ __forceinline__ void put_steps(float* stage, const Held<S>& held, int rank, int lane) const {
+  template <int S, typename H>
+  __device__ __forceinline__ void put_steps(float* stage, const Held<S, H>& held, int rank, int lane) const {
     constexpr int kStride = SS2DLayout<R, N, S>::kStride;
     const int rows = rank + 2 * N;
 #pragma unroll
     for (int j = 0; j < SS2DLayout<R, N, S>::kHeld; ++j) {
       const int e = lane + 32 * j, row = e / S, i = e % S;
-      if (e < rows * S) stage[i * kStride + (row < rank ? row : R + row - rank)] = held[j];
+      if (e < rows * S) stage[i * kStride + (row < rank ? row : R + row - rank)] = to_float(held[j]);
     }
   }
 
   template <int S>
   __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps, int rank, int length, int lane) const {
     Held<S> held;  // all loads first, then the stores: they are in flight together
-    fetch_steps<S>(held, t0, steps, rank, length, lane);
-    put_steps<S>(stage, held, rank, lane);
+    fetch_steps<S, float>(held, t0, steps, rank, length, lane);
+    put_steps<S, float>(stage, held, rank, lane);
   }
 
   // W_dt @ dts + bias of a staged step (before the softplus)
@@ -285,17 +288,17 @@ __global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_fwd_directions_kern
 
   // the next sub-chunk's loads, in flight while the current one is walked
   int offsets_next[S];
-  float u_next[S], held_next[kHeld];
+  T u_next[S], held_next[kHeld];  // raw: converted once they are used, a sub-chunk later
   PixelWalk walk = walk_from(0, k, p);
   auto fetch = [&](int t0) {
     const int steps = L - t0 < S ? L - t0 : S;
 #pragma unroll
     for (int i = 0; i < S; ++i) {
       offsets_next[i] = walk.pixel * C;
-      u_next[i] = i < steps ? to_float(x[offsets_next[i]]) : 0.f;
+      u_next[i] = i < steps ? x[offsets_next[i]] : from_float<T>(0.f);
       walk.advance();
     }
-    dir.template fetch_steps<S>(held_next, t0, steps, p.rank, L, lane);
+    dir.template fetch_steps<S, T>(held_next, t0, steps, p.rank, L, lane);
   };
   fetch(0);
   for (int t0 = 0; t0 < L; t0 += S) {
@@ -303,28 +306,33 @@ __global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_fwd_directions_kern
     int offsets[S];
     float u[S];
 #pragma unroll
-    for (int i = 0; i < S; ++i) offsets[i] = offsets_next[i], u[i] = u_next[i];
+    for (int i = 0; i < S; ++i) offsets[i] = offsets_next[i], u[i] = to_float(u_next[i]);
     __syncwarp();  // every lane is done with the previous sub-chunk's stage
-    dir.template put_steps<S>(stage, held_next, p.rank, lane);
+    dir.template put_steps<S, T>(stage, held_next, p.rank, lane);
     __syncwarp();
     if (t0 + S < L) fetch(t0 + S);
     if (states != nullptr && valid) {  // the state before step t0, for the backward
 #pragma unroll
       for (int n = 0; n < N; ++n) states[(static_cast<int64_t>(t0 / S) * N + n) * C] = h[n];
     }
+    // Branch-free over the sub-chunk, so the compiler can overlap the steps' softplus and decay chains: steps past
+    // the end (staged as zeros, u = 0) leave h as it is, and the outputs are added once all are computed.
+    float y[S];
 #pragma unroll
     for (int i = 0; i < S; ++i) {
-      if (i < steps) {
-        const float* step = stage + i * Layout::kStride;
-        const float dt = fast_softplus(dir.raw_delta(step));
-        float y = dir.D * u[i];
+      const float* step = stage + i * Layout::kStride;
+      const float dt = fast_softplus(dir.raw_delta(step));
+      y[i] = dir.D * u[i];
 #pragma unroll
-        for (int n = 0; n < N; ++n) {
-          h[n] = fmaf(fast_exp(dt * dir.A[n]), h[n], dt * step[R + n] * u[i]);
-          y = fmaf(step[R + N + n], h[n], y);
-        }
-        if (valid) atomicAdd(out + offsets[i], y);
+      for (int n = 0; n < N; ++n) {
+        const float next = fmaf(fast_exp(dt * dir.A[n]), h[n], dt * step[R + n] * u[i]);
+        h[n] = i < steps ? next : h[n];
+        y[i] = fmaf(step[R + N + n], h[n], y[i]);
       }
+    }
+#pragma unroll
+    for (int i = 0; i < S; ++i) {
+      if (valid && i < steps) atomicAdd(out + offsets[i], y[i]);
     }
   }
 }
@@ -536,10 +544,11 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
 //
 // With Prefetch, a warp issues the loads of the sub-chunk before the current one while it walks the current one
 // (more registers: 12 warps an SM instead of 16).
-template <int S, int N, int kHeld>
+template <typename T, int S, int N, int kHeld>
 struct BwdLoads {  // one sub-chunk's global loads: the saved start state, x and dy at its pixels, dts/B/C to stage
   int offsets[S];
-  float u[S], g_in[S], h0[N], held[kHeld];
+  T u[S], held[kHeld];  // raw: converting them at once would wait for the loads
+  float g_in[S], h0[N];
 };
 
 template <typename T, int N, int R, bool Prefetch>
@@ -568,7 +577,7 @@ __global__ void __launch_bounds__(32, R <= 32 ? (Prefetch ? 12 : 16) : 1) ss2d_b
   float carry[N], dA[N], dD = 0.f;
 #pragma unroll
   for (int n = 0; n < N; ++n) carry[n] = 0.f, dA[n] = 0.f;
-  using Loads = BwdLoads<S, N, Layout::kHeld>;
+  using Loads = BwdLoads<T, S, N, Layout::kHeld>;
   auto fetch = [&](Loads& ld, int sub) {
     const int t0 = sub * S;
     const int steps = L - t0 < S ? L - t0 : S;
@@ -579,12 +588,12 @@ __global__ void __launch_bounds__(32, R <= 32 ? (Prefetch ? 12 : 16) : 1) ss2d_b
     for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
       ld.offsets[i] = walk.pixel * C;
       if (i < steps) {
-        ld.u[i] = to_float(x[ld.offsets[i]]);
-        ld.g_in[i] = dy[ld.offsets[i]] * dy_scale;
+        ld.u[i] = x[ld.offsets[i]];
+        ld.g_in[i] = dy[ld.offsets[i]];
       }
       walk.advance();
     }
-    dir.template fetch_steps<S>(ld.held, t0, steps, p.rank, L, lane);
+    dir.template fetch_steps<S, T>(ld.held, t0, steps, p.rank, L, lane);
   };
   Loads next;
   if (Prefetch) fetch(next, n_sub - 1);
@@ -598,32 +607,37 @@ __global__ void __launch_bounds__(32, R <= 32 ? (Prefetch ? 12 : 16) : 1) ss2d_b
       fetch(cur, sub);
     }
     __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
-    dir.template put_steps<S>(stage, cur.held, p.rank, lane);
+    dir.template put_steps<S, T>(stage, cur.held, p.rank, lane);
     __syncwarp();
     if (Prefetch && sub > 0) fetch(next, sub - 1);
-    const int (&offsets)[S] = cur.offsets;
-    const float(&u)[S] = cur.u;
-    const float(&g_in)[S] = cur.g_in;
+    const int(&offsets)[S] = cur.offsets;
     const float(&h0)[N] = cur.h0;
+    float u[S], g_in[S];
+#pragma unroll
+    for (int i = 0; i < S; ++i) {
+      u[i] = i < steps ? to_float(cur.u[i]) : 0.f;
+      g_in[i] = i < steps ? cur.g_in[i] * dy_scale : 0.f;
+    }
     float h[N];
 #pragma unroll
     for (int n = 0; n < N; ++n) h[n] = h0[n];
+    // Branch-free over the sub-chunk, so the compiler can overlap the steps' chains. Steps past the end exist only
+    // in the last sub-chunk, visited first: staged as zeros with u = dy = 0, they leave h as it is and, with the
+    // adjoint entering as 0, add exact zeros to every sum.
     float dt[S], slope[S], hs[S][N];
 #pragma unroll
     for (int i = 0; i < S; ++i) {
-      if (i < steps) {
-        const float* step = stage + i * Layout::kStride;
-        dt[i] = fast_softplus(dir.raw_delta(step), slope[i]);
+      const float* step = stage + i * Layout::kStride;
+      dt[i] = fast_softplus(dir.raw_delta(step), slope[i]);
 #pragma unroll
-        for (int n = 0; n < N; ++n) {
-          h[n] = fmaf(fast_exp(dt[i] * dir.A[n]), h[n], dt[i] * step[R + n] * u[i]);
-          hs[i][n] = h[n];
-        }
+      for (int n = 0; n < N; ++n) {
+        const float next = fmaf(fast_exp(dt[i] * dir.A[n]), h[n], dt[i] * step[R + n] * u[i]);
+        h[n] = i < steps ? next : h[n];
+        hs[i][n] = h[n];
       }
     }
 #pragma unroll
     for (int i = S - 1; i >= 0; --i) {
-      if (i >= steps) continue;
       const float* step = stage + i * Layout::kStride;
       float gB = 0.f, ddt = 0.f;
 #pragma unroll
@@ -639,7 +653,7 @@ __global__ void __launch_bounds__(32, R <= 32 ? (Prefetch ? 12 : 16) : 1) ss2d_b
         vals[((N + n) * S + i) * 33 + lane] = g_in[i] * hs[i][n];  // dC
       }
       dD = fmaf(g_in[i], u[i], dD);
-      if (valid) {
+      if (valid && i < steps) {
         ddelta[static_cast<int64_t>(t0 + i) * C] = from_float<T>(ddt * slope[i]);  // through the softplus
         du[offsets[i]] = from_float<T>(fmaf(dt[i], gB, dir.D * g_in[i]));
       }

@@ -2,10 +2,10 @@
 
 Forward: CUDA by direction (one warp per tile, batch and direction, atomic adds; the default), CUDA by segments
 (deterministic mode's) and Triton, for inference and for a training forward that saves states; ms, GB/s over the
-bytes the op must move and that as % of a measured device-to-device copy. Backward from saved states: the CUDA
-kernel with and without loads issued a sub-chunk ahead (VMAMBA_ZOO_SS2D_BWD_PREFETCH), wall ms of the op
-(kernel + the host's products and sums). Each CUDA forward is first checked against the float64 reference (fp32
-and fp16, a small batch).
+bytes the op must move and that as % of a measured device-to-device copy. Backward from saved states: wall ms of
+the CUDA op (kernel + the host's products and sums); until 2026-12-03 it also timed the kernel without its
+prefetch (VMAMBA_ZOO_SS2D_BWD_PREFETCH=0, since removed). Each CUDA forward is first checked against the float64
+reference (fp32 and fp16, a small batch).
 
     PYTHONPATH=. python benchmarks/ss2d_cuda_variants.py
 """
@@ -68,17 +68,13 @@ def speed():
 
 
 def backward():
-    print("\nbackward from saved states, wall ms (cuda): prefetch on / off")
+    print("\nbackward from saved states, wall ms (cuda)")
     for name, shape in {**STAGES_TINY, **STAGES_BASE}.items():
         leaves = [t.requires_grad_() for t in _ss2d_inputs(*shape)]
         y = ss2d_selective_scan(*leaves, 4, True, "cuda", save_states=True)
         dy = torch.randn_like(y)
-        cells = []
-        for flag in ("1", "0"):
-            t = _with_kernel(flag, lambda: cuda_time(lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True),
-                                                     10, 3), "VMAMBA_ZOO_SS2D_BWD_PREFETCH")
-            cells.append(f"{t * 1e3:6.3f}")
-        print(f"  {name:<15} " + " / ".join(cells), flush=True)
+        t = cuda_time(lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True), 10, 3)
+        print(f"  {name:<15} {t * 1e3:6.3f}", flush=True)
         del y, dy
         torch.cuda.empty_cache()
 

@@ -34,12 +34,10 @@ def cuda_on_cpu(emulated_ops, monkeypatch):
     monkeypatch.setattr(cuda_backend, "_device_ok", lambda device: True)
 
 
-@pytest.fixture(params=[("directions", "1"), ("segments", "0")], ids=["by_direction+prefetch", "segments+no_prefetch"])
+@pytest.fixture(params=["directions", "segments"])
 def fwd_kernel(request, monkeypatch):
-    """Each forward kernel, by direction (the default; atomic adds) and by segments (deterministic mode's), and the
-    backward from states with and without loads issued a sub-chunk ahead."""
-    monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", request.param[0])
-    monkeypatch.setenv("VMAMBA_ZOO_SS2D_BWD_PREFETCH", request.param[1])
+    """Each forward kernel: by direction (the default; atomic adds) and by segments (deterministic mode's)."""
+    monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", request.param)
     return request.param
 
 

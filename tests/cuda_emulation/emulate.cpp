@@ -54,13 +54,8 @@ struct SS2DRunner {
   cudaError_t run() const {
     const unsigned threads = static_cast<unsigned>(p.segments) * 32;
     if (from_states) {  // grid (tiles, batch, K), one warp a block (as ss2d.cu)
-      if (p.bwd_prefetch) {
-        run_blocks(ss2d_bwd_states_kernel<T, 1, R, true>, p, p.tiles, p.batch, 32, ss2d_bwd_states_floats<R, 1>(),
-                   p.directions);
-      } else {
-        run_blocks(ss2d_bwd_states_kernel<T, 1, R, false>, p, p.tiles, p.batch, 32, ss2d_bwd_states_floats<R, 1>(),
-                   p.directions);
-      }
+      run_blocks(ss2d_bwd_states_kernel<T, 1, R>, p, p.tiles, p.batch, 32, ss2d_bwd_states_floats<R, 1>(),
+                 p.directions);
     } else if (!backward && p.by_direction) {
       run_blocks(ss2d_fwd_directions_kernel<T, 1, R>, p, p.tiles, p.batch, 32, SS2DLayout<R, 1>::kStage,
                  p.directions);

@@ -115,16 +115,12 @@ def test_ss2d_cuda_backward_without_saved_states(dtype, directions, channels_las
     _check_ss2d("cuda", dtype, directions, channels_last, hw, channels, 1, dt_rank, save_states=False)
 
 
-@pytest.mark.parametrize("kernels", [("segments", "0"), ("directions", "0")],
-                         ids=["fwd_segments+bwd_no_prefetch", "bwd_no_prefetch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("directions,channels_last,hw,channels,dt_rank", [
     (4, True, (56, 56), 96, 6), (4, True, (7, 7), 768, 48), (4, False, (14, 15), 40, 24), (2, True, (9, 31), 16, 3)])
-def test_ss2d_cuda_kernel_variants(monkeypatch, kernels, dtype, directions, channels_last, hw, channels, dt_rank):
-    """The CUDA kernels the defaults do not pick: the forward by segments (deterministic mode's) and the backward
-    from states without loads issued a sub-chunk ahead."""
-    monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", kernels[0])
-    monkeypatch.setenv("VMAMBA_ZOO_SS2D_BWD_PREFETCH", kernels[1])
+def test_ss2d_cuda_forward_by_segments(monkeypatch, dtype, directions, channels_last, hw, channels, dt_rank):
+    """The CUDA forward the default does not pick: by segments joined in shared memory (deterministic mode's)."""
+    monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", "segments")
     _check_ss2d("cuda", dtype, directions, channels_last, hw, channels, 1, dt_rank)
 
 

@@ -41,14 +41,6 @@ int env_int(const char* name, int fallback, int most) {
   return value;
 }
 
-bool env_flag(const char* name, bool fallback) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return fallback;
-  const std::string value = text;
-  TORCH_CHECK(value == "0" || value == "1", kWhat, ": ", name, " must be 0 or 1, got '", value, "'");
-  return value == "1";
-}
-
 void split_work(SS2DParams& p, bool backward) {
   const int most = backward ? kSS2DMaxSegmentsBwd : kSS2DMaxSegments;
   ss2d_split(p, env_int(backward ? "VMAMBA_ZOO_SS2D_BWD_SEGMENTS" : "VMAMBA_ZOO_SS2D_FWD_SEGMENTS", most, most),
@@ -219,7 +211,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
       p.states = states_c.data_ptr<float>();
       p.du_dirs = du_dirs.data_ptr();
       p.ddelta_dirs = ddelta.data_ptr();
-      p.bwd_prefetch = env_flag("VMAMBA_ZOO_SS2D_BWD_PREFETCH", true);
       check_launch(launch_ss2d_bwd_states(p, in.kind, current_stream()), kWhat, "backward");
     } else {
       for (Tensor* t : {&du_dirs, &ddelta, &dB_part, &dC_part, &dD_part, &dA_part}) t->zero_();

@@ -30,10 +30,7 @@ struct Launcher {
   template <typename T, int R>
   cudaError_t run() const {
     if (from_states) {
-      return p.bwd_prefetch
-                 ? launch_kernel(ss2d_bwd_states_kernel<T, 1, R, true>, p, ss2d_bwd_states_floats<R, 1>(), stream, true)
-                 : launch_kernel(ss2d_bwd_states_kernel<T, 1, R, false>, p, ss2d_bwd_states_floats<R, 1>(), stream,
-                                 true);
+      return launch_kernel(ss2d_bwd_states_kernel<T, 1, R>, p, ss2d_bwd_states_floats<R, 1>(), stream, true);
     }
     if (backward) return launch_kernel(ss2d_bwd_kernel<T, 1, R>, p, SS2DLayout<R, 1>::bwd_floats(p.segments), stream);
     if (p.by_direction) {

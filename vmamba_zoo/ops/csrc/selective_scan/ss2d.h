@@ -68,8 +68,6 @@ struct SS2DParams {
   // forward: one warp per (tile, batch, direction), outputs added atomically onto a zero-filled `out`
   // (ss2d_fwd_directions_kernel), instead of segments joined in shared memory (ss2d_fwd_kernel, deterministic)
   bool by_direction = false;
-  // backward from saved states: issue the next sub-chunk's loads while walking the current one
-  bool bwd_prefetch = true;
 
   const void* x = nullptr;
   const void* dts = nullptr;

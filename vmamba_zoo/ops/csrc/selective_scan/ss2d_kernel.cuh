@@ -541,9 +541,9 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
 // no segments to join (the adjoint enters the last step as 0): about half the work of ss2d_bwd_kernel. The
 // direction's du goes to its own plane (the host sums the K planes in a fixed order), the raw delta's gradient
 // in x's dtype (tensor-core products on the host for half inputs).
-//
-// With Prefetch, a warp issues the loads of the sub-chunk before the current one while it walks the current one
-// (more registers: 12 warps an SM instead of 16).
+// Each warp issues the loads of the sub-chunk before the current one while it walks the current one (more
+// registers, 12 warps an SM instead of 16: nvidia-h200, VMamba-T stage 1 1.43 -> 1.16 ms, benchmarks/
+// ss2d_cuda_variants_h200_2026-12-03.txt).
 template <typename T, int S, int N, int kHeld>
 struct BwdLoads {  // one sub-chunk's global loads: the saved start state, x and dy at its pixels, dts/B/C to stage
   int offsets[S];
@@ -551,8 +551,8 @@ struct BwdLoads {  // one sub-chunk's global loads: the saved start state, x and
   float g_in[S], h0[N];
 };
 
-template <typename T, int N, int R, bool Prefetch>
-__global__ void __launch_bounds__(32, R <= 32 ? (Prefetch ? 12 : 16) : 1) ss2d_bwd_states_kernel(const SS2DParams p) {
+template <typename T, int N, int R>
+__global__ void __launch_bounds__(32, R <= 32 ? 12 : 1) ss2d_bwd_states_kernel(const SS2DParams p) {
   using Layout = SS2DLayout<R, N>;
   constexpr int S = kSS2DSubSteps;
   static_assert(2 * N * S <= 16, "the dB, dC sums give each of 16 lane pairs one (row, step)");
@@ -596,20 +596,15 @@ __global__ void __launch_bounds__(32, R <= 32 ? (Prefetch ? 12 : 16) : 1) ss2d_b
     dir.template fetch_steps<S, T>(ld.held, t0, steps, p.rank, L, lane);
   };
   Loads next;
-  if (Prefetch) fetch(next, n_sub - 1);
+  fetch(next, n_sub - 1);
   for (int sub = n_sub - 1; sub >= 0; --sub) {
     const int t0 = sub * S;
     const int steps = L - t0 < S ? L - t0 : S;
-    Loads cur;
-    if (Prefetch) {
-      cur = next;
-    } else {
-      fetch(cur, sub);
-    }
+    const Loads cur = next;
     __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
     dir.template put_steps<S, T>(stage, cur.held, p.rank, lane);
     __syncwarp();
-    if (Prefetch && sub > 0) fetch(next, sub - 1);
+    if (sub > 0) fetch(next, sub - 1);
     const int(&offsets)[S] = cur.offsets;
     const float(&h0)[N] = cur.h0;
     float u[S], g_in[S];

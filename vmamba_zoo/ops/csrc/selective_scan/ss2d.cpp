@@ -114,7 +114,7 @@ Inputs prepare(SS2DParams& p, bool backward, const Tensor& x, const Tensor& dts,
 int64_t state_count(int64_t length) { return (length + kSS2DSubSteps - 1) / kSS2DSubSteps; }
 
 // The forward by direction (atomic adds, order varies between runs) unless torch asks for deterministic
-// algorithms; VMAMBA_ZOO_SS2D_FWD_KERNEL=segments|directions picks one (benchmarks/ss2d_cuda_tune.py).
+// algorithms; VMAMBA_ZOO_SS2D_FWD_KERNEL=segments|directions picks one (benchmarks/ss2d_cuda_variants.py).
 bool forward_by_direction() {
   const char* text = std::getenv("VMAMBA_ZOO_SS2D_FWD_KERNEL");
   const std::string choice = text != nullptr ? text : "";

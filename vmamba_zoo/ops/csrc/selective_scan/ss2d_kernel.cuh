@@ -535,6 +535,13 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
   }
 }
 
+template <typename T, int S, int N, int kHeld>
+struct BwdLoads {  // one sub-chunk's global loads: the saved start state, x and dy at its pixels, dts/B/C to stage
+  int offsets[S];
+  T u[S], held[kHeld];  // raw: converting them at once would wait for the loads
+  float g_in[S], h0[N];
+};
+
 // Backward from the forward's saved states (the state before every kSS2DSubSteps-th step): one warp per
 // (channel tile, batch, direction) visits its sub-chunks from the last to the first, re-walks each forward from
 // its saved start into registers and runs the adjoint back over it. No forward re-walk of the whole sequence and
@@ -544,13 +551,6 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
 // Each warp issues the loads of the sub-chunk before the current one while it walks the current one (more
 // registers, 12 warps an SM instead of 16: nvidia-h200, VMamba-T stage 1 1.43 -> 1.16 ms, benchmarks/
 // ss2d_cuda_variants_h200_2026-12-03.txt).
-template <typename T, int S, int N, int kHeld>
-struct BwdLoads {  // one sub-chunk's global loads: the saved start state, x and dy at its pixels, dts/B/C to stage
-  int offsets[S];
-  T u[S], held[kHeld];  // raw: converting them at once would wait for the loads
-  float g_in[S], h0[N];
-};
-
 template <typename T, int N, int R>
 __global__ void __launch_bounds__(32, R <= 32 ? 12 : 1) ss2d_bwd_states_kernel(const SS2DParams p) {
   using Layout = SS2DLayout<R, N>;

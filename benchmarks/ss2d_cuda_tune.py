@@ -1,6 +1,10 @@
 """Sweep the fused SS2D CUDA kernels' work split (warps aimed for over the grid, most warps per block) on the
 VMamba-T stage shapes, next to the Triton kernels and the auto path in the same process; prints fwd / bwd ms.
-PYTHONPATH=. python benchmarks/ss2d_cuda_tune.py [--base] [--no-sweep]   (--base: VMamba-B's stage shapes)"""
+PYTHONPATH=. python benchmarks/ss2d_cuda_tune.py [--base] [--no-sweep]   (--base: VMamba-B's stage shapes)
+
+The split applies to the kernels that join segments: deterministic mode's forward (swept with
+VMAMBA_ZOO_SS2D_FWD_KERNEL=segments) and the backward that re-walks the forward (swept without saved states). The
+defaults, the forward by direction and the backward from saved states, give each warp a whole direction."""
 import argparse
 import os
 
@@ -14,10 +18,10 @@ FWD_SPLITS = [(8192, 16), (4096, 16), (2048, 16), (8192, 8), (4096, 8), (2048, 8
 BWD_SPLITS = [(8192, 4), (4096, 4), (8192, 2), (8192, 1), (1, 1)]
 
 
-def _time(leaves, backend):
-    y = ss2d_selective_scan(*leaves, 4, True, backend)
+def _time(leaves, backend, save_states=None):
+    y = ss2d_selective_scan(*leaves, 4, True, backend, save_states=save_states)
     dy = torch.randn_like(y)
-    tf = cuda_time(lambda: ss2d_selective_scan(*leaves, 4, True, backend), 10, 3)
+    tf = cuda_time(lambda: ss2d_selective_scan(*leaves, 4, True, backend, save_states=save_states), 10, 3)
     tb = cuda_time(lambda: torch.autograd.grad(y, leaves, dy, retain_graph=True), 10, 3)
     return tf * 1e3, tb * 1e3
 
@@ -39,16 +43,19 @@ def main():
         print(f"{name}: fwd/bwd ms  " + "  ".join(line), flush=True)
         if args.no_sweep:
             continue
+        os.environ["VMAMBA_ZOO_SS2D_FWD_KERNEL"] = "segments"
         for key, splits in (("FWD", FWD_SPLITS), ("BWD", BWD_SPLITS)):
             times = []
             for warps, segments in splits:
                 os.environ[f"VMAMBA_ZOO_SS2D_{key}_WARPS"] = str(warps)
                 os.environ[f"VMAMBA_ZOO_SS2D_{key}_SEGMENTS"] = str(segments)
-                times.append((_time(leaves, "cuda")[0 if key == "FWD" else 1], warps, segments))
+                fwd, bwd = _time(leaves, "cuda", save_states=False)
+                times.append((fwd if key == "FWD" else bwd, warps, segments))
                 print(f"  cuda {key.lower()} warps {warps:>5} segments {segments:>2}: {times[-1][0]:.3f} ms",
                       flush=True)
                 del os.environ[f"VMAMBA_ZOO_SS2D_{key}_WARPS"], os.environ[f"VMAMBA_ZOO_SS2D_{key}_SEGMENTS"]
             print(f"  best cuda {key.lower()}: %.3f ms (warps %d, segments %d)" % min(times), flush=True)
+        del os.environ["VMAMBA_ZOO_SS2D_FWD_KERNEL"]
         torch.cuda.empty_cache()
 
 

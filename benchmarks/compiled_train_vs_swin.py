@@ -6,7 +6,6 @@ PYTHONPATH=. python benchmarks/compiled_train_vs_swin.py [--model vmamba_tiny] [
     [--variant NAME:VAR=VALUE,VAR=VALUE ...]   (also time the compiled model with these environment settings, which
                                                the CUDA kernels read at each call, in the same rounds)"""
 import argparse
-import os
 import sys
 import time
 
@@ -14,6 +13,7 @@ import timm
 import torch
 
 import vmamba_zoo.models  # noqa: F401
+from vmamba_zoo.analysis.benchmark import environment
 
 sys.path.insert(0, "benchmarks")
 from compiled_kernels import anchor_step  # noqa: E402
@@ -64,18 +64,9 @@ def main():
 
 def with_env(step, env):
     def run():
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with environment(env):
             step()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k)
-                else:
-                    os.environ[k] = v
     return run
-
 
 if __name__ == "__main__":
     main()

@@ -6,11 +6,10 @@ The split applies to the kernels that join segments: deterministic mode's forwar
 VMAMBA_ZOO_SS2D_FWD_KERNEL=segments) and the backward that re-walks the forward (swept without saved states). The
 defaults, the forward by direction and the backward from saved states, give each warp a whole direction."""
 import argparse
-import os
 
 import torch
 
-from vmamba_zoo.analysis.benchmark import STAGES_TINY, _ss2d_inputs, cuda_time
+from vmamba_zoo.analysis.benchmark import STAGES_TINY, _ss2d_inputs, cuda_time, environment
 from vmamba_zoo.ops import ss2d_selective_scan
 
 # (warps aimed for, most warps per block); the first is the built-in default
@@ -43,19 +42,17 @@ def main():
         print(f"{name}: fwd/bwd ms  " + "  ".join(line), flush=True)
         if args.no_sweep:
             continue
-        os.environ["VMAMBA_ZOO_SS2D_FWD_KERNEL"] = "segments"
         for key, splits in (("FWD", FWD_SPLITS), ("BWD", BWD_SPLITS)):
             times = []
             for warps, segments in splits:
-                os.environ[f"VMAMBA_ZOO_SS2D_{key}_WARPS"] = str(warps)
-                os.environ[f"VMAMBA_ZOO_SS2D_{key}_SEGMENTS"] = str(segments)
-                fwd, bwd = _time(leaves, "cuda", save_states=False)
+                split = {"VMAMBA_ZOO_SS2D_FWD_KERNEL": "segments", f"VMAMBA_ZOO_SS2D_{key}_WARPS": str(warps),
+                         f"VMAMBA_ZOO_SS2D_{key}_SEGMENTS": str(segments)}
+                with environment(split):
+                    fwd, bwd = _time(leaves, "cuda", save_states=False)
                 times.append((fwd if key == "FWD" else bwd, warps, segments))
                 print(f"  cuda {key.lower()} warps {warps:>5} segments {segments:>2}: {times[-1][0]:.3f} ms",
                       flush=True)
-                del os.environ[f"VMAMBA_ZOO_SS2D_{key}_WARPS"], os.environ[f"VMAMBA_ZOO_SS2D_{key}_SEGMENTS"]
             print(f"  best cuda {key.lower()}: %.3f ms (warps %d, segments %d)" % min(times), flush=True)
-        del os.environ["VMAMBA_ZOO_SS2D_FWD_KERNEL"]
         torch.cuda.empty_cache()
 
 

@@ -9,11 +9,10 @@ reference (fp32 and fp16, a small batch).
 
     PYTHONPATH=. python benchmarks/ss2d_cuda_variants.py
 """
-import os
-
 import torch
 
-from vmamba_zoo.analysis.benchmark import STAGES_TINY, _nbytes, _ss2d_inputs, copy_bandwidth, cuda_time
+from vmamba_zoo.analysis.benchmark import (STAGES_TINY, _nbytes, _ss2d_inputs, copy_bandwidth, cuda_time,
+                                           environment)
 from vmamba_zoo.ops import ss2d_selective_scan
 
 STAGES_BASE = {"B stage0 56x56": (128, 128, 56, 56), "B stage3 7x7": (128, 1024, 7, 7)}
@@ -25,14 +24,11 @@ def _run(args, backend, save_states):
     return torch.ops.vmamba_zoo.ss2d_scan_fwd(*args, 4, True, backend, save_states)
 
 
-def _with_kernel(kernel, fn, variable="VMAMBA_ZOO_SS2D_FWD_KERNEL"):
+def _with_kernel(kernel, fn):
     if kernel is None:
         return fn()
-    os.environ[variable] = kernel
-    try:
+    with environment({"VMAMBA_ZOO_SS2D_FWD_KERNEL": kernel}):
         return fn()
-    finally:
-        del os.environ[variable]
 
 
 def check():

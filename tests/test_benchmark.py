@@ -80,3 +80,17 @@ def test_compile_options_reach_torch_compile(monkeypatch):
     measure_throughput(timm.create_model("test_vmamba"), batch_size=1, img_size=32, device="cpu", warmup=0, iters=1,
                        compile=True, compile_options={"layout_optimization": False})
     assert seen == [{"options": {"layout_optimization": False}}]
+
+
+def test_environment_sets_and_restores(monkeypatch):
+    """Benchmarks compare kernel variants by their environment knobs: set inside, restored (or removed) after,
+    also when the block raises."""
+    import os
+    monkeypatch.setenv("VMAMBA_ZOO_TEST_KEPT", "before")
+    monkeypatch.delenv("VMAMBA_ZOO_TEST_NEW", raising=False)
+    with pytest.raises(RuntimeError):
+        with bench.environment({"VMAMBA_ZOO_TEST_KEPT": "inside", "VMAMBA_ZOO_TEST_NEW": "1"}):
+            assert os.environ["VMAMBA_ZOO_TEST_KEPT"] == "inside" and os.environ["VMAMBA_ZOO_TEST_NEW"] == "1"
+            raise RuntimeError("boom")
+    assert os.environ["VMAMBA_ZOO_TEST_KEPT"] == "before"
+    assert "VMAMBA_ZOO_TEST_NEW" not in os.environ

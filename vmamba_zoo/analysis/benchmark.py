@@ -8,17 +8,19 @@ table's, measured on an nvidia-h200, and labelled as such wherever they appear.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import statistics
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 
 from .throughput import measure_throughput
 
 __all__ = ["SUITES", "ORIGINAL_H200", "model_benchmarks", "model_table", "copy_bandwidth", "kernel_benchmarks",
-           "kernel_table", "profile_step", "profile_table"]
+           "kernel_table", "profile_step", "profile_table", "environment"]
 
 SUITES = {
     "tiny": ("vmamba_tiny", "swin_tiny_patch4_window7_224", "convnext_tiny"),
@@ -105,6 +107,22 @@ def model_table(rows: List[Dict[str, Any]]) -> str:
 
 
 # ----------------------------------------------------------------------------------------- kernels
+@contextlib.contextmanager
+def environment(settings: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block and restore them after (the CUDA kernels' knobs, such as
+    VMAMBA_ZOO_SS2D_FWD_KERNEL, are read at each call, so benchmarks can compare variants in one process)."""
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 _L2_FLUSH: Dict[str, Any] = {}
 
 

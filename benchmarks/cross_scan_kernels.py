@@ -141,9 +141,9 @@ def run_case(name, channels, size, directions, channels_last, dtype, batch, swee
 
 
 def sweep_tiles(op, tensor, height, width, directions, channels_last, nbytes, t_copy, prefix):
-    """Other tile budgets for the Triton kernel (see kernels.tile_shape), each checked and timed."""
-    budgets = [dict(tile_elements=e) for e in (1024, 2048, 8192)]
-    if channels_last and directions == 4:
+    """Other tile budgets for the Triton kernels (kernels.scan_step_blocks / tile_shape), each checked and timed."""
+    budgets = [dict(tile_elements=e) for e in (1024, 2048, 8192)]  # scan: scan_step_blocks' budget only
+    if op == "merge" and channels_last and directions == 4:
         budgets += [dict(channels_last_pixels=p) for p in (64, 128, 512)]
         budgets += [dict(tile_elements=8192, channels_last_pixels=512)]
     for tile in budgets:
@@ -176,8 +176,8 @@ def main(argv=None):
         return 1
     import triton
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
-          f"batch {args.batch}, {args.dtype}, default tile {kernels.TILE_ELEMENTS} elements "
-          f"(channel-last K=4: {kernels.CHANNELS_LAST_PIXELS} pixels)")
+          f"batch {args.batch}, {args.dtype}, default tiles: scan {kernels.SCAN_TILE_ELEMENTS} elements, merge "
+          f"{kernels.TILE_ELEMENTS} (channel-last K=4: {kernels.CHANNELS_LAST_PIXELS} pixels)")
     big = 1 << 30
     print(f"device-to-device copy of 1 GiB: {2 * big / copy_time(2 * big) / 1e9:.0f} GB/s (read + write)")
     print("bytes counted: image once + K sequences once; '% copy' = copy time for those bytes / op time")

@@ -74,19 +74,23 @@ def test_scan_and_merge_match_reference(kernels, directions, channels_last, hw, 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["cf", "cl"])
 @pytest.mark.parametrize("directions", [1, 2, 4])
 def test_small_tiles_split_every_axis(kernels, directions, channels_last, hw, channels):
-    """Tiny tile budgets split channels, rows and columns into several partial tiles (the masking and the
-    program -> tile mapping that VMamba-sized inputs exercise only on large maps)."""
+    """Tiny tile budgets split channels, rows, columns and steps into several partial tiles (the masking and
+    the program -> tile mapping that VMamba-sized inputs exercise only on large maps)."""
     height, width = hw
-    tile = dict(tile_elements=16, channels_last_pixels=8)
-    _, _, block_c, block_h, block_w = kernels.tile_shape(channels, height, width, directions, channels_last, **tile)
-    assert block_c * block_h * block_w < channels * height * width  # several tiles per image
+    scan_tile, merge_tile = dict(tile_elements=16), dict(tile_elements=16, channels_last_pixels=8)
+    block_c, block_q = kernels.scan_step_blocks(channels, height * width, channels_last, **scan_tile)
+    assert block_c * block_q < channels * height * width  # several tiles per image
+    _, _, block_c, block_h, block_w = kernels.tile_shape(channels, height, width, directions, channels_last,
+                                                         **merge_tile)
+    assert block_c * block_h * block_w < channels * height * width
     if channels == 17:
         assert block_c < channels  # the channel axis really is split
+        assert kernels.scan_column_blocks(channels, height, width, **scan_tile)[0] < channels
     x = _image(2, channels, height, width, channels_last, torch.float32, seed=channels)
-    assert torch.equal(kernels.cross_scan(x, directions, channels_last, tile),
+    assert torch.equal(kernels.cross_scan(x, directions, channels_last, scan_tile),
                        reference.cross_scan(x, directions, channels_last))
     y = _sequences(2, directions, channels, height * width, torch.float32, seed=channels + 1)
-    assert torch.equal(kernels.cross_merge(y, height, width, directions, channels_last, tile),
+    assert torch.equal(kernels.cross_merge(y, height, width, directions, channels_last, merge_tile),
                        reference.cross_merge(y, height, width, directions, channels_last))
 
 
@@ -174,36 +178,29 @@ def test_errors_and_fallback(kernels, monkeypatch):
 
 def test_kernels_run_interpreted(kernels):
     """Guard: the kernels really are interpreter functions here (so the tests above ran Triton code)."""
-    assert type(kernels._cross_scan_kernel).__name__ == "InterpretedFunction"
-    assert type(kernels._cross_merge_kernel).__name__ == "InterpretedFunction"
+    for name in ("_cross_scan_steps_kernel", "_cross_scan_columns_kernel", "_cross_merge_kernel"):
+        assert type(getattr(kernels, name)).__name__ == "InterpretedFunction", name
 
 
-# Compiles the kernels for sm_90 with the real Triton compiler (no GPU needed) and prints, per variant, the
-# TTGIR layout of every global load/store (in program order) and whether the PTX has 16-byte vector loads.
-_COMPILE_SCRIPT = r'''
-import json, re, sys
+# Compiles kernel variants for sm_90 with the real Triton compiler (no GPU needed) and prints, per variant, the
+# TTGIR layout of every global load/store (in program order) and the PTX's global load/store instructions.
+_COMPILE_SCRIPT = r"""
+import collections, json, re, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from vmamba_zoo.ops.kernels import triton_cross_scan as k
 
-def compile_variant(name, dtype, channels, height, width, directions, channels_last):
+def compile_variant(name, dtype, sizes, constants, num_warps):
     kernel = getattr(k, name)
-    h, w, block_c, block_h, block_w = k.tile_shape(channels, height, width, directions, channels_last)
     signature = {arg: "constexpr" for arg in kernel.arg_names}
     signature.update({kernel.arg_names[0]: "*" + dtype, kernel.arg_names[1]: "*" + dtype,
                       "C": "i32", "H": "i32", "W": "i32"})
-    constants = dict(K=directions, CHANNELS_LAST=channels_last, ALIGN_C=k._alignment(channels),
-                     ALIGN_H=k._alignment(h), ALIGN_W=k._alignment(w), BLOCK_C=block_c, BLOCK_H=block_h,
-                     BLOCK_W=block_w)
-    if "ACC_FP64" in kernel.arg_names:
-        constants["ACC_FP64"] = dtype == "fp64"
     # as the launcher specialises: 16-byte aligned pointers, ints divisible by 16 marked so
     attrs = {(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]}
-    attrs.update({(i,): [["tt.divisibility", 16]] for i, v in ((2, channels), (3, h), (4, w)) if v % 16 == 0})
+    attrs.update({(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n, v in sizes.items() if v % 16 == 0})
     compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants, attrs=attrs),
-                              target=GPUTarget("cuda", 90, 32),
-                              options={"num_warps": k._num_warps(block_c * block_h * block_w)})
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
     ttgir = compiled.asm["ttgir"]
     layouts = dict(re.findall(r"^(#\w+) = #ttg\.blocked<(.*)>$", ttgir, re.M))
     accesses = []
@@ -214,45 +211,102 @@ def compile_variant(name, dtype, channels, height, width, directions, channels_l
             fields = {key: [int(v) for v in val.split(",")]
                       for key, val in re.findall(r"(\w+) = \[([\d, ]+)\]", layouts[encoding.group(1)])}
             accesses.append([op.group(1), fields["order"][0], fields["threadsPerWarp"], fields["sizePerThread"]])
-    vector_loads = bool(re.search(r"ld\.global(\.\w+)*\.v4\.b32", compiled.asm["ptx"]))
-    return dict(accesses=accesses, vector_loads=vector_loads)
+    instructions = collections.Counter(re.findall(r"\b((?:ld|st)\.global(?:\.\w+)*)", compiled.asm["ptx"]))
+    return dict(accesses=accesses, instructions=dict(instructions))
 
-variants = json.loads(sys.argv[1])
-print(json.dumps([compile_variant(*v) for v in variants]))
-'''
+print(json.dumps([compile_variant(*v) for v in json.loads(sys.argv[1])]))
+"""
 
 
-def test_kernels_compile_for_sm90_with_coalesced_accesses(tmp_path):
-    """The real compiler (sm_90, in a subprocess without the interpreter) builds every kernel variant, and
-    lays each global access out along the axis its addresses are adjacent on: the image's W (channel-first)
-    or C (channel-last) axis, and the sequences' step axis, which is the tile's last axis for every
-    direction (the column directions go through the transposed tile; the reversed ones rely on Triton
-    ordering non-contiguous accesses along the last axis). Aligned fp16 maps (56x56) get 16-byte loads."""
+def _compile_variants(variants, tmp_path):
     import json
     import subprocess
     import sys
-    variants = [[kernel, dtype, channels, height, width, directions, channels_last]
-                for kernel in ("_cross_scan_kernel", "_cross_merge_kernel")
-                for dtype, maps, direction_counts in (("fp16", ((96, 56, 56), (5, 13, 4)), (4, 2)),
-                                                      ("fp32", ((96, 56, 56),), (4,)))
-                for channels, height, width in maps
-                for directions in direction_counts for channels_last in (False, True)]
     env = dict(os.environ, TRITON_INTERPRET="0", TRITON_CACHE_DIR=str(tmp_path))
     run = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, json.dumps(variants)], env=env,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads(run.stdout.strip().splitlines()[-1])
-    for (kernel, dtype, channels, height, width, directions, channels_last), result in zip(variants, results):
-        scan = kernel == "_cross_scan_kernel"
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _scan_variants(kernels, dtype, channels, height, width, directions, channels_last):
+    """[name, dtype, sizes, constexprs, num_warps] of the scan's launches, as _launch_scan makes them."""
+    sizes = dict(C=channels, H=height, W=width)
+    align = {f"ALIGN_{n}": kernels._alignment(v) for n, v in sizes.items()}
+    rows_only = directions == 4 and not channels_last
+    block_c, block_q = kernels.scan_step_blocks(channels, height * width, channels_last)
+    variants = [["_cross_scan_steps_kernel", dtype, sizes,
+                 dict(K=directions, CHANNELS_LAST=channels_last, ROWS_ONLY=rows_only, ALIGN_C=align["ALIGN_C"],
+                      ALIGN_L=kernels._alignment(height * width), BLOCK_C=block_c, BLOCK_Q=block_q),
+                 kernels._num_warps(block_c * block_q)]]
+    if rows_only:
+        block_c, block_i, block_j = kernels.scan_column_blocks(channels, height, width)
+        variants.append(["_cross_scan_columns_kernel", dtype, sizes,
+                         dict(align, BLOCK_C=block_c, BLOCK_I=block_i, BLOCK_J=block_j),
+                         kernels._num_warps(block_c * block_i * block_j)])
+    return variants
+
+
+def _merge_variant(kernels, dtype, channels, height, width, directions, channels_last):
+    h, w, block_c, block_h, block_w = kernels.tile_shape(channels, height, width, directions, channels_last)
+    constants = dict(K=directions, CHANNELS_LAST=channels_last, ACC_FP64=dtype == "fp64", ALIGN_C=kernels._alignment(channels),
+                     ALIGN_H=kernels._alignment(h), ALIGN_W=kernels._alignment(w), BLOCK_C=block_c, BLOCK_H=block_h,
+                     BLOCK_W=block_w)
+    return ["_cross_merge_kernel", dtype, dict(C=channels, H=h, W=w), constants,
+            kernels._num_warps(block_c * block_h * block_w)]
+
+
+CASES = [(dtype, channels, height, width, directions, channels_last)
+         for dtype, maps, direction_counts in (("fp16", ((96, 56, 56), (5, 13, 4)), (4, 2)),
+                                               ("fp32", ((96, 56, 56),), (4,)))
+         for channels, height, width in maps
+         for directions in direction_counts for channels_last in (False, True)]
+
+
+def test_scan_compiles_for_sm90_with_whole_vector_stores(kernels, tmp_path):
+    """The real compiler (sm_90, in a subprocess without the interpreter) builds every scan launch. Every store
+    of the sequences runs along their steps (a tile's last axis, or its row axis for the channel-first column
+    directions), and on aligned maps every one is a 16-byte vector store: scalar 2-byte stores (what counting
+    down the steps used to give) each reach L2 as a separate write, which made the first kernel 8x slower.
+    Reads run along the image's contiguous axis, or along the tile's last axis where they count down."""
+    variants, owners = [], []
+    for case in CASES:
+        for variant in _scan_variants(kernels, *case):
+            variants.append(variant)
+            owners.append(case)
+    for (dtype, channels, height, width, directions, channels_last), variant, result in zip(
+            owners, variants, _compile_variants(variants, tmp_path)):
+        columns = variant[0] == "_cross_scan_columns_kernel"
         accesses = result["accesses"]
-        assert len(accesses) == 1 + directions, (kernel, accesses)
-        image_access = accesses[0] if scan else accesses[-1]
-        sequence_accesses = accesses[1:] if scan else accesses[:-1]
-        assert image_access[1] == (0 if channels_last else 2), (kernel, image_access)
-        for access in sequence_accesses:
-            assert access[1] == 2, (kernel, directions, channels_last, access)
-        if (height, width) == (56, 56):  # whole warps run along the adjacent addresses
+        loads = [a for a in accesses if a[0] == "load"]
+        stores = [a for a in accesses if a[0] == "store"]
+        assert len(loads) == len(stores) == (2 if columns else (2 if variant[3]["ROWS_ONLY"] else directions))
+        for _, fastest, threads_per_warp, _ in stores:
+            assert fastest == (1 if columns else len(threads_per_warp) - 1), (variant, stores)
+        for _, fastest, _, _ in loads:
+            assert fastest == (0 if channels_last else len(accesses[0][2]) - 1), (variant, loads)
+        if (height, width) == (56, 56):
             for _, fastest, threads_per_warp, _ in accesses:
-                assert threads_per_warp[fastest] >= 2, (kernel, accesses)
+                assert threads_per_warp[fastest] >= 2, (variant, accesses)  # whole warps along the run
+            stores_ptx = {op: n for op, n in result["instructions"].items() if op.startswith("st.")}
+            assert set(stores_ptx) == {"st.global.v4.b32"}, (variant, stores_ptx)
+
+
+def test_merge_compiles_for_sm90_with_coalesced_accesses(kernels, tmp_path):
+    """The merge's accesses are laid out along the axis their addresses are adjacent on: the image's W
+    (channel-first) or C (channel-last) axis, and the sequences' step axis, the tile's last axis for every
+    direction (the column directions through the transposed tile; the reversed ones rely on Triton ordering
+    non-contiguous accesses along the last axis). Aligned fp16 maps (56x56) get 16-byte loads."""
+    variants = [_merge_variant(kernels, *case) for case in CASES]
+    for (dtype, channels, height, width, directions, channels_last), result in zip(
+            CASES, _compile_variants(variants, tmp_path)):
+        accesses = result["accesses"]
+        assert len(accesses) == 1 + directions, accesses
+        for access in accesses[:-1]:
+            assert access[1] == 2, (directions, channels_last, access)
+        assert accesses[-1][1] == (0 if channels_last else 2), accesses[-1]
+        if (height, width) == (56, 56):
+            for _, fastest, threads_per_warp, _ in accesses:
+                assert threads_per_warp[fastest] >= 2, accesses
             if dtype == "fp16" and not channels_last:
-                assert result["vector_loads"], kernel
+                assert "ld.global.v4.b32" in result["instructions"]

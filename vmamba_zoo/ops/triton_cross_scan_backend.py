@@ -40,15 +40,9 @@ def _auto_supports(tensors: Sequence[torch.Tensor]) -> bool:
     return _devices(tensors) == {"cuda"} and _supports(tensors)
 
 
-
-def _never(tensors: Sequence[torch.Tensor]) -> bool:
-    return False
-
-
-# nvidia-h200, 2026-11-22 (benchmarks/benchmark_h200_2026-11-22.md, channel-last VMamba-T shapes): the merge
-# kernel beats torch's copies 1.0-2.9x, the scan kernel was 0.6-0.9x of them; so auto picks the merge only
-# (the scan still runs when asked for by name)
+# nvidia-h200, 2026-12-03 (benchmarks/cross_scan_kernels_h200_2026-12-03.txt, VMamba-T shapes): both kernels
+# beat torch's copies at every stage and layout; so auto picks them on CUDA
 if importlib.util.find_spec("triton") is not None:
-    for _op, _auto in (("cross_scan", _never), ("cross_merge", _auto_supports)):
+    for _op in ("cross_scan", "cross_merge"):
         register_backend(_op, "triton", lazy_backend(_KERNELS, _op), priority=CROSS_SCAN_TRITON_PRIORITY,
-                         supports=_supports, auto_supports=_auto)
+                         supports=_supports, auto_supports=_auto_supports)

@@ -1,4 +1,4 @@
-"""Triton cross-scan / cross-merge: one read of the image, K directional writes (and the reverse).
+"""Triton cross-scan / cross-merge: an image to its K directional sequences, and their sum back to an image.
 
 Layouts. The sequences are (batch, K, C, L) with L = H*W contiguous. The image is (batch, C, H, W)
 (channel-first: W contiguous) or (batch, H, W, C) (channel-last: C contiguous). Direction k visits
@@ -7,23 +7,33 @@ pixel (i, j) at step
 (K=4: rows, columns, reversed rows, reversed columns; K=2: rows, reversed rows; K=1: rows), as
 :mod:`vmamba_zoo.ops.reference.cross_scan` defines.
 
-Design: each program owns a tile of [BLOCK_C channels, BLOCK_H rows, BLOCK_W columns] of one image. It
-loads the tile once and stores it to all K sequences (cross_scan), or loads the tile's K sequence
-values and stores their float32 sum once (cross_merge). The pointer tensors are contiguous along a
-different tile axis on each side: along W (channel-first image, row-direction sequences), along C
-(channel-last image) or along H (column-direction sequences). Triton lays each load/store out to be
-coalesced along its own contiguous axis and transposes between them in shared memory, so every global
-access is coalesced; none is a per-element scatter. The reversed directions count down, which Triton's
-analysis does not call contiguous; it then runs consecutive threads along the last tile axis, so the
-column directions go through the transposed tile [BLOCK_C, BLOCK_W, BLOCK_H] (rows last) and the
-reversed ones still write consecutive (descending) addresses from consecutive threads.
+Scan design: every program writes one tile of one direction's sequence, at ascending steps, so that every
+store is whole 16-byte vectors. Counting down in a store is what made the first kernel slow: Triton cannot
+vectorise it, and each lane's 2-byte store then reaches L2 as a write of its own (Nsight Compute, H200,
+VMamba-T stage 0: 82 M sectors written to L2 where the output has 9.6 M; 1.2 ms where a copy of the same
+bytes takes 0.1). The order of the pixels
+is moved to the reads instead, which L1 gathers line by line:
+- ``_cross_scan_steps_kernel``: [BLOCK_C channels, BLOCK_Q steps] tiles of each direction, reading the
+  pixels the steps visit. Channel-last images give runs of channels in any pixel order; channel-first rows
+  give runs of pixels counting up or down (the step axis is last, so both coalesce). It runs every
+  direction, except the channel-first column directions:
+- ``_cross_scan_columns_kernel``: channel-first columns read [BLOCK_C, BLOCK_I rows, BLOCK_J columns] tiles
+  along the image's rows and store them along the columns (Triton transposes in shared memory); reversed
+  columns read the mirrored tile, counting down along its last axis.
+The directions of one image tile are neighbouring programs, so their repeated reads of it meet in L2.
 
-Tiles that cover whole rows (BLOCK_W >= W) make the row-direction writes one contiguous run per
-channel, and tiles that cover whole columns do the same for the column directions; the tile shapes
-below aim for that at VMamba's map sizes (56/28/14/7).
-
-With K < 4 no direction needs the 2D structure, so the image is viewed as one row of L pixels
-(H=1, W=L): the tiles are then plain [channels, pixels] blocks with no padding waste.
+Merge design: each program owns a tile of [BLOCK_C channels, BLOCK_H rows, BLOCK_W columns] of one image.
+It loads the tile's K sequence values and stores their float32 sum once. The pointer tensors are
+contiguous along a different tile axis on each side: along W (channel-first image, row-direction
+sequences), along C (channel-last image) or along H (column-direction sequences). Triton lays each
+load/store out to be coalesced along its own contiguous axis and transposes between them in shared
+memory. The reversed directions count down, which Triton's analysis does not call contiguous; it then
+runs consecutive threads along the last tile axis, so the column directions go through the transposed
+tile [BLOCK_C, BLOCK_W, BLOCK_H] (rows last) and the reversed ones still read consecutive (descending)
+addresses from consecutive threads. Tiles that cover whole rows (BLOCK_W >= W) make the row-direction
+reads one contiguous run per channel, and tiles that cover whole columns do the same for the column
+directions; the tile shapes below aim for that at VMamba's map sizes (56/28/14/7). With K < 4 no
+direction needs the 2D structure, so the image is viewed as one row of L pixels (H=1, W=L).
 
 Any H x W works: partial tiles are masked. Sizes are passed as runtime ints (one compiled kernel per
 dtype / layout / K / tile shape, not per map size); the largest power of two (up to 16) dividing each
@@ -40,15 +50,20 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["cross_scan", "cross_merge", "tile_shape", "SUPPORTED_DTYPES"]
+__all__ = ["cross_scan", "cross_merge", "tile_shape", "scan_step_blocks", "scan_column_blocks", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-# Elements per program. 4096 holds a whole padded 56x56 plane (64x64), so channel-first K=4 tiles at
-# VMamba's largest map write each direction as one contiguous run. Swept by benchmarks/cross_scan_kernels.py.
+# The scan's tiles (scan_step_blocks / scan_column_blocks): elements per program, and the longest run of
+# channels (channel-last reads) or steps (channel-first rows, every store) one tile spans.
+SCAN_TILE_ELEMENTS = 4096
+SCAN_CHANNEL_RUN = 64
+SCAN_STEP_RUN = 1024
+# The merge's tiles (tile_shape): elements per program. 4096 holds a whole padded 56x56 plane (64x64), so
+# channel-first K=4 tiles at VMamba's largest map read each direction as one contiguous run. Channel-last K=4
+# tiles need runs along C (writes) and along H and W (reads) at once: a 16x16 pixel block with
+# TILE_ELEMENTS / 256 channels keeps each run >= 16 elements. Swept by benchmarks/cross_scan_kernels.py.
 TILE_ELEMENTS = 4096
-# Channel-last K=4 tiles need runs along C (reads) and along H and W (writes) at once: a 16x16 pixel
-# block with TILE_ELEMENTS / 256 channels keeps each run >= 16 elements.
 CHANNELS_LAST_PIXELS = 256
 
 
@@ -166,28 +181,117 @@ def _aligned(n, ALIGN: tl.constexpr):
 
 
 @triton.jit
-def _cross_scan_kernel(x_ptr, out_ptr, C, H, W,
-                       K: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                       ALIGN_C: tl.constexpr, ALIGN_H: tl.constexpr, ALIGN_W: tl.constexpr,
-                       BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+def _source_pixels(q, L, H, W, REVERSE: tl.constexpr, COLUMNS: tl.constexpr):
+    """Row-major index of the pixel that step ``q`` of a direction visits."""
+    if REVERSE:
+        q = (L - 1) - q
+    if COLUMNS:
+        q = (q % H) * W + q // H
+    return q
+
+
+@triton.jit
+def _scan_steps_tile(x_ptr, out_ptr, batch, k, c, q, C, H, W, L, K: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+                     REVERSE: tl.constexpr, COLUMNS: tl.constexpr):
+    """Steps ``q`` of direction ``k`` for channels ``c``: a [BLOCK_C, BLOCK_Q] tile stored at ascending steps."""
+    pixel = _source_pixels(q, L, H, W, REVERSE, COLUMNS)
+    mask = (c < C)[:, None] & (q < L)[None, :]
+    if CHANNELS_LAST:  # any pixel order reads whole runs of channels
+        src = (batch.to(tl.int64) * L + pixel)[None, :] * C + c[:, None]
+    else:  # rows: ascending or descending runs of pixels (the step axis is last, so both coalesce)
+        src = ((batch.to(tl.int64) * C + c) * L)[:, None] + pixel[None, :]
+    dst = (((batch.to(tl.int64) * K + k) * C + c) * L)[:, None] + q[None, :]
+    tl.store(out_ptr + dst, tl.load(x_ptr + src, mask=mask), mask=mask)
+
+
+@triton.jit
+def _cross_scan_steps_kernel(x_ptr, out_ptr, C, H, W, K: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+                             ROWS_ONLY: tl.constexpr, ALIGN_C: tl.constexpr, ALIGN_L: tl.constexpr,
+                             BLOCK_C: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """Directions tiled along their steps: each program one direction's [BLOCK_C, BLOCK_Q] tile of one image.
+    ROWS_ONLY: just the row directions (0 and 2 of K=4; channel-first column directions have their own kernel)."""
+    C = _aligned(C, ALIGN_C)
+    L = _aligned(H * W, ALIGN_L)
+    SLOTS: tl.constexpr = 2 if (ROWS_ONLY and K == 4) else K
+    pid = tl.program_id(0)
+    tiles_q = tl.cdiv(L, BLOCK_Q)
+    tile_q = pid % tiles_q
+    rest = pid // tiles_q
+    slot = rest % SLOTS  # the directions of one tile are neighbours: their reads of the image meet in L2
+    rest = rest // SLOTS
+    tiles_c = tl.cdiv(C, BLOCK_C)
+    tile_c = rest % tiles_c
+    batch = rest // tiles_c
+    c = tile_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    q = tile_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    if K == 4:
+        if ROWS_ONLY:
+            if slot == 0:
+                _scan_steps_tile(x_ptr, out_ptr, batch, 0, c, q, C, H, W, L, K, CHANNELS_LAST, False, False)
+            else:
+                _scan_steps_tile(x_ptr, out_ptr, batch, 2, c, q, C, H, W, L, K, CHANNELS_LAST, True, False)
+        elif slot == 0:
+            _scan_steps_tile(x_ptr, out_ptr, batch, 0, c, q, C, H, W, L, K, CHANNELS_LAST, False, False)
+        elif slot == 1:
+            _scan_steps_tile(x_ptr, out_ptr, batch, 1, c, q, C, H, W, L, K, CHANNELS_LAST, False, True)
+        elif slot == 2:
+            _scan_steps_tile(x_ptr, out_ptr, batch, 2, c, q, C, H, W, L, K, CHANNELS_LAST, True, False)
+        else:
+            _scan_steps_tile(x_ptr, out_ptr, batch, 3, c, q, C, H, W, L, K, CHANNELS_LAST, True, True)
+    elif K == 2:
+        if slot == 0:
+            _scan_steps_tile(x_ptr, out_ptr, batch, 0, c, q, C, H, W, L, K, CHANNELS_LAST, False, False)
+        else:
+            _scan_steps_tile(x_ptr, out_ptr, batch, 1, c, q, C, H, W, L, K, CHANNELS_LAST, True, False)
+    else:
+        _scan_steps_tile(x_ptr, out_ptr, batch, 0, c, q, C, H, W, L, K, CHANNELS_LAST, False, False)
+
+
+@triton.jit
+def _scan_columns_tile(x_ptr, out_ptr, batch, k, c, i, j, C, H, W, L, REVERSE: tl.constexpr):
+    """Channel-first column direction ``k`` over a [BLOCK_C, BLOCK_I, BLOCK_J] tile of pixels (rows i, columns j).
+
+    The read runs along j (the image's rows), the store along i (the direction's steps, ascending): Triton
+    transposes between them in shared memory. The reversed direction reads the mirrored pixels, counting down
+    along j, which is the tile's last axis, so that read still coalesces."""
+    if REVERSE:
+        pixel = ((H - 1) - i)[:, None] * W + ((W - 1) - j)[None, :]
+    else:
+        pixel = i[:, None] * W + j[None, :]
+    mask = (c < C)[:, None, None] & ((i < H)[:, None] & (j < W)[None, :])[None, :, :]
+    src = ((batch.to(tl.int64) * C + c) * L)[:, None, None] + pixel[None, :, :]
+    dst = (((batch.to(tl.int64) * 4 + k) * C + c) * L)[:, None, None] + (j[None, :] * H + i[:, None])[None, :, :]
+    tl.store(out_ptr + dst, tl.load(x_ptr + src, mask=mask), mask=mask)
+
+
+@triton.jit
+def _cross_scan_columns_kernel(x_ptr, out_ptr, C, H, W, ALIGN_C: tl.constexpr, ALIGN_H: tl.constexpr,
+                               ALIGN_W: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+                               BLOCK_J: tl.constexpr):
+    """Directions 1 and 3 of a channel-first K=4 scan (columns, reversed columns)."""
     C = _aligned(C, ALIGN_C)
     H = _aligned(H, ALIGN_H)
     W = _aligned(W, ALIGN_W)
     L = H * W
-    batch, c, i, j = _tile_indices(C, H, W, BLOCK_C, BLOCK_H, BLOCK_W, CHANNELS_LAST)
-    mask = (c < C)[:, None, None] & ((i < H)[:, None] & (j < W)[None, :])[None, :, :]
-    tile = tl.load(x_ptr + _image_offsets(batch, c, i, j, C, H, W, CHANNELS_LAST), mask=mask)
-    rows = i[:, None] * W + j[None, :]  # step of pixel (i, j) in row-major order
-    tl.store(out_ptr + _sequence_offsets(batch, 0, c, rows, C, L, K), tile, mask=mask)
-    if K == 2:
-        tl.store(out_ptr + _sequence_offsets(batch, 1, c, (L - 1) - rows, C, L, K), tile, mask=mask)
-    if K == 4:
-        # the column directions store the transposed tile [BLOCK_C, BLOCK_W, BLOCK_H] (see _column_steps)
-        cols, mask_t = _column_steps(c, i, j, C, H, W)
-        tile_t = tl.permute(tile, (0, 2, 1))
-        tl.store(out_ptr + _sequence_offsets(batch, 1, c, cols, C, L, K), tile_t, mask=mask_t)
-        tl.store(out_ptr + _sequence_offsets(batch, 2, c, (L - 1) - rows, C, L, K), tile, mask=mask)
-        tl.store(out_ptr + _sequence_offsets(batch, 3, c, (L - 1) - cols, C, L, K), tile_t, mask=mask_t)
+    pid = tl.program_id(0)
+    tiles_j = tl.cdiv(W, BLOCK_J)
+    tile_j = pid % tiles_j
+    rest = pid // tiles_j
+    tiles_i = tl.cdiv(H, BLOCK_I)
+    tile_i = rest % tiles_i
+    rest = rest // tiles_i
+    slot = rest % 2
+    rest = rest // 2
+    tiles_c = tl.cdiv(C, BLOCK_C)
+    tile_c = rest % tiles_c
+    batch = rest // tiles_c
+    c = tile_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    i = tile_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    j = tile_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    if slot == 0:
+        _scan_columns_tile(x_ptr, out_ptr, batch, 1, c, i, j, C, H, W, L, False)
+    else:
+        _scan_columns_tile(x_ptr, out_ptr, batch, 3, c, i, j, C, H, W, L, True)
 
 
 @triton.jit
@@ -229,32 +333,84 @@ def _check(t: torch.Tensor, directions: int, what: str) -> None:
         raise TypeError(f"{what}: unsupported dtype {t.dtype} (supported: {SUPPORTED_DTYPES})")
 
 
+def _on_device(t: torch.Tensor):
+    # Triton launches on the current device: make it the tensors' (e.g. cuda:1 while cuda:0 is current)
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _check_map_size(pixels: int) -> None:
+    if pixels >= 2 ** 31:
+        raise ValueError(f"maps of {pixels} pixels (>= 2**31) are not supported")
+
+
 def _launch(kernel, src, dst, channels, height, width, directions, channels_last, tile, **extra):
     height, width, block_c, block_h, block_w = tile_shape(channels, height, width, directions, channels_last,
                                                           **(tile or {}))
-    if height * width >= 2 ** 31:
-        raise ValueError(f"maps of {height * width} pixels (>= 2**31) are not supported")
+    _check_map_size(height * width)
     programs = src.shape[0] * triton.cdiv(channels, block_c) * triton.cdiv(height, block_h) * \
         triton.cdiv(width, block_w)
-    # Triton launches on the current device: make it the tensors' (e.g. cuda:1 while cuda:0 is current)
-    with torch.cuda.device(src.device) if src.is_cuda else contextlib.nullcontext():
+    with _on_device(src):
         kernel[(programs,)](src, dst, channels, height, width, K=directions, CHANNELS_LAST=channels_last, **extra,
                             ALIGN_C=_alignment(channels), ALIGN_H=_alignment(height), ALIGN_W=_alignment(width),
                             BLOCK_C=block_c, BLOCK_H=block_h, BLOCK_W=block_w,
                             num_warps=_num_warps(block_c * block_h * block_w))
 
 
+def scan_step_blocks(channels: int, length: int, channels_last: bool,
+                     tile_elements: int = SCAN_TILE_ELEMENTS) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_Q) of the scan's tiles along the steps: runs of channels (channel-last reads) or of
+    steps (everything else) long enough to fill whole 32-byte sectors."""
+    c2, l2 = _pow2_at_least(channels), _pow2_at_least(length)
+    if channels_last:
+        block_c = min(c2, SCAN_CHANNEL_RUN, tile_elements)
+        return block_c, min(l2, max(1, tile_elements // block_c))
+    block_q = min(l2, SCAN_STEP_RUN, tile_elements)
+    return min(c2, max(1, tile_elements // block_q)), block_q
+
+
+def scan_column_blocks(channels: int, height: int, width: int,
+                       tile_elements: int = SCAN_TILE_ELEMENTS) -> tuple[int, int, int]:
+    """(BLOCK_C, BLOCK_I, BLOCK_J) of the channel-first column directions' tiles: whole columns first (the
+    steps' runs), then as many columns, then channels, as fit."""
+    block_i = min(_pow2_at_least(height), 64, tile_elements)
+    block_j = min(_pow2_at_least(width), max(1, tile_elements // block_i))
+    return min(_pow2_at_least(channels), max(1, tile_elements // (block_i * block_j))), block_i, block_j
+
+
+def _launch_scan(x, out, channels, height, width, directions, channels_last, tile_elements=SCAN_TILE_ELEMENTS):
+    length = height * width
+    _check_map_size(length)
+    batch = x.shape[0]
+    rows_only = directions == 4 and not channels_last  # channel-first columns: _cross_scan_columns_kernel
+    block_c, block_q = scan_step_blocks(channels, length, channels_last, tile_elements)
+    programs = batch * triton.cdiv(channels, block_c) * (2 if rows_only else directions) * \
+        triton.cdiv(length, block_q)
+    with _on_device(x):
+        _cross_scan_steps_kernel[(programs,)](
+            x, out, channels, height, width, K=directions, CHANNELS_LAST=channels_last, ROWS_ONLY=rows_only,
+            ALIGN_C=_alignment(channels), ALIGN_L=_alignment(length), BLOCK_C=block_c, BLOCK_Q=block_q,
+            num_warps=_num_warps(block_c * block_q))
+        if rows_only:
+            block_c, block_i, block_j = scan_column_blocks(channels, height, width, tile_elements)
+            programs = batch * triton.cdiv(channels, block_c) * 2 * triton.cdiv(height, block_i) * \
+                triton.cdiv(width, block_j)
+            _cross_scan_columns_kernel[(programs,)](
+                x, out, channels, height, width, ALIGN_C=_alignment(channels), ALIGN_H=_alignment(height),
+                ALIGN_W=_alignment(width), BLOCK_C=block_c, BLOCK_I=block_i, BLOCK_J=block_j,
+                num_warps=_num_warps(block_c * block_i * block_j))
+
+
 def cross_scan(x: torch.Tensor, directions: int, channels_last: bool, tile: dict | None = None) -> torch.Tensor:
     """(batch, C, H, W), or (batch, H, W, C) when ``channels_last``, -> (batch, K, C, H*W), same dtype.
 
-    ``tile`` overrides :func:`tile_shape`'s budgets (``tile_elements``, ``channels_last_pixels``), for sweeps.
+    ``tile`` overrides the tiles' element budget (``tile_elements``, see :func:`scan_step_blocks`), for sweeps.
     """
     _check(x, directions, "cross_scan")
     x = x.contiguous()
     batch, height, width, channels = x.shape if channels_last else (x.shape[0], *x.shape[2:], x.shape[1])
     out = torch.empty(batch, directions, channels, height * width, dtype=x.dtype, device=x.device)
     if out.numel():
-        _launch(_cross_scan_kernel, x, out, channels, height, width, directions, channels_last, tile)
+        _launch_scan(x, out, channels, height, width, directions, channels_last, **(tile or {}))
     return out
 
 

@@ -11,6 +11,8 @@
 // (carrying a_s g_s of the chunk's first position s back to the previous chunk), and accumulates.
 // Per-channel sums over positions (dA, dD, ddelta_bias) stay in the warp; dB/dC are summed over the
 // block's channels in shared memory, in warp order, one fp32 slice per block (the host adds the slices).
+// Both passes load one step ahead, raw (as the forward): a chunk's u, delta (and dout, z) while the chunk
+// before it is walked, and B/C of the next (chunk, state row) pair while this pair is.
 #pragma once
 
 #include "selective_scan_common.cuh"
@@ -81,54 +83,79 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
   __syncwarp();
 
   // ---- pass 1: states at the chunk starts (the last chunk's end state is never needed)
-  for (int chunk = 0; chunk + 1 < p.n_chunks; ++chunk) {
-    const int pos0 = chunk * kChunk + lane * kItems;
-    float u[kItems], dt[kItems];
-    load_items(u_row, pos0, seq_length, u);
-    load_items(delta_row, pos0, seq_length, dt);
-#pragma unroll
-    for (int i = 0; i < kItems; ++i) {
-      const float raw = dt[i] + bias;
-      dt[i] = pos0 + i < seq_length ? (p.delta_softplus ? fast_softplus(raw) : raw) : 0.f;
-    }
-    for (int n = 0; n < d_state; ++n) {
-      float B_vals[kItems];
-      load_items(B_rows + static_cast<int64_t>(n) * length, pos0, seq_length, B_vals);
-      const float A_n = A_row[n];
-      float lane_a = 1.f, lane_b = 0.f;
+  {
+    // pass 1 covers the chunks before the last; fetches past their end read nothing
+    const int pass_end = seq_length < (p.n_chunks - 1) * kChunk ? seq_length : (p.n_chunks - 1) * kChunk;
+    RawItems<input_t> u_next = fetch_items(u_row, lane * kItems, pass_end);
+    RawItems<input_t> delta_next = fetch_items(delta_row, lane * kItems, pass_end);
+    RawItems<input_t> B_next = fetch_items(B_rows, lane * kItems, pass_end);
+    for (int chunk = 0; chunk + 1 < p.n_chunks; ++chunk) {
+      const int pos0 = chunk * kChunk + lane * kItems;
+      float u[kItems], dt[kItems];
+      to_floats(u_next, u);
+      to_floats(delta_next, dt);
+      u_next = fetch_items(u_row, pos0 + kChunk, pass_end);
+      delta_next = fetch_items(delta_row, pos0 + kChunk, pass_end);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        const float decay = fast_exp(dt[i] * A_n);
-        lane_b = fmaf(decay, lane_b, dt[i] * B_vals[i] * u[i]);
-        lane_a *= decay;
+        const float raw = dt[i] + bias;
+        dt[i] = pos0 + i < seq_length ? (p.delta_softplus ? fast_softplus(raw) : raw) : 0.f;
       }
-      warp_scan_forward(lane_a, lane_b, lane);
-      const float h_in = h_carry[n];
-      const float h_out = __shfl_sync(kFullMask, apply_affine(lane_a, lane_b, h_in), 31);
-      __syncwarp();
-      if (lane == 0) {
-        h_carry[n] = h_out;
-        if (w.valid) states[static_cast<int64_t>(chunk + 1) * d_state + n] = h_out;
+      for (int n = 0; n < d_state; ++n) {
+        float B_vals[kItems];
+        to_floats(B_next, B_vals);
+        const bool last_row = n + 1 == d_state;  // then the next pair is the next chunk's first row
+        B_next = fetch_items(B_rows + (last_row ? 0 : static_cast<int64_t>(n + 1) * length),
+                             last_row ? pos0 + kChunk : pos0, pass_end);
+        const float A_n = A_row[n];
+        float lane_a = 1.f, lane_b = 0.f;
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          const float decay = fast_exp(dt[i] * A_n);
+          lane_b = fmaf(decay, lane_b, dt[i] * B_vals[i] * u[i]);
+          lane_a *= decay;
+        }
+        warp_scan_forward(lane_a, lane_b, lane);
+        const float h_in = h_carry[n];
+        const float h_out = __shfl_sync(kFullMask, apply_affine(lane_a, lane_b, h_in), 31);
+        __syncwarp();
+        if (lane == 0) {
+          h_carry[n] = h_out;
+          if (w.valid) states[static_cast<int64_t>(chunk + 1) * d_state + n] = h_out;
+        }
+        __syncwarp();  // orders lane 0's stores (shared and global) before the other lanes' reads
       }
-      __syncwarp();  // orders lane 0's stores (shared and global) before the other lanes' reads
     }
   }
 
   // ---- pass 2: chunks from last to first
   float dD_lane = 0.f, dbias_lane = 0.f;  // this lane's share of the channel's dD / ddelta_bias
+  const int last_pos0 = (p.n_chunks - 1) * kChunk + lane * kItems;
+  RawItems<input_t> u_next = fetch_items(u_row, last_pos0, seq_length);
+  RawItems<input_t> delta_next = fetch_items(delta_row, last_pos0, seq_length);
+  RawItems<dout_t> dout_next = fetch_items(dout_row, last_pos0, seq_length);  // 0 past the end: no adjoint
+  RawItems<input_t> z_next;
+  if (z_row != nullptr) z_next = fetch_items(z_row, last_pos0, seq_length);
+  RawItems<input_t> B_next = fetch_items(B_rows, last_pos0, seq_length);
+  RawItems<input_t> C_next = fetch_items(C_rows, last_pos0, seq_length);
   for (int chunk = p.n_chunks - 1; chunk >= 0; --chunk) {
     const int pos0 = chunk * kChunk + lane * kItems;
+    const int prev_pos0 = chunk > 0 ? pos0 - kChunk : seq_length;  // the next chunk walked; none after chunk 0
     float u[kItems], dt[kItems], dy[kItems];
     float gate_grad[kItems];  // dout * silu'(z): dz = gate_grad * (y before the gate)
     float y[kItems];          // y before the gate (needed for dz only)
     float ddt[kItems], du[kItems];
     float slope[kItems];      // d softplus(raw) / d raw = sigmoid(raw)
-    load_items(u_row, pos0, seq_length, u);
-    load_items(delta_row, pos0, seq_length, dt);
-    load_items(dout_row, pos0, seq_length, dy);  // 0 past the end: no adjoint flows in from there
+    to_floats(u_next, u);
+    to_floats(delta_next, dt);
+    to_floats(dout_next, dy);
+    u_next = fetch_items(u_row, prev_pos0, seq_length);
+    delta_next = fetch_items(delta_row, prev_pos0, seq_length);
+    dout_next = fetch_items(dout_row, prev_pos0, seq_length);
     if (z_row != nullptr) {
       float z_vals[kItems];
-      load_items(z_row, pos0, seq_length, z_vals);
+      to_floats(z_next, z_vals);
+      z_next = fetch_items(z_row, prev_pos0, seq_length);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         const float sig = sigmoid(z_vals[i]);
@@ -149,8 +176,12 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
 
     for (int n = 0; n < d_state; ++n) {
       float B_vals[kItems], C_vals[kItems];
-      load_items(B_rows + static_cast<int64_t>(n) * length, pos0, seq_length, B_vals);
-      load_items(C_rows + static_cast<int64_t>(n) * length, pos0, seq_length, C_vals);
+      to_floats(B_next, B_vals);
+      to_floats(C_next, C_vals);
+      const bool last_row = n + 1 == d_state;  // then the next pair is the previous chunk's first row
+      const int64_t next_row = last_row ? 0 : static_cast<int64_t>(n + 1) * length;
+      B_next = fetch_items(B_rows + next_row, last_row ? prev_pos0 : pos0, seq_length);
+      C_next = fetch_items(C_rows + next_row, last_row ? prev_pos0 : pos0, seq_length);
       const float A_n = A_row[n];
 
       // forward: rebuild h over the chunk (as the forward kernel), keeping h_{t-1} of each item

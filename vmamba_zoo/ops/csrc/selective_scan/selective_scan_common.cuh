@@ -35,27 +35,46 @@ __device__ __forceinline__ T from_float(float value) {
   return static_cast<T>(value);  // c10::Half / c10::BFloat16 round to nearest even
 }
 
-// Read positions [pos0, pos0 + kItems) of a row of `length` elements as floats, 0 past the end.
-// One or two 16-byte loads when the lane's span is whole and aligned (rows of any length may start
-// anywhere, so this is checked per lane), else element by element.
+// A lane's kItems values of a row as loaded, not yet converted. Held while other work runs, the load's
+// latency hides behind that work; converting at once would make the lane wait for the load there.
 template <typename T>
-__device__ __forceinline__ void load_items(const T* row, int pos0, int length, float (&out)[kItems]) {
+struct RawItems {
+  T v[kItems];
+};
+
+// Load positions [pos0, pos0 + kItems) of a row of `length` elements, 0 past the end (nothing is read
+// there, so a span wholly past the end costs no memory traffic). One or two 16-byte loads when the lane's
+// span is whole and aligned (rows of any length may start anywhere, so this is checked per lane), else
+// element by element.
+template <typename T>
+__device__ __forceinline__ RawItems<T> fetch_items(const T* row, int pos0, int length) {
   constexpr int kBytes = kItems * static_cast<int>(sizeof(T));
   static_assert(kBytes % 16 == 0, "a lane's span must be whole 16-byte vectors");
   constexpr int kVectors = kBytes / 16;
   const T* src = row + pos0;
+  RawItems<T> items;
   if (pos0 + kItems <= length && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
     uint4 raw[kVectors];
 #pragma unroll
     for (int v = 0; v < kVectors; ++v) raw[v] = __ldg(reinterpret_cast<const uint4*>(src) + v);
-    T values[kItems];
-    memcpy(values, raw, kBytes);
-#pragma unroll
-    for (int i = 0; i < kItems; ++i) out[i] = to_float(values[i]);
+    memcpy(items.v, raw, kBytes);
   } else {
 #pragma unroll
-    for (int i = 0; i < kItems; ++i) out[i] = pos0 + i < length ? to_float(src[i]) : 0.f;
+    for (int i = 0; i < kItems; ++i) items.v[i] = pos0 + i < length ? src[i] : from_float<T>(0.f);
   }
+  return items;
+}
+
+template <typename T>
+__device__ __forceinline__ void to_floats(const RawItems<T>& items, float (&out)[kItems]) {
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) out[i] = to_float(items.v[i]);
+}
+
+// Read positions [pos0, pos0 + kItems) of a row as floats, 0 past the end.
+template <typename T>
+__device__ __forceinline__ void load_items(const T* row, int pos0, int length, float (&out)[kItems]) {
+  to_floats(fetch_items(row, pos0, length), out);
 }
 
 // Write positions [pos0, pos0 + kItems) of a row, skipping those past the end.

@@ -36,12 +36,15 @@ if __name__ == "__main__":
     parser.add_argument("--names", nargs="+", default=NAMES)
     parser.add_argument("--reference-cross-scan", action="store_true",
                         help="also time each model with cross-scan / cross-merge on the reference backend")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the rows (alternating the A/B order)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print(torch.cuda.get_device_name(), "torch", torch.__version__)
     print("batch 64, 224x224, fp16 autocast; train = fwd + bwd + SGD step")
     print(f"{'model':<42}{'params M':>9}{'GMACs':>7}{'infer img/s':>12}{'train img/s':>12}{'train GiB':>10}", flush=True)
-    for name in args.names:
-        row(name, name, {})
-        if args.reference_cross_scan:
-            row(name, name + " [reference cross-scan]", REFERENCE_CROSS_SCAN)
+    for round_ in range(args.rounds):
+        for name in args.names:
+            rows = [(name, {})] + ([(name + " [reference cross-scan]", REFERENCE_CROSS_SCAN)]
+                                   if args.reference_cross_scan else [])
+            for label, variables in rows[::-1] if round_ % 2 else rows:
+                row(name, label, variables)

@@ -9,6 +9,10 @@
 //      from which the lane re-walks its kItems steps and adds C_i h_i to y_i.
 // The state at the chunk's end (lane 31's map applied to the carry) is carried to the next chunk
 // in shared memory (one float per state row and warp).
+// Loads run one step ahead, raw: u and delta of the next chunk while this one is walked, and B/C of the
+// next (chunk, state row) pair while this pair is; the walk waits on memory only where it has run out of
+// independent work. nvidia-h200, VMamba-T stage-0 shape, kernel alone, with / without it: 1.76 / 2.05 ms at
+// d_state 16 (the Mamba mixer's), 0.80 / 0.75 at d_state 1 (benchmarks/cuda_scan_check_h200_2026-12-03.txt).
 #pragma once
 
 #include "selective_scan_common.cuh"
@@ -42,11 +46,21 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
   for (int n = lane; n < d_state; n += 32) carry[n] = 0.f;
   __syncwarp();
 
+  // one step ahead: past the sequence's end a fetch reads nothing and gives zeros
+  RawItems<input_t> u_next = fetch_items(u_row, lane * kItems, length);
+  RawItems<input_t> delta_next = fetch_items(delta_row, lane * kItems, length);
+  RawItems<input_t> B_next = fetch_items(B_rows, lane * kItems, length);
+  RawItems<input_t> C_next = fetch_items(C_rows, lane * kItems, length);
   for (int chunk = 0; chunk < p.n_chunks; ++chunk) {
     const int pos0 = chunk * kChunk + lane * kItems;
+    const RawItems<input_t> u_raw = u_next, delta_raw = delta_next;
+    RawItems<input_t> z_raw;  // used at the chunk's end
+    if (z_row != nullptr) z_raw = fetch_items(z_row, pos0, length);
+    u_next = fetch_items(u_row, pos0 + kChunk, length);
+    delta_next = fetch_items(delta_row, pos0 + kChunk, length);
     float u[kItems], dt[kItems], y[kItems];
-    load_items(u_row, pos0, length, u);
-    load_items(delta_row, pos0, length, dt);
+    to_floats(u_raw, u);
+    to_floats(delta_raw, dt);
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
       const float raw = dt[i] + bias;
@@ -57,8 +71,13 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
 
     for (int n = 0; n < d_state; ++n) {
       float B_vals[kItems], C_vals[kItems];
-      load_items(B_rows + static_cast<int64_t>(n) * length, pos0, length, B_vals);
-      load_items(C_rows + static_cast<int64_t>(n) * length, pos0, length, C_vals);
+      to_floats(B_next, B_vals);
+      to_floats(C_next, C_vals);
+      const bool last_row = n + 1 == d_state;  // then the next pair is the next chunk's first row
+      const int64_t next_row = last_row ? 0 : static_cast<int64_t>(n + 1) * length;
+      const int next_pos = last_row ? pos0 + kChunk : pos0;
+      B_next = fetch_items(B_rows + next_row, next_pos, length);
+      C_next = fetch_items(C_rows + next_row, next_pos, length);
       const float A_n = A_row[n];
       float decay[kItems], drive[kItems];
       float lane_a = 1.f, lane_b = 0.f;  // the lane's steps composed: h -> lane_a*h + lane_b
@@ -91,7 +110,7 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
     }
 
     float z_vals[kItems];
-    if (z_row != nullptr) load_items(z_row, pos0, length, z_vals);
+    if (z_row != nullptr) to_floats(z_raw, z_vals);
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
       float value = fmaf(D_value, u[i], y[i]);

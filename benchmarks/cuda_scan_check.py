@@ -15,7 +15,6 @@ Exit status 0 when everything ran and passed.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import traceback
@@ -23,7 +22,7 @@ import warnings
 
 import torch
 
-from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, scan_inputs, scan_speed_inputs
+from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, environment, scan_inputs, scan_speed_inputs
 
 failures: list[str] = []
 DEVICE = "cuda"
@@ -164,11 +163,9 @@ def time_case(name: str, shape, runs, copy_gbs: float) -> None:
     bwd_bytes = elems * (4 + 2 + 2 + 2 + 2) + 2 * bc_bytes
     for backend, warps in runs:
         label = backend + (f" w{warps}" if warps else "")
-        saved = os.environ.get("VMAMBA_ZOO_CUDA_BWD_WARPS")
-        if warps:
-            os.environ["VMAMBA_ZOO_CUDA_BWD_WARPS"] = warps  # read by the extension at each backward call
+        # VMAMBA_ZOO_CUDA_BWD_WARPS is read by the extension at each backward call
         try:
-            with warnings.catch_warnings():
+            with environment({"VMAMBA_ZOO_CUDA_BWD_WARPS": warps} if warps else {}), warnings.catch_warnings():
                 warnings.simplefilter("error", RuntimeWarning)  # a fallback to another backend is an error here
                 y = selective_scan(u, delta, A, B, C, D, None, bias, True, True, backend)
                 g = torch.randn_like(y)
@@ -183,11 +180,6 @@ def time_case(name: str, shape, runs, copy_gbs: float) -> None:
             print(f"{name:<26}{label:<14}  ERROR")
             note_failure(f"timing {name} {label}", exc)
         finally:
-            if warps:
-                if saved is None:
-                    os.environ.pop("VMAMBA_ZOO_CUDA_BWD_WARPS", None)
-                else:
-                    os.environ["VMAMBA_ZOO_CUDA_BWD_WARPS"] = saved
             y = g = None
             torch.cuda.empty_cache()
     # the kernel alone (no custom-op dispatch / Python wrapper around it)

@@ -176,8 +176,10 @@ def main(argv=None):
         return 1
     import triton
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
-          f"batch {args.batch}, {args.dtype}, default tiles: scan {kernels.SCAN_TILE_ELEMENTS} elements, merge "
-          f"{kernels.TILE_ELEMENTS} (channel-last K=4: {kernels.CHANNELS_LAST_PIXELS} pixels)")
+          f"batch {args.batch}, {args.dtype}, default tiles (elements; see kernels.default_tile_elements): scan "
+          f"{kernels.SCAN_TILE_ELEMENTS} (cf K=4: {kernels.default_tile_elements('scan', 4, False)}), merge "
+          f"{kernels.TILE_ELEMENTS} (K=4 cf/cl: {kernels.default_tile_elements('merge', 4, False)}/"
+          f"{kernels.default_tile_elements('merge', 4, True)}; cl K=4 pixels {kernels.CHANNELS_LAST_PIXELS})")
     big = 1 << 30
     print(f"device-to-device copy of 1 GiB: {2 * big / copy_time(2 * big) / 1e9:.0f} GB/s (read + write)")
     print("bytes counted: image once + K sequences once; '% copy' = copy time for those bytes / op time")

@@ -176,6 +176,18 @@ def test_errors_and_fallback(kernels, monkeypatch):
     assert backends.resolve("cross_scan", "triton", (x,)) is not reference.cross_scan
 
 
+def test_default_budgets(kernels):
+    """K=4 takes the budgets the H200 sweep found faster; the rest the module's defaults; a tile argument wins."""
+    assert kernels.default_tile_elements("scan", 4, False) == 1024
+    assert kernels.default_tile_elements("scan", 4, True) == kernels.SCAN_TILE_ELEMENTS
+    assert kernels.default_tile_elements("merge", 4, False) == 1024
+    assert kernels.default_tile_elements("merge", 4, True) == 2048
+    for op, default in (("scan", kernels.SCAN_TILE_ELEMENTS), ("merge", kernels.TILE_ELEMENTS)):
+        for directions in (1, 2):
+            for channels_last in (False, True):
+                assert kernels.default_tile_elements(op, directions, channels_last) == default
+
+
 def test_kernels_run_interpreted(kernels):
     """Guard: the kernels really are interpreter functions here (so the tests above ran Triton code)."""
     for name in ("_cross_scan_steps_kernel", "_cross_scan_columns_kernel", "_cross_merge_kernel"):
@@ -234,13 +246,14 @@ def _scan_variants(kernels, dtype, channels, height, width, directions, channels
     sizes = dict(C=channels, H=height, W=width)
     align = {f"ALIGN_{n}": kernels._alignment(v) for n, v in sizes.items()}
     rows_only = directions == 4 and not channels_last
-    block_c, block_q = kernels.scan_step_blocks(channels, height * width, channels_last)
+    budget = kernels.default_tile_elements("scan", directions, channels_last)
+    block_c, block_q = kernels.scan_step_blocks(channels, height * width, channels_last, budget)
     variants = [["_cross_scan_steps_kernel", dtype, sizes,
                  dict(K=directions, CHANNELS_LAST=channels_last, ROWS_ONLY=rows_only, ALIGN_C=align["ALIGN_C"],
                       ALIGN_L=kernels._alignment(height * width), BLOCK_C=block_c, BLOCK_Q=block_q),
                  kernels._num_warps(block_c * block_q)]]
     if rows_only:
-        block_c, block_i, block_j = kernels.scan_column_blocks(channels, height, width)
+        block_c, block_i, block_j = kernels.scan_column_blocks(channels, height, width, budget)
         variants.append(["_cross_scan_columns_kernel", dtype, sizes,
                          dict(align, BLOCK_C=block_c, BLOCK_I=block_i, BLOCK_J=block_j),
                          kernels._num_warps(block_c * block_i * block_j)])
@@ -248,7 +261,9 @@ def _scan_variants(kernels, dtype, channels, height, width, directions, channels
 
 
 def _merge_variant(kernels, dtype, channels, height, width, directions, channels_last):
-    h, w, block_c, block_h, block_w = kernels.tile_shape(channels, height, width, directions, channels_last)
+    h, w, block_c, block_h, block_w = kernels.tile_shape(
+        channels, height, width, directions, channels_last,
+        tile_elements=kernels.default_tile_elements("merge", directions, channels_last))
     constants = dict(K=directions, CHANNELS_LAST=channels_last, ACC_FP64=dtype == "fp64", ALIGN_C=kernels._alignment(channels),
                      ALIGN_H=kernels._alignment(h), ALIGN_W=kernels._alignment(w), BLOCK_C=block_c, BLOCK_H=block_h,
                      BLOCK_W=block_w)
@@ -296,7 +311,9 @@ def test_merge_compiles_for_sm90_with_coalesced_accesses(kernels, tmp_path):
     """The merge's accesses are laid out along the axis their addresses are adjacent on: the image's W
     (channel-first) or C (channel-last) axis, and the sequences' step axis, the tile's last axis for every
     direction (the column directions through the transposed tile; the reversed ones rely on Triton ordering
-    non-contiguous accesses along the last axis). Aligned fp16 maps (56x56) get 16-byte loads."""
+    non-contiguous accesses along the last axis). On 56x56 maps each access runs >= 8 adjacent elements (the
+    channel-last K=4 tile of 2048 elements has 8 channels: one 16-byte vector per pixel, which the H200 sweep
+    found faster than 16 channels), and aligned fp16 channel-first maps get 16-byte loads."""
     variants = [_merge_variant(kernels, *case) for case in CASES]
     for (dtype, channels, height, width, directions, channels_last), result in zip(
             CASES, _compile_variants(variants, tmp_path)):
@@ -305,8 +322,8 @@ def test_merge_compiles_for_sm90_with_coalesced_accesses(kernels, tmp_path):
         for access in accesses[:-1]:
             assert access[1] == 2, (directions, channels_last, access)
         assert accesses[-1][1] == (0 if channels_last else 2), accesses[-1]
-        if (height, width) == (56, 56):
-            for _, fastest, threads_per_warp, _ in accesses:
-                assert threads_per_warp[fastest] >= 2, accesses
+        if (height, width) == (56, 56):  # a warp's run along the adjacent addresses is >= 8 elements (16 B fp16)
+            for _, fastest, threads_per_warp, size_per_thread in accesses:
+                assert threads_per_warp[fastest] * size_per_thread[fastest] >= 8, accesses
             if dtype == "fp16" and not channels_last:
                 assert "ld.global.v4.b32" in result["instructions"]

@@ -50,7 +50,8 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["cross_scan", "cross_merge", "tile_shape", "scan_step_blocks", "scan_column_blocks", "SUPPORTED_DTYPES"]
+__all__ = ["cross_scan", "cross_merge", "tile_shape", "scan_step_blocks", "scan_column_blocks", "default_tile_elements",
+           "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -62,8 +63,21 @@ SCAN_STEP_RUN = 1024
 # The merge's tiles (tile_shape): elements per program. 4096 holds a whole padded 56x56 plane (64x64), so
 # channel-first K=4 tiles at VMamba's largest map read each direction as one contiguous run. Channel-last K=4
 # tiles need runs along C (writes) and along H and W (reads) at once: a 16x16 pixel block with
-# TILE_ELEMENTS / 256 channels keeps each run >= 16 elements. Swept by benchmarks/cross_scan_kernels.py.
+# TILE_ELEMENTS / 256 channels keeps each run >= 16 elements.
 TILE_ELEMENTS = 4096
+# Budgets that beat those at K=4 (benchmarks/cross_scan_kernels.py --sweep, nvidia-h200, 2026-12-03, VMamba-T
+# stages, % of copy at 56/28/14/7): channel-first scan 1024 (64/68/58/27 against 61/60/49/26), channel-first
+# merge 1024 (76/86/77/54 against 62/71/60/40), channel-last merge 2048 (52/61/71/60 against 48/61/64/53).
+# Smaller tiles mean more programs in flight per SM. Everything else keeps the budgets above.
+_K4_BUDGETS = {("scan", False): 1024, ("merge", False): 1024, ("merge", True): 2048}
+
+
+def default_tile_elements(op: str, directions: int, channels_last: bool) -> int:
+    """The element budget ``op`` ("scan" or "merge") uses unless a ``tile`` argument overrides it."""
+    default = SCAN_TILE_ELEMENTS if op == "scan" else TILE_ELEMENTS
+    return _K4_BUDGETS.get((op, channels_last), default) if directions == 4 else default
+
+
 CHANNELS_LAST_PIXELS = 256
 
 
@@ -344,8 +358,8 @@ def _check_map_size(pixels: int) -> None:
 
 
 def _launch(kernel, src, dst, channels, height, width, directions, channels_last, tile, **extra):
-    height, width, block_c, block_h, block_w = tile_shape(channels, height, width, directions, channels_last,
-                                                          **(tile or {}))
+    tile = {"tile_elements": default_tile_elements("merge", directions, channels_last), **(tile or {})}
+    height, width, block_c, block_h, block_w = tile_shape(channels, height, width, directions, channels_last, **tile)
     _check_map_size(height * width)
     programs = src.shape[0] * triton.cdiv(channels, block_c) * triton.cdiv(height, block_h) * \
         triton.cdiv(width, block_w)
@@ -377,7 +391,9 @@ def scan_column_blocks(channels: int, height: int, width: int,
     return min(_pow2_at_least(channels), max(1, tile_elements // (block_i * block_j))), block_i, block_j
 
 
-def _launch_scan(x, out, channels, height, width, directions, channels_last, tile_elements=SCAN_TILE_ELEMENTS):
+def _launch_scan(x, out, channels, height, width, directions, channels_last, tile_elements=None):
+    if tile_elements is None:
+        tile_elements = default_tile_elements("scan", directions, channels_last)
     length = height * width
     _check_map_size(length)
     batch = x.shape[0]

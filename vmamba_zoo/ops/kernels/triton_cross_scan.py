@@ -11,8 +11,7 @@ Scan design: every program writes one tile of one direction's sequence, at ascen
 store is whole 16-byte vectors. Counting down in a store is what made the first kernel slow: Triton cannot
 vectorise it, and each lane's 2-byte store then reaches L2 as a write of its own (Nsight Compute, H200,
 VMamba-T stage 0: 82 M sectors written to L2 where the output has 9.6 M; 1.2 ms where a copy of the same
-bytes takes 0.1). The order of the pixels
-is moved to the reads instead, which L1 gathers line by line:
+bytes takes 0.1). The order of the pixels is moved to the reads instead, which L1 gathers line by line:
 - ``_cross_scan_steps_kernel``: [BLOCK_C channels, BLOCK_Q steps] tiles of each direction, reading the
   pixels the steps visit. Channel-last images give runs of channels in any pixel order; channel-first rows
   give runs of pixels counting up or down (the step axis is last, so both coalesce). It runs every

@@ -237,27 +237,11 @@ def _cross_scan_steps_kernel(x_ptr, out_ptr, C, H, W, K: tl.constexpr, CHANNELS_
     batch = rest // tiles_c
     c = tile_c * BLOCK_C + tl.arange(0, BLOCK_C)
     q = tile_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    if K == 4:
-        if ROWS_ONLY:
-            if slot == 0:
-                _scan_steps_tile(x_ptr, out_ptr, batch, 0, c, q, C, H, W, L, K, CHANNELS_LAST, False, False)
-            else:
-                _scan_steps_tile(x_ptr, out_ptr, batch, 2, c, q, C, H, W, L, K, CHANNELS_LAST, True, False)
-        elif slot == 0:
-            _scan_steps_tile(x_ptr, out_ptr, batch, 0, c, q, C, H, W, L, K, CHANNELS_LAST, False, False)
-        elif slot == 1:
-            _scan_steps_tile(x_ptr, out_ptr, batch, 1, c, q, C, H, W, L, K, CHANNELS_LAST, False, True)
-        elif slot == 2:
-            _scan_steps_tile(x_ptr, out_ptr, batch, 2, c, q, C, H, W, L, K, CHANNELS_LAST, True, False)
-        else:
-            _scan_steps_tile(x_ptr, out_ptr, batch, 3, c, q, C, H, W, L, K, CHANNELS_LAST, True, True)
-    elif K == 2:
-        if slot == 0:
-            _scan_steps_tile(x_ptr, out_ptr, batch, 0, c, q, C, H, W, L, K, CHANNELS_LAST, False, False)
-        else:
-            _scan_steps_tile(x_ptr, out_ptr, batch, 1, c, q, C, H, W, L, K, CHANNELS_LAST, True, False)
-    else:
-        _scan_steps_tile(x_ptr, out_ptr, batch, 0, c, q, C, H, W, L, K, CHANNELS_LAST, False, False)
+    for s in tl.static_range(SLOTS):  # one branch per direction, each with its own pixel order compiled in
+        if slot == s:
+            k: tl.constexpr = 2 * s if (ROWS_ONLY and K == 4) else s
+            _scan_steps_tile(x_ptr, out_ptr, batch, k, c, q, C, H, W, L, K, CHANNELS_LAST,
+                             REVERSE=k >= 2 if K == 4 else k == 1, COLUMNS=K == 4 and k % 2 == 1)
 
 
 @triton.jit
@@ -356,17 +340,18 @@ def _check_map_size(pixels: int) -> None:
         raise ValueError(f"maps of {pixels} pixels (>= 2**31) are not supported")
 
 
-def _launch(kernel, src, dst, channels, height, width, directions, channels_last, tile, **extra):
+def _launch_merge(y, out, channels, height, width, directions, channels_last, tile):
     tile = {"tile_elements": default_tile_elements("merge", directions, channels_last), **(tile or {})}
     height, width, block_c, block_h, block_w = tile_shape(channels, height, width, directions, channels_last, **tile)
     _check_map_size(height * width)
-    programs = src.shape[0] * triton.cdiv(channels, block_c) * triton.cdiv(height, block_h) * \
+    programs = y.shape[0] * triton.cdiv(channels, block_c) * triton.cdiv(height, block_h) * \
         triton.cdiv(width, block_w)
-    with _on_device(src):
-        kernel[(programs,)](src, dst, channels, height, width, K=directions, CHANNELS_LAST=channels_last, **extra,
-                            ALIGN_C=_alignment(channels), ALIGN_H=_alignment(height), ALIGN_W=_alignment(width),
-                            BLOCK_C=block_c, BLOCK_H=block_h, BLOCK_W=block_w,
-                            num_warps=_num_warps(block_c * block_h * block_w))
+    with _on_device(y):
+        _cross_merge_kernel[(programs,)](
+            y, out, channels, height, width, K=directions, CHANNELS_LAST=channels_last,
+            ACC_FP64=y.dtype == torch.float64, ALIGN_C=_alignment(channels), ALIGN_H=_alignment(height),
+            ALIGN_W=_alignment(width), BLOCK_C=block_c, BLOCK_H=block_h, BLOCK_W=block_w,
+            num_warps=_num_warps(block_c * block_h * block_w))
 
 
 def scan_step_blocks(channels: int, length: int, channels_last: bool,
@@ -441,6 +426,5 @@ def cross_merge(y: torch.Tensor, height: int, width: int, directions: int, chann
     shape = (batch, height, width, channels) if channels_last else (batch, channels, height, width)
     out = torch.empty(shape, dtype=y.dtype, device=y.device)
     if out.numel():
-        _launch(_cross_merge_kernel, y, out, channels, height, width, directions, channels_last, tile,
-                ACC_FP64=y.dtype == torch.float64)
+        _launch_merge(y, out, channels, height, width, directions, channels_last, tile)
     return out

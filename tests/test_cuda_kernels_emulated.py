@@ -90,3 +90,41 @@ def test_emulated_backward_is_deterministic(lib):
     second = backward(lib, grad, **data, delta_softplus=True)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
+
+
+# the lane-per-channel forward: lanes of one warp from several groups and batches (group_size 5), a block
+# with spare lanes, two blocks (140 channels), every state-register variant (1, 4, 16 slots, idle ones
+# included), lengths off the 8/16-position step and rows that start unaligned
+LANE_SHAPES = [(2, 3, 5, 1, 37), (1, 2, 70, 4, 33), (1, 1, 3, 2, 300), (2, 2, 3, 16, 130), (1, 1, 2, 1, 1),
+               (1, 1, 4, 3, 1000)]
+
+
+@pytest.mark.parametrize("shape", LANE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_emulated_lane_forward_matches_oracle(lib, shape, dtype):
+    data = _inputs(*shape, seed=shape[-1])
+    if shape[-1] == 1000:
+        data.update(D=None, z=None)
+    ours = {k: None if v is None else v.to(torch.float32 if k in PARAMS else dtype) for k, v in data.items()}
+    ref = {k: None if v is None else ours[k].double() for k, v in data.items()}
+    oracle = selective_scan_naive if shape[-1] <= 300 else _reference64
+    y_ref = oracle(**ref, delta_softplus=True)
+    lanes = forward(lib, **ours, delta_softplus=True, kernel="lanes")
+    assert _rel(lanes, y_ref) < TOL[dtype]
+    if dtype == torch.float32:  # the two kernels agree to float32 rounding, not just to the oracle's tolerance
+        warp = forward(lib, **ours, delta_softplus=True, kernel="warp")
+        assert _rel(lanes, warp.double()) < 1e-6
+
+
+def test_emulated_lane_forward_half_output(lib):
+    data = {k: v if k in PARAMS else v.to(torch.float16) for k, v in _inputs(1, 2, 3, 4, 45, seed=3).items()}
+    y = forward(lib, **data, delta_softplus=True, fp32_output=False, kernel="lanes")
+    assert y.dtype == torch.float16
+    y_ref = selective_scan_naive(**{k: v.double() for k, v in data.items()}, delta_softplus=True)
+    assert _rel(y, y_ref) < 1e-2
+
+
+def test_emulated_lane_forward_refuses_too_many_states(lib):
+    data = {k: v.float() for k, v in _inputs(1, 1, 2, 17, 20).items()}
+    with pytest.raises(RuntimeError, match="refused"):
+        forward(lib, **data, kernel="lanes")

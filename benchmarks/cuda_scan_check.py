@@ -9,8 +9,7 @@ bare traceback.
    checks that two backward runs give the same bits;
 3. times forward and backward at the VMamba-T stage-0 shape (batch 128, K*D = 4*96, L = 56*56, d_state 1,
    fp16 u/delta/B/C, fp32 A/D/bias, fp32 output) and a d_state-16 shape, for the cuda and triton backends,
-   as GB/s of the bytes that must move against a measured device-to-device copy; the raw op with each
-   forward kernel (VMAMBA_ZOO_CUDA_FWD_KERNEL=warp|lanes).
+   as GB/s of the bytes that must move against a measured device-to-device copy.
 Exit status 0 when everything ran and passed.
 """
 from __future__ import annotations
@@ -183,23 +182,15 @@ def time_case(name: str, shape, runs, copy_gbs: float) -> None:
         finally:
             y = g = None
             torch.cuda.empty_cache()
-    # the kernel alone (no custom-op dispatch / Python wrapper around it), each forward kernel, checked equal
-    op = torch.ops.vmamba_zoo_cuda.selective_scan_fwd
-    outputs = {}
-    for kernel in ("warp", "lanes"):
-        try:
-            with torch.no_grad(), environment({"VMAMBA_ZOO_CUDA_FWD_KERNEL": kernel}):
-                outputs[kernel] = op(u, delta, A, B, C, D, None, bias, True, True)
-                tk = cuda_time(lambda: op(u, delta, A, B, C, D, None, bias, True, True))
-            print(f"{name:<26}{'raw ' + kernel:<14}{tk * 1e3:>8.3f}{fwd_bytes / tk / 1e9:>10.0f}"
-                  f"{100 * fwd_bytes / tk / 1e9 / copy_gbs:>7.0f}%")
-        except Exception as exc:  # noqa: BLE001
-            note_failure(f"raw op timing {name} {kernel}", exc)
-    if len(outputs) == 2:
-        diff = ((outputs["warp"] - outputs["lanes"]).abs().max() / outputs["warp"].abs().max()).item()
-        print(f"{name:<26}warp vs lanes: max rel. difference {diff:.1e}")
-        if not diff < 1e-5:
-            note_failure(f"{name}: the warp and lane forward kernels disagree ({diff:.1e})")
+    # the kernel alone (no custom-op dispatch / Python wrapper around it)
+    try:
+        op = torch.ops.vmamba_zoo_cuda.selective_scan_fwd
+        with torch.no_grad():
+            tk = cuda_time(lambda: op(u, delta, A, B, C, D, None, bias, True, True))
+        print(f"{name:<26}{'cuda (raw op)':<14}{tk * 1e3:>8.3f}{fwd_bytes / tk / 1e9:>10.0f}"
+              f"{100 * fwd_bytes / tk / 1e9 / copy_gbs:>7.0f}%")
+    except Exception as exc:  # noqa: BLE001
+        note_failure(f"raw op timing {name}", exc)
 
 
 def main() -> int:
@@ -218,13 +209,10 @@ def main() -> int:
         note_failure("importing vmamba_zoo failed (run from the repository root with PYTHONPATH=.)", exc)
         return 1
     if build():
-        for kernel in ("default", "lanes"):  # these shapes have < 16384 lanes: the default is the warp kernel
-            try:
-                print(f"\nforward kernel: {kernel} (VMAMBA_ZOO_CUDA_FWD_KERNEL)")
-                with environment({"VMAMBA_ZOO_CUDA_FWD_KERNEL": kernel} if kernel != "default" else {}):
-                    correctness()
-            except Exception as exc:  # noqa: BLE001
-                note_failure(f"correctness section crashed ({kernel})", exc)
+        try:
+            correctness()
+        except Exception as exc:  # noqa: BLE001
+            note_failure("correctness section crashed", exc)
         if not args.skip_speed:
             try:
                 speed(copy_bandwidth(), args.sweep)

@@ -102,29 +102,6 @@ def test_cuda_optional_inputs(options, softplus, dtype):
     _check((2, 2, 5, 4, 300), dtype, optionals=OPTIONALS[options], softplus=softplus)
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_cuda_lane_forward_matches_oracle(shape, dtype, monkeypatch):
-    """The lane-per-channel forward (the default only from 16384 lanes) forced on the same shapes; d_state 64
-    has no lane kernel and keeps the warp one."""
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "lanes")
-    _check(shape, dtype)
-
-
-@pytest.mark.parametrize("shape", [(4, 4, 1024, 1, 77), (2, 2, 4096, 16, 40)], ids=lambda s: "x".join(map(str, s)))
-def test_cuda_lane_forward_is_default_for_many_channels(shape, monkeypatch):
-    """At >= 16384 lanes the default forward is the lane kernel: equal to forcing it, close to the warp one."""
-    data = _inputs(*shape, seed=5)
-    args = [data[k].to(DEVICE, torch.float32 if k in PARAMS else torch.float16) for k in ("u", "delta", "A", "B", "C",
-                                                                                          "D", "z", "delta_bias")]
-    op = torch.ops.vmamba_zoo_cuda.selective_scan_fwd
-    default = op(*args, True, True)
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "lanes")
-    assert torch.equal(op(*args, True, True), default)
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "warp")
-    assert _rel(op(*args, True, True), default.double().cpu()) < 1e-5
-
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_cuda_output_in_input_dtype(dtype):
     """fp32_output=False: y (and the incoming gradient) in the activations' dtype."""

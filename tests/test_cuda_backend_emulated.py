@@ -68,22 +68,6 @@ def test_emulated_block_width_override(suite, monkeypatch):
     suite._check((1, 1, 10, 2, 270), torch.float32)
 
 
-@pytest.mark.parametrize("shape", [(2, 2, 3, 4, 257), (1, 1, 4, 32, 40)], ids=lambda s: "x".join(map(str, s)))
-def test_emulated_lane_forward_override(suite, monkeypatch, shape):
-    """VMAMBA_ZOO_CUDA_FWD_KERNEL=lanes runs the lane-per-channel forward through the host code (the default
-    picks it only for >= 16384 channels); d_state 32 has no lane kernel and keeps the warp one."""
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "lanes")
-    suite._check(shape, torch.float32)
-
-
-def test_emulated_fwd_kernel_override_checked(suite, monkeypatch):
-    ops = getattr(torch.ops, cuda_emulation.OPS_NAMESPACE)
-    u, A, B = torch.randn(1, 2, 10), -torch.rand(2, 1), torch.randn(1, 1, 1, 10)
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "lane")
-    with pytest.raises(RuntimeError, match="VMAMBA_ZOO_CUDA_FWD_KERNEL must be 'warp' or 'lanes', got 'lane'"):
-        ops.selective_scan_fwd(u, u, A, B, B, None, None, None, True, True)
-
-
 def test_emulated_empty_length(suite):
     suite.test_cuda_empty_length()
 

@@ -93,18 +93,15 @@ def _contig(t: Optional[torch.Tensor], dtype=None) -> Optional[torch.Tensor]:
     return (t if dtype is None else t.to(dtype)).contiguous()
 
 
-def forward(lib, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, fp32_output=True,
-            kernel="warp"):
-    """kernel: "warp" (a warp per channel) or "lanes" (a lane per channel, d_state <= 16)."""
+def forward(lib, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, fp32_output=True):
     u, delta, B, C, z = (_contig(t) for t in (u, delta, B, C, z))
     A, D, delta_bias = (_contig(t, torch.float32) for t in (A, D, delta_bias))
     batch, channels, length = u.shape
     out = torch.empty(u.shape, dtype=torch.float32 if fp32_output else u.dtype)
-    rc = lib.emu_selective_scan_fwd(KINDS[u.dtype], int(fp32_output), {"warp": 0, "lanes": 1}[kernel], batch,
-                                    channels, length, A.shape[1], B.shape[1], int(delta_softplus), _ptr(u), _ptr(delta), _ptr(A), _ptr(B), _ptr(C),
+    rc = lib.emu_selective_scan_fwd(KINDS[u.dtype], int(fp32_output), batch, channels, length, A.shape[1],
+                                    B.shape[1], int(delta_softplus), _ptr(u), _ptr(delta), _ptr(A), _ptr(B), _ptr(C),
                                     _ptr(D), _ptr(z), _ptr(delta_bias), _ptr(out))
-    if rc != 0:
-        raise RuntimeError(f"the emulated forward refused the launch (cudaError {rc})")
+    assert rc == 0
     return out
 
 

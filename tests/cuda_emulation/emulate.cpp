@@ -9,7 +9,6 @@
 #include "cuda_runtime.h"  // the emulation, not the toolkit's header
 #include "selective_scan_bwd_kernel.cuh"
 #include "selective_scan_fwd_kernel.cuh"
-#include "selective_scan_fwd_lanes_kernel.cuh"
 #include "ss2d_kernel.cuh"
 
 namespace vmamba_zoo_cuda {
@@ -72,31 +71,20 @@ struct SS2DRunner {
 
 }  // namespace
 
-template <typename input_t, typename output_t>
-void run_fwd(const SelectiveScanParams& p, size_t shared) {
-  if (!p.channel_lanes) return run_grid(selective_scan_fwd_kernel<input_t, output_t>, p, shared);
-  constexpr unsigned kThreads = kLaneWarpsFwd * 32;
-  const auto blocks = static_cast<unsigned>((static_cast<int64_t>(p.batch) * p.channels + kThreads - 1) / kThreads);
-  if (p.d_state == 1) return run_blocks(selective_scan_fwd_lanes_kernel<input_t, output_t, 1>, p, blocks, 1, kThreads, 0);
-  if (p.d_state <= 4) return run_blocks(selective_scan_fwd_lanes_kernel<input_t, output_t, 4>, p, blocks, 1, kThreads, 0);
-  run_blocks(selective_scan_fwd_lanes_kernel<input_t, output_t, kMaxDStateLanes>, p, blocks, 1, kThreads, 0);
-}
-
 cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_out,
                                       cudaStream_t) {
-  if (p.channel_lanes && p.d_state > kMaxDStateLanes) return cudaErrorInvalidValue;
   const size_t shared = static_cast<size_t>(p.warps_per_block) * p.d_state;
   switch (input_kind) {
     case ScalarKind::kFloat:
-      run_fwd<float, float>(p, shared);
+      run_grid(selective_scan_fwd_kernel<float, float>, p, shared);
       return cudaSuccess;
     case ScalarKind::kHalf:
-      if (fp32_out) run_fwd<c10::Half, float>(p, shared);
-      else run_fwd<c10::Half, c10::Half>(p, shared);
+      if (fp32_out) run_grid(selective_scan_fwd_kernel<c10::Half, float>, p, shared);
+      else run_grid(selective_scan_fwd_kernel<c10::Half, c10::Half>, p, shared);
       return cudaSuccess;
     case ScalarKind::kBFloat16:
-      if (fp32_out) run_fwd<c10::BFloat16, float>(p, shared);
-      else run_fwd<c10::BFloat16, c10::BFloat16>(p, shared);
+      if (fp32_out) run_grid(selective_scan_fwd_kernel<c10::BFloat16, float>, p, shared);
+      else run_grid(selective_scan_fwd_kernel<c10::BFloat16, c10::BFloat16>, p, shared);
       return cudaSuccess;
   }
   return cudaErrorInvalidValue;
@@ -168,9 +156,8 @@ int emu_bwd_blocks_per_group(int group_size, int d_state) {
 int emu_chunks(int length) { return vmamba_zoo_cuda::chunks_for(length); }
 
 // kind: 0 float32, 1 float16, 2 bfloat16 (u, delta, B, C, z, out when !fp32_out)
-// kernel: 0 warp per channel, 1 lane per channel
-int emu_selective_scan_fwd(int kind, int fp32_out, int kernel, int batch, int channels, int length, int d_state,
-                           int groups, int softplus, const void* u, const void* delta, const float* A, const void* B,
+int emu_selective_scan_fwd(int kind, int fp32_out, int batch, int channels, int length, int d_state, int groups,
+                           int softplus, const void* u, const void* delta, const float* A, const void* B,
                            const void* C, const float* D, const void* z, const float* delta_bias, void* out) {
   SelectiveScanParams p;
   fill_sizes(p, vmamba_zoo_cuda::kMaxWarpsFwd, batch, channels, length, d_state, groups, softplus);
@@ -183,7 +170,6 @@ int emu_selective_scan_fwd(int kind, int fp32_out, int kernel, int batch, int ch
   p.z = z;
   p.delta_bias = delta_bias;
   p.out = out;
-  p.channel_lanes = kernel == 1;
   return vmamba_zoo_cuda::launch_selective_scan_fwd(p, static_cast<vmamba_zoo_cuda::ScalarKind>(kind), fp32_out != 0,
                                                     nullptr);
 }

@@ -5,7 +5,6 @@
 // custom ops (torch.ops.vmamba_zoo.selective_scan_*), which stay the public interface.
 #include <cstdlib>
 #include <optional>
-#include <string>
 #include <tuple>
 
 #include <ATen/ATen.h>
@@ -124,19 +123,6 @@ int bwd_max_warps(int64_t d_state) {
   return default_bwd_max_warps(static_cast<int>(d_state));
 }
 
-// VMAMBA_ZOO_CUDA_FWD_KERNEL=warp|lanes overrides the forward kernel's choice, for benchmarks
-bool fwd_channel_lanes(const SelectiveScanParams& params) {
-  if (const char* env = std::getenv("VMAMBA_ZOO_CUDA_FWD_KERNEL")) {
-    const std::string choice(env);
-    TORCH_CHECK(choice == "warp" || choice == "lanes",
-                "vmamba_zoo CUDA selective scan: VMAMBA_ZOO_CUDA_FWD_KERNEL must be 'warp' or 'lanes', got '", choice,
-                "'");
-    if (choice == "warp" || params.d_state > kMaxDStateLanes) return false;
-    return true;
-  }
-  return channel_lanes_by_default(static_cast<int64_t>(params.batch) * params.channels, params.d_state);
-}
-
 void check_launch(cudaError_t status, const char* kernel) { vmamba_zoo_cuda::check_launch(status, kWhat, kernel); }
 
 Tensor selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
@@ -149,7 +135,6 @@ Tensor selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A,
   Tensor out = at::empty(u.sizes(), u.options().dtype(fp32_output ? at::kFloat : u.scalar_type()));
   if (out.numel() == 0) return out;
   params.out = out.data_ptr();
-  params.channel_lanes = fwd_channel_lanes(params);
   check_launch(launch_selective_scan_fwd(params, scalar_kind(u), fp32_output, current_stream()),
                "forward");
   return out;

@@ -40,18 +40,6 @@ inline int warps_per_block_for(int group_size, int max_warps) {
 // threads) hide the barriers better. The host lets VMAMBA_ZOO_CUDA_BWD_WARPS override it.
 inline int default_bwd_max_warps(int d_state) { return d_state <= 4 ? 8 : kMaxWarpsBwd; }
 
-// The forward's other kernel (selective_scan_fwd_lanes_kernel.cuh): one lane per (batch, channel), each
-// walking its whole sequence. Fewer instructions per element, but only batch * channels threads: picked when
-// there are enough of them to fill a GPU (16384 lanes = 512 warps, ~4 per SM of an H100/H200) and the
-// states fit in registers. VMAMBA_ZOO_CUDA_FWD_KERNEL=warp|lanes overrides the choice (host code).
-constexpr int kLaneWarpsFwd = 4;
-constexpr int kMaxDStateLanes = 16;
-constexpr int64_t kMinChannelLanes = 16384;
-
-inline bool channel_lanes_by_default(int64_t lanes, int d_state) {
-  return d_state <= kMaxDStateLanes && lanes >= kMinChannelLanes;
-}
-
 inline int blocks_per_group_for(int group_size, int warps_per_block) {
   return (group_size + warps_per_block - 1) / warps_per_block;
 }
@@ -62,7 +50,6 @@ struct SelectiveScanParams {
   int batch = 0, channels = 0, length = 0, d_state = 0, groups = 0, group_size = 0;
   int warps_per_block = 1, blocks_per_group = 1, n_chunks = 1;
   bool delta_softplus = false;
-  bool channel_lanes = false;  // forward: the lane-per-channel kernel (needs d_state <= kMaxDStateLanes)
 
   // inputs; D, z, delta_bias may be null (absent)
   const void* u = nullptr;

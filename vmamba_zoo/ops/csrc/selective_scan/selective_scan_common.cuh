@@ -37,38 +37,38 @@ __device__ __forceinline__ T from_float(float value) {
 
 // A lane's kItems values of a row as loaded, not yet converted. Held while other work runs, the load's
 // latency hides behind that work; converting at once would make the lane wait for the load there.
-template <typename T, int N = kItems>
+template <typename T>
 struct RawItems {
-  T v[N];
+  T v[kItems];
 };
 
-// Load positions [pos0, pos0 + N) of a row of `length` elements, 0 past the end (nothing is read
-// there, so a span wholly past the end costs no memory traffic). 16-byte loads when the lane's span is
-// whole and aligned (rows of any length may start anywhere, so this is checked per lane), else element
-// by element.
-template <int N = kItems, typename T>
-__device__ __forceinline__ RawItems<T, N> fetch_items(const T* row, int pos0, int length) {
-  constexpr int kBytes = N * static_cast<int>(sizeof(T));
+// Load positions [pos0, pos0 + kItems) of a row of `length` elements, 0 past the end (nothing is read
+// there, so a span wholly past the end costs no memory traffic). One or two 16-byte loads when the lane's
+// span is whole and aligned (rows of any length may start anywhere, so this is checked per lane), else
+// element by element.
+template <typename T>
+__device__ __forceinline__ RawItems<T> fetch_items(const T* row, int pos0, int length) {
+  constexpr int kBytes = kItems * static_cast<int>(sizeof(T));
   static_assert(kBytes % 16 == 0, "a lane's span must be whole 16-byte vectors");
   constexpr int kVectors = kBytes / 16;
   const T* src = row + pos0;
-  RawItems<T, N> items;
-  if (pos0 + N <= length && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
+  RawItems<T> items;
+  if (pos0 + kItems <= length && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
     uint4 raw[kVectors];
 #pragma unroll
     for (int v = 0; v < kVectors; ++v) raw[v] = __ldg(reinterpret_cast<const uint4*>(src) + v);
     memcpy(items.v, raw, kBytes);
   } else {
 #pragma unroll
-    for (int i = 0; i < N; ++i) items.v[i] = pos0 + i < length ? src[i] : from_float<T>(0.f);
+    for (int i = 0; i < kItems; ++i) items.v[i] = pos0 + i < length ? src[i] : from_float<T>(0.f);
   }
   return items;
 }
 
-template <typename T, int N>
-__device__ __forceinline__ void to_floats(const RawItems<T, N>& items, float (&out)[N]) {
+template <typename T>
+__device__ __forceinline__ void to_floats(const RawItems<T>& items, float (&out)[kItems]) {
 #pragma unroll
-  for (int i = 0; i < N; ++i) out[i] = to_float(items.v[i]);
+  for (int i = 0; i < kItems; ++i) out[i] = to_float(items.v[i]);
 }
 
 // Read positions [pos0, pos0 + kItems) of a row as floats, 0 past the end.
@@ -77,23 +77,23 @@ __device__ __forceinline__ void load_items(const T* row, int pos0, int length, f
   to_floats(fetch_items(row, pos0, length), out);
 }
 
-// Write positions [pos0, pos0 + N) of a row, skipping those past the end.
-template <typename T, int N>
-__device__ __forceinline__ void store_items(T* row, int pos0, int length, const float (&in)[N]) {
-  constexpr int kBytes = N * static_cast<int>(sizeof(T));
+// Write positions [pos0, pos0 + kItems) of a row, skipping those past the end.
+template <typename T>
+__device__ __forceinline__ void store_items(T* row, int pos0, int length, const float (&in)[kItems]) {
+  constexpr int kBytes = kItems * static_cast<int>(sizeof(T));
   constexpr int kVectors = kBytes / 16;
   T* dst = row + pos0;
-  if (pos0 + N <= length && (reinterpret_cast<uintptr_t>(dst) & 15) == 0) {
-    T values[N];
+  if (pos0 + kItems <= length && (reinterpret_cast<uintptr_t>(dst) & 15) == 0) {
+    T values[kItems];
 #pragma unroll
-    for (int i = 0; i < N; ++i) values[i] = from_float<T>(in[i]);
+    for (int i = 0; i < kItems; ++i) values[i] = from_float<T>(in[i]);
     uint4 raw[kVectors];
     memcpy(raw, values, kBytes);
 #pragma unroll
     for (int v = 0; v < kVectors; ++v) reinterpret_cast<uint4*>(dst)[v] = raw[v];
   } else {
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
+    for (int i = 0; i < kItems; ++i) {
       if (pos0 + i < length) dst[i] = from_float<T>(in[i]);
     }
   }

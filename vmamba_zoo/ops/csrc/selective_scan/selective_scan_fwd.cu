@@ -1,28 +1,11 @@
-// Selective scan forward: launchers of the kernels in selective_scan_fwd_kernel.cuh (warp per channel) and
-// selective_scan_fwd_lanes_kernel.cuh (lane per channel), one per dtype pair.
+// Selective scan forward: launchers of the kernel in selective_scan_fwd_kernel.cuh, one per dtype pair.
 #include "selective_scan_fwd_kernel.cuh"
-#include "selective_scan_fwd_lanes_kernel.cuh"
 
 namespace vmamba_zoo_cuda {
 namespace {
 
-template <typename input_t, typename output_t, int kStates>
-cudaError_t launch_lanes(const SelectiveScanParams& p, cudaStream_t stream) {
-  constexpr int kThreads = kLaneWarpsFwd * 32;
-  const int64_t lanes = static_cast<int64_t>(p.batch) * p.channels;
-  const dim3 grid(static_cast<unsigned>((lanes + kThreads - 1) / kThreads));
-  selective_scan_fwd_lanes_kernel<input_t, output_t, kStates><<<grid, kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
-}
-
 template <typename input_t, typename output_t>
 cudaError_t launch(const SelectiveScanParams& p, cudaStream_t stream) {
-  if (p.channel_lanes) {
-    if (p.d_state == 1) return launch_lanes<input_t, output_t, 1>(p, stream);
-    if (p.d_state <= 4) return launch_lanes<input_t, output_t, 4>(p, stream);
-    if (p.d_state <= kMaxDStateLanes) return launch_lanes<input_t, output_t, kMaxDStateLanes>(p, stream);
-    return cudaErrorInvalidValue;
-  }
   const dim3 grid(p.groups * p.blocks_per_group, p.batch);
   const dim3 block(p.warps_per_block * 32);
   const size_t smem = sizeof(float) * p.warps_per_block * p.d_state;  // <= 4 * 256 floats: under 48 KB

@@ -24,10 +24,11 @@ if os.environ.get("VMAMBA_ZOO_BUILD_CUDA", "0") == "1":
     sources = sorted(str(p.relative_to(here)) for p in (here / sources_dir).iterdir() if p.suffix in (".cpp", ".cu"))
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;9.0+PTX")  # same default as vmamba_zoo/ops/cuda_backend.py
     threads = str(min(4, os.cpu_count() or 1))
+    extra = os.environ.get("VMAMBA_ZOO_CUDA_NVCC_FLAGS", "").split()  # as the just-in-time build
     ext_modules = [CUDAExtension(
         "vmamba_zoo._C_selective_scan", sources,
         include_dirs=[str(here / sources_dir)],
-        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--threads", threads, "-lineinfo"]})]
+        extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--threads", threads, "-lineinfo", *extra]})]
     cmdclass = {"build_ext": BuildExtension}
 
 # the kernel sources ship with the package: the just-in-time build compiles them from there

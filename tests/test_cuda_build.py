@@ -178,6 +178,15 @@ def test_cache_key_separates_torch_cuda_arch_and_sources(monkeypatch, tmp_path):
     assert cuda_backend.cache_dir().parent == Path.home() / ".cache" / "vmamba_zoo" / "torch_extensions"
 
 
+def test_extra_nvcc_flags_reach_the_build_and_its_cache_key(monkeypatch):
+    monkeypatch.delenv("VMAMBA_ZOO_CUDA_NVCC_FLAGS", raising=False)
+    plain_key, (_, plain_flags) = cuda_backend.cache_key(), cuda_backend.compile_flags()
+    monkeypatch.setenv("VMAMBA_ZOO_CUDA_NVCC_FLAGS", " -DVMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS=4  -allow-unsupported-compiler ")
+    _, flags = cuda_backend.compile_flags()
+    assert flags == plain_flags + ["-DVMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS=4", "-allow-unsupported-compiler"]
+    assert cuda_backend.cache_key() != plain_key  # another build, never a stale one
+
+
 def test_buildable_reasons(monkeypatch):
     monkeypatch.setenv("VMAMBA_ZOO_CUDA_JIT", "0")
     assert cuda_backend.buildable() == (False, "just-in-time builds are off (VMAMBA_ZOO_CUDA_JIT=0)")

@@ -71,20 +71,28 @@ struct SS2DRunner {
 
 }  // namespace
 
+namespace {
+// as selective_scan_fwd.cu's launcher: d_state 1 runs the kernel's single-state build
+template <typename input_t, typename output_t>
+void run_fwd(const SelectiveScanParams& p) {
+  if (p.d_state == 1) run_grid(selective_scan_fwd_kernel<input_t, output_t, true>, p, 0);
+  else run_grid(selective_scan_fwd_kernel<input_t, output_t>, p, static_cast<size_t>(p.warps_per_block) * p.d_state);
+}
+}  // namespace
+
 cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_out,
                                       cudaStream_t) {
-  const size_t shared = static_cast<size_t>(p.warps_per_block) * p.d_state;
   switch (input_kind) {
     case ScalarKind::kFloat:
-      run_grid(selective_scan_fwd_kernel<float, float>, p, shared);
+      run_fwd<float, float>(p);
       return cudaSuccess;
     case ScalarKind::kHalf:
-      if (fp32_out) run_grid(selective_scan_fwd_kernel<c10::Half, float>, p, shared);
-      else run_grid(selective_scan_fwd_kernel<c10::Half, c10::Half>, p, shared);
+      if (fp32_out) run_fwd<c10::Half, float>(p);
+      else run_fwd<c10::Half, c10::Half>(p);
       return cudaSuccess;
     case ScalarKind::kBFloat16:
-      if (fp32_out) run_grid(selective_scan_fwd_kernel<c10::BFloat16, float>, p, shared);
-      else run_grid(selective_scan_fwd_kernel<c10::BFloat16, c10::BFloat16>, p, shared);
+      if (fp32_out) run_fwd<c10::BFloat16, float>(p);
+      else run_fwd<c10::BFloat16, c10::BFloat16>(p);
       return cudaSuccess;
   }
   return cudaErrorInvalidValue;

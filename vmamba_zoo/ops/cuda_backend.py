@@ -67,7 +67,7 @@ def source_files() -> list[Path]:
 
 def sources_hash() -> str:
     """Hash of every file in the source folder (headers included): a changed kernel means a new build."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(extra_nvcc_flags().encode())  # extra flags make another build too
     for path in sorted(p for p in SOURCE_DIR.iterdir() if p.is_file()):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
@@ -111,11 +111,18 @@ def cache_dir(**key_parts) -> Path:
     return cache_root() / cache_key(**key_parts)
 
 
+def extra_nvcc_flags() -> str:
+    """VMAMBA_ZOO_CUDA_NVCC_FLAGS: more nvcc flags for the build (e.g. -allow-unsupported-compiler, or the
+    tuning macros of the kernels), split on spaces; part of the build's cache key."""
+    return os.environ.get("VMAMBA_ZOO_CUDA_NVCC_FLAGS", "").strip()
+
+
 def compile_flags() -> tuple[list[str], list[str]]:
     """(host flags, nvcc flags) for both the JIT and the setup.py builds. No fast math: the kernels use
     accurate expf/log1pf, so fp32 results match the float64 reference to ~1e-6."""
     threads = str(min(4, os.cpu_count() or 1))  # nvcc compiles the architectures of one file in parallel
-    return ["-O3"], ["-O3", "--threads", threads, "-lineinfo"]  # torch adds the C++ standard it needs
+    extra = extra_nvcc_flags().split()
+    return ["-O3"], ["-O3", "--threads", threads, "-lineinfo", *extra]  # torch adds the C++ standard it needs
 
 
 def _cuda_home() -> Optional[str]:

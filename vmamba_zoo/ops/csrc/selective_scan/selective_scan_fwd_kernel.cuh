@@ -13,6 +13,11 @@
 // next (chunk, state row) pair while this pair is; the walk waits on memory only where it has run out of
 // independent work. nvidia-h200, VMamba-T stage-0 shape, kernel alone, with / without it: 1.76 / 2.05 ms at
 // d_state 16 (the Mamba mixer's), 0.80 / 0.75 at d_state 1 (benchmarks/cuda_scan_check_h200_2026-12-03.txt).
+// kSingleState: a build for d_state 1 (VMamba's), whose carry stays in a register (no shared memory, no warp
+// barriers), and whose one-row loop the compiler can flatten. With it, D*u and dt*u taken once per chunk, and
+// registers capped for 6 blocks (24 warps) per SM instead of 4: 0.81 -> 0.63 ms at d_state 1, 1.70 -> 1.38 at
+// d_state 16 (benchmarks/cuda_fwd_variants_h200_2026-12-03.txt). The cap spills a few registers to L1; the
+// occupancy it buys is worth more (the kernel waits on memory latency, not bandwidth).
 #pragma once
 
 #include "selective_scan_common.cuh"
@@ -20,14 +25,19 @@
 namespace vmamba_zoo_cuda {
 namespace {
 
-template <typename input_t, typename output_t>
-__global__ void __launch_bounds__(kMaxWarpsFwd * 32)
+// blocks per SM the register allocation must allow (a tuning knob: benchmarks/cuda_fwd_variants.py sweeps it)
+#ifndef VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS
+#define VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS 6
+#endif
+
+template <typename input_t, typename output_t, bool kSingleState = false>
+__global__ void __launch_bounds__(kMaxWarpsFwd * 32, VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS)
 selective_scan_fwd_kernel(const SelectiveScanParams p) {
   float* const shared = dynamic_shared_memory();
   const WarpChannel w = locate_warp(p);
   if (!w.valid) return;  // no block-wide barriers in the forward: spare warps can leave
   const int lane = w.lane;
-  const int length = p.length, d_state = p.d_state;
+  const int length = p.length, d_state = kSingleState ? 1 : p.d_state;
 
   const int64_t row = (static_cast<int64_t>(w.batch) * p.channels + w.channel) * length;
   const input_t* u_row = static_cast<const input_t*>(p.u) + row;
@@ -43,8 +53,11 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
   const float bias = p.delta_bias != nullptr ? p.delta_bias[w.channel] : 0.f;
 
   float* carry = shared + w.warp * d_state;  // state at the current chunk's start, per state row
-  for (int n = lane; n < d_state; n += 32) carry[n] = 0.f;
-  __syncwarp();
+  float carry_single = 0.f;  // kSingleState's carry
+  if (!kSingleState) {
+    for (int n = lane; n < d_state; n += 32) carry[n] = 0.f;
+    __syncwarp();
+  }
 
   // one step ahead: past the sequence's end a fetch reads nothing and gives zeros
   RawItems<input_t> u_next = fetch_items(u_row, lane * kItems, length);
@@ -66,7 +79,8 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
       const float raw = dt[i] + bias;
       // past the end: dt = 0 makes the step the identity (a = 1, b = 0), so the carry is unaffected
       dt[i] = pos0 + i < length ? (p.delta_softplus ? fast_softplus(raw) : raw) : 0.f;
-      y[i] = 0.f;
+      y[i] = D_value * u[i];
+      u[i] *= dt[i];  // from here on u holds dt*u, the drive's common factor
     }
 
     for (int n = 0; n < d_state; ++n) {
@@ -84,12 +98,12 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         decay[i] = fast_exp(dt[i] * A_n);
-        drive[i] = dt[i] * B_vals[i] * u[i];
+        drive[i] = B_vals[i] * u[i];
         lane_b = fmaf(decay[i], lane_b, drive[i]);
         lane_a *= decay[i];
       }
       warp_scan_forward(lane_a, lane_b, lane);  // now: chunk start -> end of this lane
-      const float h_in = carry[n];
+      const float h_in = kSingleState ? carry_single : carry[n];
       // chunk start -> start of this lane = the previous lane's inclusive map (identity for lane 0)
       float before_a = __shfl_up_sync(kFullMask, lane_a, 1);
       float before_b = __shfl_up_sync(kFullMask, lane_b, 1);
@@ -104,16 +118,20 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
         y[i] = fmaf(C_vals[i], h, y[i]);
       }
       const float h_out = __shfl_sync(kFullMask, apply_affine(lane_a, lane_b, h_in), 31);
-      __syncwarp();  // every lane has read carry[n]
-      if (lane == 0) carry[n] = h_out;
-      __syncwarp();  // ... and sees the new value next chunk
+      if (kSingleState) {
+        carry_single = h_out;
+      } else {
+        __syncwarp();  // every lane has read carry[n]
+        if (lane == 0) carry[n] = h_out;
+        __syncwarp();  // ... and sees the new value next chunk
+      }
     }
 
     float z_vals[kItems];
     if (z_row != nullptr) to_floats(z_raw, z_vals);
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
-      float value = fmaf(D_value, u[i], y[i]);
+      float value = y[i];
       if (z_row != nullptr) value *= z_vals[i] * sigmoid(z_vals[i]);
       y[i] = value;
     }

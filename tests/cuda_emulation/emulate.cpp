@@ -72,49 +72,54 @@ struct SS2DRunner {
 }  // namespace
 
 namespace {
-// as selective_scan_fwd.cu's launcher: d_state 1 runs the kernel's single-state build
-template <typename input_t, typename output_t>
-void run_fwd(const SelectiveScanParams& p) {
-  if (p.d_state == 1) run_grid(selective_scan_fwd_kernel<input_t, output_t, true>, p, 0);
-  else run_grid(selective_scan_fwd_kernel<input_t, output_t>, p, static_cast<size_t>(p.warps_per_block) * p.d_state);
-}
-}  // namespace
+template <typename T>
+struct Type {
+  using type = T;
+};
 
-cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_out,
-                                      cudaStream_t) {
+// Calls run(Type<input_t>{}, Type<output_t>{}) for the (input, fp32 output or not) pair, as the launchers do.
+template <typename Run>
+cudaError_t by_dtype(ScalarKind input_kind, bool fp32_out, Run run) {
   switch (input_kind) {
     case ScalarKind::kFloat:
-      run_fwd<float, float>(p);
+      run(Type<float>{}, Type<float>{});
       return cudaSuccess;
     case ScalarKind::kHalf:
-      if (fp32_out) run_fwd<c10::Half, float>(p);
-      else run_fwd<c10::Half, c10::Half>(p);
+      if (fp32_out) run(Type<c10::Half>{}, Type<float>{});
+      else run(Type<c10::Half>{}, Type<c10::Half>{});
       return cudaSuccess;
     case ScalarKind::kBFloat16:
-      if (fp32_out) run_fwd<c10::BFloat16, float>(p);
-      else run_fwd<c10::BFloat16, c10::BFloat16>(p);
+      if (fp32_out) run(Type<c10::BFloat16>{}, Type<float>{});
+      else run(Type<c10::BFloat16>{}, Type<c10::BFloat16>{});
       return cudaSuccess;
   }
   return cudaErrorInvalidValue;
+}
+}  // namespace
+
+// as selective_scan_fwd.cu / selective_scan_bwd.cu: d_state 1 runs the kernels' single-state builds
+cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_out,
+                                      cudaStream_t) {
+  return by_dtype(input_kind, fp32_out, [&](auto in, auto out) {
+    using I = typename decltype(in)::type;
+    using O = typename decltype(out)::type;
+    if (p.d_state == 1) run_grid(selective_scan_fwd_kernel<I, O, true>, p, 0);
+    else run_grid(selective_scan_fwd_kernel<I, O>, p, static_cast<size_t>(p.warps_per_block) * p.d_state);
+  });
 }
 
 cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_dout,
                                       cudaStream_t) {
   const size_t shared = bwd_smem_floats(p.warps_per_block, p.d_state);
-  switch (input_kind) {
-    case ScalarKind::kFloat:
-      run_grid(selective_scan_bwd_kernel<float, float>, p, shared);
-      return cudaSuccess;
-    case ScalarKind::kHalf:
-      if (fp32_dout) run_grid(selective_scan_bwd_kernel<c10::Half, float>, p, shared);
-      else run_grid(selective_scan_bwd_kernel<c10::Half, c10::Half>, p, shared);
-      return cudaSuccess;
-    case ScalarKind::kBFloat16:
-      if (fp32_dout) run_grid(selective_scan_bwd_kernel<c10::BFloat16, float>, p, shared);
-      else run_grid(selective_scan_bwd_kernel<c10::BFloat16, c10::BFloat16>, p, shared);
-      return cudaSuccess;
-  }
-  return cudaErrorInvalidValue;
+  return by_dtype(input_kind, fp32_dout, [&](auto in, auto out) {
+    using I = typename decltype(in)::type;
+    using O = typename decltype(out)::type;
+    if (p.d_state == 1 && p.warps_per_block <= kMaxWarpsBwdSingle) {
+      run_grid(selective_scan_bwd_kernel<I, O, true>, p, shared);
+    } else {
+      run_grid(selective_scan_bwd_kernel<I, O>, p, shared);
+    }
+  });
 }
 
 cudaError_t launch_ss2d_fwd(const SS2DParams& p, ScalarKind kind, cudaStream_t) {

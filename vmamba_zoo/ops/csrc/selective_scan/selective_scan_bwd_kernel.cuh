@@ -32,13 +32,21 @@ __host__ __device__ constexpr size_t bwd_smem_floats(int warps, int d_state) {
   return static_cast<size_t>(warps) * (3 * d_state + 2 * kReductionStride);
 }
 
-template <typename input_t, typename dout_t>
-__global__ void __launch_bounds__(kMaxWarpsBwd * 32)
+// kSingleState: a build for d_state 1 (VMamba's) in blocks of at most kMaxWarpsBwdSingle warps, whose one-row
+// loops the compiler can flatten; registers capped for VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS such blocks per SM.
+constexpr int kMaxWarpsBwdSingle = 8;
+#ifndef VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS
+#define VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS 2
+#endif
+
+template <typename input_t, typename dout_t, bool kSingleState = false>
+__global__ void __launch_bounds__(kSingleState ? kMaxWarpsBwdSingle * 32 : kMaxWarpsBwd * 32,
+                                  kSingleState ? VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS : 1)
 selective_scan_bwd_kernel(const SelectiveScanParams p) {
   float* const shared = dynamic_shared_memory();
   const WarpChannel w = locate_warp(p);
   const int lane = w.lane, warp = w.warp, warps = p.warps_per_block;
-  const int d_state = p.d_state;
+  const int d_state = kSingleState ? 1 : p.d_state;
   const int length = p.length;
   // A spare warp (past its group's end) runs every loop with an empty sequence, so it reaches the same
   // block barriers and adds exact zeros to the dB/dC sums, and writes nothing.

@@ -25,7 +25,7 @@
 namespace vmamba_zoo_cuda {
 namespace {
 
-// blocks per SM the register allocation must allow (a tuning knob: benchmarks/cuda_fwd_variants.py sweeps it)
+// blocks per SM the register allocation must allow (a tuning knob: benchmarks/cuda_scan_variants.py sweeps it)
 #ifndef VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS
 #define VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS 6
 #endif

@@ -1,8 +1,10 @@
-"""Build variants of the CUDA selective-scan forward kernel (its tuning macro, via VMAMBA_ZOO_CUDA_NVCC_FLAGS)
-and compare them in one run: forward error against the float64 reference, and the kernel alone timed at the
-VMamba-T stage-0 shape (d_state 1) and the vanilla-T one (d_state 16), as % of a measured copy.
+"""Build variants of the CUDA selective-scan kernels (their tuning macros, via VMAMBA_ZOO_CUDA_NVCC_FLAGS) and
+compare them in one run: forward and gradient errors against the float64 oracle (cuda_scan_check.check_case),
+and the forward and backward ops timed at the VMamba-T stage-0 shape (d_state 1) and the vanilla-T one
+(d_state 16), as % of a measured copy.
 
-    PYTHONPATH=. python benchmarks/cuda_fwd_variants.py             # all variants (builds in parallel)
+    PYTHONPATH=. python benchmarks/cuda_scan_variants.py                 # all variants (builds in parallel)
+    PYTHONPATH=. python benchmarks/cuda_scan_variants.py --only shipped  # one
 
 Each variant is built and measured in its own process (one extension per process), TORCH_CUDA_ARCH_LIST=9.0.
 """
@@ -20,7 +22,9 @@ from pathlib import Path
 # VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS blocks of 4 warps per SM (1: no cap, ~118 registers -> 4 blocks).
 # The first run (cuda_fwd_variants_h200_2026-12-03.txt) compared the code changes themselves, built from macros
 # the kernel had then (that file lists them).
-VARIANTS = {f"min blocks {b}": f"-DVMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS={b}" for b in (1, 5, 6, 8)}
+# The backward's d_state-1 build likewise (VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS blocks of 8 warps).
+VARIANTS = {"shipped": "", **{f"fwd min blocks {b}": f"-DVMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS={b}" for b in (1, 8)},
+            "bwd single mb3": "-DVMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS=3"}
 SPEED_CASES = {"T stage0 N=1 b128": (128, 4, 96, 1, 3136), "vanilla stage0 N=16 b32": (32, 4, 192, 16, 3136)}
 CHECK_CASES = [((2, 4, 8, 1, 1000), "float32", True), ((2, 4, 96, 1, 3136), "float32", False),
                ((1, 4, 6, 16, 130), "float32", True), ((2, 2, 3, 4, 4097), "float32", True),
@@ -42,30 +46,27 @@ def measure(build_only: bool) -> dict:
         return {"error": cuda_backend.extension_status()}
     if build_only:
         return {}
-    from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, scan_inputs, scan_speed_inputs
-    from vmamba_zoo.ops.reference import selective_scan_naive
-    op = torch.ops.vmamba_zoo_cuda.selective_scan_fwd
+    from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, scan_speed_inputs
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from cuda_scan_check import check_case  # forward and every gradient against the float64 oracle
     out = {"errors": {}, "ms": {}}
     for shape, dtype_name, with_z in CHECK_CASES:
-        dtype = getattr(torch, dtype_name)
-        data = scan_inputs(*shape, seed=shape[-1])
-        args = [data[k] for k in ("u", "delta", "A", "B", "C", "D")] + [data["z"] if with_z else None,
-                                                                        data["delta_bias"]]
-        ref = selective_scan_naive(*args, delta_softplus=True)
-        cast = [None if t is None else t.to("cuda", torch.float32 if i in (2, 5, 7) else dtype)
-                for i, t in enumerate(args)]
-        got = op(*cast, True, True).double().cpu()
-        out["errors"][f"{'x'.join(map(str, shape))} {dtype_name}"] = \
-            ((got - ref).abs().max() / ref.abs().max()).item()
+        fwd, grad, _, deterministic = check_case(shape, getattr(torch, dtype_name), with_z)
+        out["errors"][f"{'x'.join(map(str, shape))} {dtype_name}"] = (fwd, grad if deterministic else float("nan"))
     copy = copy_bandwidth()
     out["copy_gbs"] = copy
+    fwd_op, bwd_op = torch.ops.vmamba_zoo_cuda.selective_scan_fwd, torch.ops.vmamba_zoo_cuda.selective_scan_bwd
     for name, shape in SPEED_CASES.items():
         u, delta, A, B, C, D, bias = [t.detach() for t in scan_speed_inputs(*shape)]
-        nbytes = u.numel() * (2 + 2 + 4) + 2 * B.numel() * B.element_size()
+        bc = 2 * B.numel() * B.element_size()
+        fwd_bytes = u.numel() * (2 + 2 + 4) + bc  # reads u, delta; writes fp32 y
+        bwd_bytes = u.numel() * (4 + 2 + 2 + 2 + 2) + 2 * bc  # reads fp32 dout, u, delta; writes du, ddelta
+        dout = torch.randn(u.shape, device="cuda")
         with torch.no_grad():
-            t = cuda_time(lambda: op(u, delta, A, B, C, D, None, bias, True, True), repeats=20)
-        out["ms"][name] = (t * 1e3, 100 * nbytes / t / 1e9 / copy)
-        del u, delta, A, B, C, D, bias
+            tf = cuda_time(lambda: fwd_op(u, delta, A, B, C, D, None, bias, True, True), repeats=20)
+            tb = cuda_time(lambda: bwd_op(dout, u, delta, A, B, C, D, None, bias, True), repeats=20)
+        out["ms"][name] = (tf * 1e3, 100 * fwd_bytes / tf / 1e9 / copy, tb * 1e3, 100 * bwd_bytes / tb / 1e9 / copy)
+        del u, delta, A, B, C, D, bias, dout
         torch.cuda.empty_cache()
     return out
 
@@ -94,8 +95,9 @@ def main() -> int:
         built = dict(zip(names, pool.map(lambda n: run(n, "build"), names)))
     import torch
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  CUDA {torch.version.cuda}")
-    print("forward kernel alone, fp16 u/delta/B/C, fp32 A/D/bias and output, softplus; ms (% of copy)")
-    header = f"{'variant':<20}" + "".join(f"{c:>26}" for c in SPEED_CASES) + "   worst fwd error (fp32 | 16-bit)"
+    print("kernels alone (ops, no autograd), fp16 u/delta/B/C, fp32 A/D/bias, y and dout, softplus; ms (% of copy)")
+    header = (f"{'variant':<20}" + "".join(f"{c + ' fwd':>26}{'bwd':>18}" for c in SPEED_CASES)
+              + "   worst error fwd/grad (fp32 | 16-bit)")
     print(header)
     for name in names:
         if "error" in built[name]:
@@ -105,10 +107,12 @@ def main() -> int:
         if "error" in res:
             print(f"{name:<20} FAILED: {res['error']}")
             continue
-        cells = "".join(f"{f'{ms:.3f} ({pct:.0f}%)':>26}" for ms, pct in res["ms"].values())
-        e32 = max(v for k, v in res["errors"].items() if k.endswith("float32"))
-        e16 = max(v for k, v in res["errors"].items() if not k.endswith("float32"))
-        print(f"{name:<20}{cells}   {e32:.1e} | {e16:.1e}   (copy {res['copy_gbs']:.0f} GB/s)", flush=True)
+        cells = "".join(f"{f'{tf:.3f} ({pf:.0f}%)':>26}{f'{tb:.3f} ({pb:.0f}%)':>18}"
+                        for tf, pf, tb, pb in res["ms"].values())
+        worst = {kind: [max(v[i] for k, v in res["errors"].items() if k.endswith("float32") == (kind == 32))
+                        for i in (0, 1)] for kind in (32, 16)}  # nan grad error: a backward not deterministic
+        errors = " | ".join(f"{f:.1e}/{g:.1e}" for f, g in worst.values())
+        print(f"{name:<20}{cells}   {errors}   (copy {res['copy_gbs']:.0f} GB/s)", flush=True)
     return 0
 
 

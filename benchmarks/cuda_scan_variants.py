@@ -96,7 +96,7 @@ def main() -> int:
     import torch
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  CUDA {torch.version.cuda}")
     print("kernels alone (ops, no autograd), fp16 u/delta/B/C, fp32 A/D/bias, y and dout, softplus; ms (% of copy)")
-    header = (f"{'variant':<20}" + "".join(f"{c + ' fwd':>26}{'bwd':>18}" for c in SPEED_CASES)
+    header = (f"{'variant':<20}" + "".join(f"{c + ' fwd':>30}{'bwd':>18}" for c in SPEED_CASES)
               + "   worst error fwd/grad (fp32 | 16-bit)")
     print(header)
     for name in names:
@@ -107,7 +107,7 @@ def main() -> int:
         if "error" in res:
             print(f"{name:<20} FAILED: {res['error']}")
             continue
-        cells = "".join(f"{f'{tf:.3f} ({pf:.0f}%)':>26}{f'{tb:.3f} ({pb:.0f}%)':>18}"
+        cells = "".join(f"{f'{tf:.3f} ({pf:.0f}%)':>30}{f'{tb:.3f} ({pb:.0f}%)':>18}"
                         for tf, pf, tb, pb in res["ms"].values())
         worst = {kind: [max(v[i] for k, v in res["errors"].items() if k.endswith("float32") == (kind == 32))
                         for i in (0, 1)] for kind in (32, 16)}  # nan grad error: a backward not deterministic

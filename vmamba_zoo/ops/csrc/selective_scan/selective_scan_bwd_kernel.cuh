@@ -35,7 +35,7 @@ __host__ __device__ constexpr size_t bwd_smem_floats(int warps, int d_state) {
 // kSingleState: a build for d_state 1 (VMamba's) in blocks of at most kMaxWarpsBwdSingle warps, whose one-row
 // loops the compiler can flatten; registers capped for VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS such blocks per SM.
 // nvidia-h200, VMamba-T stage 0: 1.47 ms for the op alone at 2 (128 registers), 2.36 at 3 (85, spilling); through
-// autograd 1.74 ms, 1.85 before this build (benchmarks/cuda_scan_variants_h200_2026-12-03.txt).
+// autograd 1.74 ms (1.85 in session 10's run, before this build) (benchmarks/cuda_scan_variants_h200_2026-12-03.txt).
 constexpr int kMaxWarpsBwdSingle = 8;
 #ifndef VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS
 #define VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS 2

@@ -103,8 +103,8 @@ cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& p, ScalarKind i
   return by_dtype(input_kind, fp32_out, [&](auto in, auto out) {
     using I = typename decltype(in)::type;
     using O = typename decltype(out)::type;
-    if (p.d_state == 1) run_grid(selective_scan_fwd_kernel<I, O, true>, p, 0);
-    else run_grid(selective_scan_fwd_kernel<I, O>, p, static_cast<size_t>(p.warps_per_block) * p.d_state);
+    if (fwd_single_state(p)) run_grid(selective_scan_fwd_kernel<I, O, true>, p, 0);  // no shared memory
+    else run_grid(selective_scan_fwd_kernel<I, O>, p, fwd_smem_floats(p));
   });
 }
 
@@ -114,7 +114,7 @@ cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, ScalarKind i
   return by_dtype(input_kind, fp32_dout, [&](auto in, auto out) {
     using I = typename decltype(in)::type;
     using O = typename decltype(out)::type;
-    if (p.d_state == 1 && p.warps_per_block <= kMaxWarpsBwdSingle) {
+    if (bwd_single_state(p)) {
       run_grid(selective_scan_bwd_kernel<I, O, true>, p, shared);
     } else {
       run_grid(selective_scan_bwd_kernel<I, O>, p, shared);

@@ -67,7 +67,7 @@ def source_files() -> list[Path]:
 
 def sources_hash() -> str:
     """Hash of every file in the source folder (headers included): a changed kernel means a new build."""
-    digest = hashlib.sha256(extra_nvcc_flags().encode())  # extra flags make another build too
+    digest = hashlib.sha256()
     for path in sorted(p for p in SOURCE_DIR.iterdir() if p.is_file()):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
@@ -93,12 +93,15 @@ def _arch_tag(archs: str) -> str:
 
 def cache_key(torch_version: Optional[str] = None, cuda_version: Optional[str] = None,
               archs: Optional[str] = None, source_hash: Optional[str] = None) -> str:
-    """Name of the build folder: torch version, CUDA version, architectures and source hash."""
+    """Name of the build folder: torch version, CUDA version, architectures, source hash, and a hash of
+    VMAMBA_ZOO_CUDA_NVCC_FLAGS when set (other flags make another build, never a stale one)."""
     torch_version = torch.__version__ if torch_version is None else torch_version
     cuda_version = torch.version.cuda if cuda_version is None else cuda_version
     archs = arch_list() if archs is None else archs
     source_hash = sources_hash() if source_hash is None else source_hash
     raw = f"torch{torch_version}_cu{cuda_version or 'none'}_{_arch_tag(archs)}_{source_hash}"
+    if extra_nvcc_flags():
+        raw += "_flags" + hashlib.sha256(extra_nvcc_flags().encode()).hexdigest()[:8]
     return re.sub(r"[^0-9A-Za-z._-]", "_", raw)
 
 

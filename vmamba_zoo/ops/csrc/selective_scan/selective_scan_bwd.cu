@@ -9,10 +9,8 @@ cudaError_t launch(const SelectiveScanParams& p, cudaStream_t stream) {
   const dim3 grid(p.groups * p.blocks_per_group, p.batch);
   const dim3 block(p.warps_per_block * 32);
   const size_t smem = sizeof(float) * bwd_smem_floats(p.warps_per_block, p.d_state);
-  // d_state 1 has its own build, unless VMAMBA_ZOO_CUDA_BWD_WARPS asked for wider blocks than it allows
-  auto kernel = p.d_state == 1 && p.warps_per_block <= kMaxWarpsBwdSingle
-                    ? selective_scan_bwd_kernel<input_t, dout_t, true>
-                    : selective_scan_bwd_kernel<input_t, dout_t>;
+  auto kernel = bwd_single_state(p) ? selective_scan_bwd_kernel<input_t, dout_t, true>
+                                    : selective_scan_bwd_kernel<input_t, dout_t>;
   if (smem > 48 * 1024) {  // above the default limit a kernel must opt in
     const cudaError_t status =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));

@@ -41,6 +41,11 @@ constexpr int kMaxWarpsBwdSingle = 8;
 #define VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS 2
 #endif
 
+// d_state 1 runs its own build, unless VMAMBA_ZOO_CUDA_BWD_WARPS asked for wider blocks than it allows
+inline bool bwd_single_state(const SelectiveScanParams& p) {
+  return p.d_state == 1 && p.warps_per_block <= kMaxWarpsBwdSingle;
+}
+
 template <typename input_t, typename dout_t, bool kSingleState = false>
 __global__ void __launch_bounds__(kSingleState ? kMaxWarpsBwdSingle * 32 : kMaxWarpsBwd * 32,
                                   kSingleState ? VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS : 1)

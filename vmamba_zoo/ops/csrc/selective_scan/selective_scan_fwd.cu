@@ -8,12 +8,9 @@ template <typename input_t, typename output_t>
 cudaError_t launch(const SelectiveScanParams& p, cudaStream_t stream) {
   const dim3 grid(p.groups * p.blocks_per_group, p.batch);
   const dim3 block(p.warps_per_block * 32);
-  const size_t smem = sizeof(float) * p.warps_per_block * p.d_state;  // <= 4 * 256 floats: under 48 KB
-  if (p.d_state == 1) {  // its own build: the carry in a register, no shared memory
-    selective_scan_fwd_kernel<input_t, output_t, true><<<grid, block, 0, stream>>>(p);
-  } else {
-    selective_scan_fwd_kernel<input_t, output_t><<<grid, block, smem, stream>>>(p);
-  }
+  auto kernel = fwd_single_state(p) ? selective_scan_fwd_kernel<input_t, output_t, true>
+                                    : selective_scan_fwd_kernel<input_t, output_t>;
+  kernel<<<grid, block, sizeof(float) * fwd_smem_floats(p), stream>>>(p);
   return cudaGetLastError();
 }
 

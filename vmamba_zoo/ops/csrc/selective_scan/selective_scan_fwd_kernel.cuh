@@ -30,6 +30,12 @@ namespace {
 #define VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS 6
 #endif
 
+// Which build a launch runs, and the shared memory it needs in floats (the launchers and the CPU emulation use both)
+inline bool fwd_single_state(const SelectiveScanParams& p) { return p.d_state == 1; }
+inline size_t fwd_smem_floats(const SelectiveScanParams& p) {
+  return fwd_single_state(p) ? 0 : static_cast<size_t>(p.warps_per_block) * p.d_state;  // <= 4 * 256: under 48 KB
+}
+
 template <typename input_t, typename output_t, bool kSingleState = false>
 __global__ void __launch_bounds__(kMaxWarpsFwd * 32, VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS)
 selective_scan_fwd_kernel(const SelectiveScanParams p) {

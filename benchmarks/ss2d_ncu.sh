@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Nsight Compute view of the fused SS2D CUDA kernels (stall reasons, occupancy, throughput) plus ptxas's register
 # and spill counts. bash benchmarks/ss2d_ncu.sh OUTDIR [stage ...]   (on a CUDA machine, from the repository root)
+# SS2D_NCU_SOURCE=1 adds, per kernel and stage, the SASS listing with each instruction's executions and stall samples
+# (ncu_*_source.csv): where in the step loop the warps wait.
 set -u
 out=${1:?outdir}; shift
 stages=${*:-0 2}
@@ -18,5 +20,10 @@ for s in $stages; do
   for k in bwd fwd; do
     ncu --clock-control none --kernel-name regex:ss2d_${k} --launch-skip 1 --launch-count 1 $sections \
       python benchmarks/ss2d_ncu.py "$s" > "$out/ncu_${k}_stage$s.txt" 2>&1
+    if [ "${SS2D_NCU_SOURCE:-0}" = 1 ]; then
+      ncu --clock-control none --kernel-name regex:ss2d_${k} --launch-skip 1 --launch-count 1 \
+        --section SourceCounters --section WarpStateStats --page source --csv --print-source sass \
+        python benchmarks/ss2d_ncu.py "$s" > "$out/ncu_${k}_stage${s}_source.csv" 2>&1
+    fi
   done
 done

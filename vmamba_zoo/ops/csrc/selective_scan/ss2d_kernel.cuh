@@ -31,42 +31,47 @@
 #include "selective_scan_common.cuh"
 #include "ss2d.h"
 
+// Blocks (of one warp) per SM the forward by direction's registers are capped for, up to rank 32
+#ifndef VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS
+#define VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS 16
+#endif
+
 namespace vmamba_zoo_cuda {
 namespace {
 
-// The row-major pixel of step l of direction k, advanced one step at a time: rows move by +-1, columns by
-// +-W and jump to the next column after H steps (no division per step).
+// The channels-last element offset (pixel * channels) of step l of direction k, advanced one step at a time: rows
+// move by +-channels, columns by +-W * channels and jump to the next column after H steps (no division per step).
 struct PixelWalk {
-  int pixel, left, step, wrap, line;
+  int offset, left, step, wrap, line;
   __device__ __forceinline__ void advance() {
     if (left == 0) {
-      pixel += wrap;
+      offset += wrap;
       left = line - 1;
     } else {
-      pixel += step;
+      offset += step;
       --left;
     }
   }
 };
 
 __device__ __forceinline__ PixelWalk walk_from(int l, int k, const SS2DParams& p) {
-  const int K = p.directions, H = p.height, W = p.width;
+  const int K = p.directions, H = p.height, W = p.width, C = p.channels;
   const bool reversed = (K == 4 && k >= 2) || (K == 2 && k == 1);
   const bool columns = K == 4 && (k & 1) != 0;
   const int m = reversed ? p.length - 1 - l : l;  // index in row-major (column-major) order
   PixelWalk w;
   if (columns) {
     const int c = m / H, r = m - c * H;
-    w.pixel = r * W + c;
+    w.offset = (r * W + c) * C;
     w.line = H;
-    w.step = reversed ? -W : W;
+    w.step = (reversed ? -W : W) * C;
     w.left = reversed ? r : H - 1 - r;  // steps before the walk leaves this column
-    w.wrap = reversed ? (H - 1) * W - 1 : 1 - (H - 1) * W;
+    w.wrap = (reversed ? (H - 1) * W - 1 : 1 - (H - 1) * W) * C;
   } else {
-    w.pixel = m;
+    w.offset = m * C;
     w.line = INT_MAX;
     w.left = INT_MAX;  // a row-major walk never wraps (L < 2^31)
-    w.step = reversed ? -1 : 1;
+    w.step = reversed ? -C : C;
     w.wrap = 0;
   }
   return w;
@@ -92,49 +97,6 @@ struct Direction {
     C = static_cast<const T*>(p.C) + bk * N * p.length;
   }
 
-  // Copy steps [t0, t0 + steps) of the dts, B and C rows into the warp's stage as floats: step i at
-  // stage[i * kStride], dts in columns 0..rank-1, B from column R, C from R + N. Columns rank..R-1 and the
-  // padding are never written (zeroed once), so the projection can run over all R. In two halves, so that a
-  // kernel can issue the loads of one sub-chunk while it walks the previous one.
-  template <int S, typename H = float>
-  using Held = H[SS2DLayout<R, N, S>::kHeld];  // a lane's share of a sub-chunk's staged values
-
-  // H = T keeps the loaded values raw until put_steps: converting them at once would wait for the loads
-  template <int S, typename H>
-  __device__ __forceinline__ void fetch_steps(Held<S, H>& held, int t0, int steps, int rank, int length,
-                                              int lane) const {
-    const int rows = rank + 2 * N;
-#pragma unroll
-    for (int j = 0; j < SS2DLayout<R, N, S>::kHeld; ++j) {
-      const int e = lane + 32 * j, row = e / S, i = e % S, l = t0 + i;
-      T value = from_float<T>(0.f);
-      if (e < rows * S && i < steps) {
-        value = row < rank       ? dts[static_cast<int64_t>(row) * length + l]
-                : row < rank + N ? B[static_cast<int64_t>(row - rank) * length + l]
-                                 : C[static_cast<int64_t>(row - rank - N) * length + l];
-      }
-      held[j] = static_cast<H>(value);
-    }
-  }
-
-  template <int S, typename H>
-  __device__ __forceinline__ void put_steps(float* stage, const Held<S, H>& held, int rank, int lane) const {
-    constexpr int kStride = SS2DLayout<R, N, S>::kStride;
-    const int rows = rank + 2 * N;
-#pragma unroll
-    for (int j = 0; j < SS2DLayout<R, N, S>::kHeld; ++j) {
-      const int e = lane + 32 * j, row = e / S, i = e % S;
-      if (e < rows * S) stage[i * kStride + (row < rank ? row : R + row - rank)] = to_float(held[j]);
-    }
-  }
-
-  template <int S>
-  __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps, int rank, int length, int lane) const {
-    Held<S> held;  // all loads first, then the stores: they are in flight together
-    fetch_steps<S, float>(held, t0, steps, rank, length, lane);
-    put_steps<S, float>(stage, held, rank, lane);
-  }
-
   // W_dt @ dts + bias of a staged step (before the softplus)
   __device__ __forceinline__ float raw_delta(const float* step) const {
     float even = bias, odd = 0.f;  // two chains: half the dependent FMA latency
@@ -147,6 +109,63 @@ struct Direction {
       odd = fmaf(w[4 * q + 3], v.w, odd);
     }
     return even + odd;
+  }
+};
+
+// A warp's copy of sub-chunks of S steps of the dts, B and C rows into its stage as floats: step i at
+// stage[i * kStride], dts in columns 0..rank-1, B from column R, C from R + N. Columns rank..R-1 and the padding
+// are never written (zeroed once), so the projection can run over all R. With 32 / S lanes per row (32 % S == 0),
+// a lane always takes step i = lane % S of rows lane / S + j * 32 / S; the row pointers are worked out once per
+// walk, so fetching a sub-chunk is one load per value. In two halves, fetch and put, so that a kernel can issue
+// the loads of one sub-chunk while it walks the previous one.
+template <typename T, int N, int R, int S>
+struct StepSources {
+  static_assert(32 % S == 0, "a lane keeps one step of every row it copies");
+  static constexpr int kHeld = SS2DLayout<R, N, S>::kHeld;
+  static constexpr int kRowsPerLoad = 32 / S;
+  template <typename H>
+  using Held = H[kHeld];  // a lane's share of a sub-chunk's staged values
+
+  const T* row[kHeld];  // the lane's element of each row at step i of the walk's first sub-chunk
+  int step, first_row, rank, live;  // live: the lane's rows below rank + 2N (the rest copy nothing)
+
+  __device__ __forceinline__ StepSources(const Direction<T, N, R>& dir, int rank_, int length, int lane)
+      : step(lane % S), first_row(lane / S), rank(rank_) {
+    const int rows = rank + 2 * N;
+    live = 0;
+#pragma unroll
+    for (int j = 0; j < kHeld; ++j) {
+      const int r = first_row + j * kRowsPerLoad;
+      live += r < rows ? 1 : 0;
+      const T* base = r < rank ? dir.dts + static_cast<int64_t>(r) * length
+                      : r < rank + N ? dir.B + static_cast<int64_t>(r - rank) * length
+                                     : dir.C + static_cast<int64_t>(r < rows ? r - rank - N : 0) * length;
+      row[j] = base + step;
+    }
+  }
+
+  // H = T keeps the loaded values raw until put: converting them at once would wait for the loads
+  template <typename H>
+  __device__ __forceinline__ void fetch(Held<H>& held, int t0, int steps) const {
+    const bool in_range = step < steps;
+#pragma unroll
+    for (int j = 0; j < kHeld; ++j) held[j] = static_cast<H>(in_range && j < live ? row[j][t0] : from_float<T>(0.f));
+  }
+
+  template <typename H>
+  __device__ __forceinline__ void put(float* stage, const Held<H>& held) const {
+    constexpr int kStride = SS2DLayout<R, N, S>::kStride;
+#pragma unroll
+    for (int j = 0; j < kHeld; ++j) {
+      const int r = first_row + j * kRowsPerLoad;
+      if (j < live) stage[step * kStride + (r < rank ? r : R + r - rank)] = to_float(held[j]);
+    }
+  }
+
+  __device__ __forceinline__ void stage_steps(float* stage, int t0, int steps) const {
+    Held<float> held;  // all loads first, then the stores: they are in flight together
+    fetch<float>(held, t0, steps);
+    put<float>(stage, held);
   }
 };
 
@@ -219,7 +238,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
         PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
         for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
-          offsets[i] = walk.pixel * C;
+          offsets[i] = walk.offset;
           if (i < steps) {
             u[i] = to_float(x[offsets[i]]);
             merged[i] = pass == 1 && k > 0 ? out[offsets[i]] : 0.f;  // the directions before this one
@@ -227,7 +246,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
           walk.advance();
         }
         __syncwarp();  // every lane is done with the previous sub-chunk's stage
-        dir.template stage_steps<S>(stage, t0, steps, p.rank, L, t.lane);
+        StepSources<T, N, R, S>(dir, p.rank, L, t.lane).stage_steps(stage, t0, steps);  // registers: not kept
         __syncwarp();
 #pragma unroll
         for (int i = 0; i < S; ++i) {
@@ -265,11 +284,12 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
 // ss2d_fwd_kernel. Few warps share an SM at 56x56 (1536 in all for VMamba-T), so each issues the loads of its next
 // sub-chunk before walking the current one.
 template <typename T, int N, int R>
-__global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_fwd_directions_kernel(const SS2DParams p) {
+__global__ void __launch_bounds__(32, R <= 32 ? VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS : 1)
+    ss2d_fwd_directions_kernel(const SS2DParams p) {
   using Layout = SS2DLayout<R, N>;
   using Dir = Direction<T, N, R>;
   constexpr int S = kSS2DSubSteps;
-  constexpr int kHeld = Layout::kHeld;
+  using Sources = StepSources<T, N, R, S>;
   const int lane = threadIdx.x & 31, tile = blockIdx.x, batch = blockIdx.y, k = blockIdx.z;
   const int C = p.channels, L = p.length;
   const bool valid = tile * 32 + lane < C;
@@ -277,28 +297,30 @@ __global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_fwd_directions_kern
   float* const stage = dynamic_shared_memory();
   zero_floats(stage, Layout::kStage, lane);
   const int64_t image = static_cast<int64_t>(batch) * L * C + channel;
-  const T* x = static_cast<const T*>(p.x) + image;
-  float* out = p.out + image;
+  const T* const x = static_cast<const T*>(p.x) + image;
+  float* const out = p.out + image;
   const int64_t bk = static_cast<int64_t>(batch) * p.directions + k;
   float* states = p.states != nullptr ? p.states + bk * ((L + S - 1) / S) * N * C + channel : nullptr;
   const Dir dir(p, batch, k, channel);
+  const Sources sources(dir, p.rank, L, lane);
   float h[N];
 #pragma unroll
   for (int n = 0; n < N; ++n) h[n] = 0.f;
 
   // the next sub-chunk's loads, in flight while the current one is walked
   int offsets_next[S];
-  T u_next[S], held_next[kHeld];  // raw: converted once they are used, a sub-chunk later
+  T u_next[S];
+  typename Sources::template Held<T> held_next;  // raw: converted once they are used, a sub-chunk later
   PixelWalk walk = walk_from(0, k, p);
   auto fetch = [&](int t0) {
     const int steps = L - t0 < S ? L - t0 : S;
 #pragma unroll
     for (int i = 0; i < S; ++i) {
-      offsets_next[i] = walk.pixel * C;
-      u_next[i] = i < steps ? x[offsets_next[i]] : from_float<T>(0.f);
+      offsets_next[i] = walk.offset;
+      u_next[i] = i < steps ? x[walk.offset] : from_float<T>(0.f);
       walk.advance();
     }
-    dir.template fetch_steps<S, T>(held_next, t0, steps, p.rank, L, lane);
+    sources.template fetch<T>(held_next, t0, steps);
   };
   fetch(0);
   for (int t0 = 0; t0 < L; t0 += S) {
@@ -308,7 +330,7 @@ __global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_fwd_directions_kern
 #pragma unroll
     for (int i = 0; i < S; ++i) offsets[i] = offsets_next[i], u[i] = to_float(u_next[i]);
     __syncwarp();  // every lane is done with the previous sub-chunk's stage
-    dir.template put_steps<S, T>(stage, held_next, p.rank, lane);
+    sources.template put<T>(stage, held_next);
     __syncwarp();
     if (t0 + S < L) fetch(t0 + S);
     if (states != nullptr && valid) {  // the state before step t0, for the backward
@@ -331,9 +353,7 @@ __global__ void __launch_bounds__(32, R <= 32 ? 16 : 1) ss2d_fwd_directions_kern
       }
     }
 #pragma unroll
-    for (int i = 0; i < S; ++i) {
-      if (valid && i < steps) atomicAdd(out + offsets[i], y[i]);
-    }
+    for (int i = 0; i < S; ++i) add_if(out + offsets[i], y[i], valid && i < steps);
   }
 }
 
@@ -380,14 +400,14 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
 #pragma unroll
       for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
         if (i < steps) {
-          const int offset = walk.pixel * C;
+          const int offset = walk.offset;
           u[i] = to_float(x[offset]);
           g_in[i] = dy[offset] * dy_scale;
         }
         walk.advance();
       }
       __syncwarp();
-      dir.template stage_steps<S>(stage, t0, steps, rank, L, t.lane);
+      StepSources<T, N, R, S>(dir, rank, L, t.lane).stage_steps(stage, t0, steps);
       __syncwarp();
 #pragma unroll
       for (int i = 0; i < S; ++i) {
@@ -444,7 +464,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
       PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
       for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
-        offsets[i] = walk.pixel * C;
+        offsets[i] = walk.offset;
         if (i < steps) {
           u[i] = to_float(x[offsets[i]]);
           g_in[i] = dy[offsets[i]] * dy_scale;
@@ -453,7 +473,7 @@ __global__ void __launch_bounds__(kSS2DMaxSegmentsBwd * 32, R <= 32 ? 4 : 1) ss2
         walk.advance();
       }
       __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
-      dir.template stage_steps<S>(stage, t0, steps, rank, L, t.lane);
+      StepSources<T, N, R, S>(dir, rank, L, t.lane).stage_steps(stage, t0, steps);
       __syncwarp();
 #pragma unroll
       for (int i = 0; i < S; ++i) {
@@ -574,6 +594,7 @@ __global__ void __launch_bounds__(32, R <= 32 ? 12 : 1) ss2d_bwd_states_kernel(c
   const float* states = p.states + bk * n_sub * N * C + channel;
   const float dy_scale = valid ? 1.f : 0.f;  // a spare lane's share of the cross-lane sums is 0
   const Direction<T, N, R> dir(p, batch, k, channel);
+  const StepSources<T, N, R, S> sources(dir, p.rank, L, lane);
   float carry[N], dA[N], dD = 0.f;
 #pragma unroll
   for (int n = 0; n < N; ++n) carry[n] = 0.f, dA[n] = 0.f;
@@ -586,14 +607,14 @@ __global__ void __launch_bounds__(32, R <= 32 ? 12 : 1) ss2d_bwd_states_kernel(c
     PixelWalk walk = walk_from(t0, k, p);
 #pragma unroll
     for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
-      ld.offsets[i] = walk.pixel * C;
+      ld.offsets[i] = walk.offset;
       if (i < steps) {
         ld.u[i] = x[ld.offsets[i]];
         ld.g_in[i] = dy[ld.offsets[i]];
       }
       walk.advance();
     }
-    dir.template fetch_steps<S, T>(ld.held, t0, steps, p.rank, L, lane);
+    sources.template fetch<T>(ld.held, t0, steps);
   };
   Loads next;
   fetch(next, n_sub - 1);
@@ -602,7 +623,7 @@ __global__ void __launch_bounds__(32, R <= 32 ? 12 : 1) ss2d_bwd_states_kernel(c
     const int steps = L - t0 < S ? L - t0 : S;
     const Loads cur = next;
     __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
-    dir.template put_steps<S, T>(stage, cur.held, p.rank, lane);
+    sources.template put<T>(stage, cur.held);
     __syncwarp();
     if (sub > 0) fetch(next, sub - 1);
     const int(&offsets)[S] = cur.offsets;

@@ -35,7 +35,9 @@
 #ifndef VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS
 #define VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS 16
 #endif
-// Sub-chunks the forward by direction's loads run ahead of its walk
+// Sub-chunks the forward by direction's loads run ahead of its walk. At 56x56 its warps wait most on the first
+// use of those loads, yet 2 or 3 ahead (with the registers for them) were no faster on nvidia-h200, and neither
+// were plain stores for its atomic adds (benchmarks/ss2d_cuda_builds_h200_2026-12-04.txt)
 #ifndef VMAMBA_ZOO_SS2D_FWD_PREFETCH
 #define VMAMBA_ZOO_SS2D_FWD_PREFETCH 1
 #endif
@@ -360,7 +362,13 @@ __global__ void __launch_bounds__(32, R <= 32 ? VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS :
       }
     }
 #pragma unroll
+#ifdef VMAMBA_ZOO_SS2D_FWD_TIMING_STORES  // a timing experiment only: plain stores, so wrong sums for K > 1
+    for (int i = 0; i < S; ++i) {
+      if (valid && i < steps) out[offsets[i]] = y[i];
+    }
+#else
     for (int i = 0; i < S; ++i) add_if(out + offsets[i], y[i], valid && i < steps);
+#endif
   };
   Loads ring[kAhead];
 #pragma unroll

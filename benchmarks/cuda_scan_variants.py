@@ -10,13 +10,10 @@ Each variant is built and measured in its own process (one extension per process
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _variant_builds import build_all, build_env, child_result, parent_args
 
 # The shipped kernel (single-state build for d_state 1, dt*u and D*u once per chunk) at several register caps:
 # VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS blocks of 4 warps per SM (1: no cap, ~118 registers -> 4 blocks).
@@ -29,13 +26,6 @@ SPEED_CASES = {"T stage0 N=1 b128": (128, 4, 96, 1, 3136), "vanilla stage0 N=16 
 CHECK_CASES = [((2, 4, 8, 1, 1000), "float32", True), ((2, 4, 96, 1, 3136), "float32", False),
                ((1, 4, 6, 16, 130), "float32", True), ((2, 2, 3, 4, 4097), "float32", True),
                ((2, 4, 8, 1, 1000), "float16", True), ((1, 4, 6, 16, 130), "bfloat16", False)]
-
-
-def env_for(flags: str, cache: Path) -> dict:
-    env = dict(os.environ, VMAMBA_ZOO_CUDA_NVCC_FLAGS=flags, TORCH_CUDA_ARCH_LIST="9.0",
-               VMAMBA_ZOO_CUDA_CACHE=str(cache))
-    env["PYTHONPATH"] = "." + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def measure(build_only: bool) -> dict:
@@ -72,27 +62,16 @@ def measure(build_only: bool) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", choices=("build", "measure"))
-    parser.add_argument("--cache", default="build/fwd_variants")
-    parser.add_argument("--only", nargs="*", help="variant names (default: all)")
-    args = parser.parse_args()
-    if args.child:
-        print("RESULT " + json.dumps(measure(args.child == "build")))
+    args = parent_args(__doc__, "build/fwd_variants", measure)
+    if args is None:
         return 0
     names = args.only or list(VARIANTS)
     root = Path(args.cache)
 
     def run(name: str, child: str) -> dict:
-        proc = subprocess.run([sys.executable, __file__, "--child", child], env=env_for(VARIANTS[name], root / name),
-                              capture_output=True, text=True)
-        for line in proc.stdout.splitlines():
-            if line.startswith("RESULT "):
-                return json.loads(line[7:])
-        return {"error": (proc.stdout + proc.stderr)[-2000:]}
+        return child_result(__file__, child, build_env(VARIANTS[name], root / name))
 
-    with ThreadPoolExecutor(max_workers=4) as pool:  # nvcc uses 4 threads per file: 16 cores
-        built = dict(zip(names, pool.map(lambda n: run(n, "build"), names)))
+    built = build_all(names, run)
     import torch
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  CUDA {torch.version.cuda}")
     print("kernels alone (ops, no autograd), fp16 u/delta/B/C, fp32 A/D/bias, y and dout, softplus; ms (% of copy)")

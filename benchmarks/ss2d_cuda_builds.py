@@ -12,13 +12,10 @@ sums). TORCH_CUDA_ARCH_LIST=9.0.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _variant_builds import build_all, build_env, child_result, parent_args
 
 # name: (extra nvcc flags, source root holding the vmamba_zoo package; None: this checkout)
 # "fwd mb B pf P": the forward by direction capped for B one-warp blocks per SM (16: 128 registers, 12: 168, 8: 255),
@@ -84,30 +81,17 @@ def measure(build_only: bool) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", choices=("build", "measure"))
-    parser.add_argument("--cache", default="build/ss2d_builds")
-    parser.add_argument("--only", nargs="*", help="build names (default: all)")
-    args = parser.parse_args()
-    if args.child:
-        print("RESULT " + json.dumps(measure(args.child == "build")))
+    args = parent_args(__doc__, "build/ss2d_builds", measure)
+    if args is None:
         return 0
     names = [n for n in (args.only or list(BUILDS)) if BUILDS[n][1] is None or Path(BUILDS[n][1]).is_dir()]
 
     def run(name: str, child: str) -> dict:
         flags, root = BUILDS[name]
         root = str(Path(root or ".").resolve())
-        env = dict(os.environ, VMAMBA_ZOO_CUDA_NVCC_FLAGS=flags, TORCH_CUDA_ARCH_LIST="9.0",
-                   VMAMBA_ZOO_CUDA_CACHE=str(Path(args.cache).resolve() / name), PYTHONPATH=root)
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", child], env=env, cwd=root,
-                              capture_output=True, text=True)
-        for line in proc.stdout.splitlines():
-            if line.startswith("RESULT "):
-                return json.loads(line[7:])
-        return {"error": (proc.stdout + proc.stderr)[-2000:]}
+        return child_result(__file__, child, build_env(flags, Path(args.cache) / name, root), cwd=root)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:  # nvcc uses 4 threads per file: 16 cores
-        built = dict(zip(names, pool.map(lambda n: run(n, "build"), names)))
+    built = build_all(names, run)
     import torch
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  CUDA {torch.version.cuda}", flush=True)
     for name in names:

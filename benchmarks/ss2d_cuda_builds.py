@@ -18,13 +18,10 @@ from pathlib import Path
 from _variant_builds import build_all, build_env, child_result, parent_args
 
 # name: (extra nvcc flags, source root holding the vmamba_zoo package; None: this checkout)
-# "fwd mb B pf P": the forward by direction capped for B one-warp blocks per SM (16: 128 registers, 12: 168, 8: 255),
-# its loads P sub-chunks ahead of its walk
-FWD = lambda b, p: f"-DVMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS={b} -DVMAMBA_ZOO_SS2D_FWD_PREFETCH={p}"  # noqa: E731
+# "fwd mb B": the forward by direction capped for B one-warp blocks per SM (16: 128 registers, 12: 168, 8: 255).
+# The prefetch-depth and plain-store builds of the 2026-12-04 record used macros of commit 08f4094, since removed.
 BUILDS = {"shipped": ("", None), "base": ("", "build/ss2d_base"),
-          **{f"fwd mb {b} pf {p}": (FWD(b, p), None) for b, p in ((16, 1), (12, 1), (16, 2), (12, 2), (8, 2), (8, 3))},
-          # timing only (its checks fail): the forward's atomic adds as plain stores, what the adds cost
-          "fwd stores, timing only": ("-DVMAMBA_ZOO_SS2D_FWD_TIMING_STORES", None)}
+          **{f"fwd mb {b}": (f"-DVMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS={b}", None) for b in (12, 8)}}
 STAGES = {"T0 56x56": (128, 96, 56, 56), "T1 28x28": (128, 192, 28, 28), "T2 14x14": (128, 384, 14, 14),
           "T3 7x7": (128, 768, 7, 7), "B0 56x56": (128, 128, 56, 56), "B3 7x7": (128, 1024, 7, 7)}
 # (batch, channels, H, W, directions): VMamba-T stage shapes, odd sizes, a spare-lane tile, 2 and 1 directions

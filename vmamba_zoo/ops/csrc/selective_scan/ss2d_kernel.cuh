@@ -35,12 +35,9 @@
 #ifndef VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS
 #define VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS 16
 #endif
-// Sub-chunks the forward by direction's loads run ahead of its walk. At 56x56 its warps wait most on the first
-// use of those loads, yet 2 or 3 ahead (with the registers for them) were no faster on nvidia-h200, and neither
-// were plain stores for its atomic adds (benchmarks/ss2d_cuda_builds_h200_2026-12-04.txt)
-#ifndef VMAMBA_ZOO_SS2D_FWD_PREFETCH
-#define VMAMBA_ZOO_SS2D_FWD_PREFETCH 1
-#endif
+// At 56x56 its warps wait most on the first use of the loads issued a sub-chunk earlier, yet loads 2 or 3 sub-chunks
+// ahead (a ring of register sets) were no faster on nvidia-h200, and neither were plain stores for its atomic adds
+// (commit 08f4094; benchmarks/ss2d_cuda_builds_h200_2026-12-04.txt)
 
 namespace vmamba_zoo_cuda {
 namespace {
@@ -313,35 +310,32 @@ __global__ void __launch_bounds__(32, R <= 32 ? VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS :
 #pragma unroll
   for (int n = 0; n < N; ++n) h[n] = 0.f;
 
-  // Loads run VMAMBA_ZOO_SS2D_FWD_PREFETCH sub-chunks ahead of the walk, in a ring of that many register sets
-  // (indexed statically: the loop body is unrolled over the ring)
-  struct Loads {
-    int offsets[S];
-    T u[S];
-    typename Sources::template Held<T> held;  // raw: converted once they are used
-  };
-  constexpr int kAhead = VMAMBA_ZOO_SS2D_FWD_PREFETCH;
+  // the next sub-chunk's loads, in flight while the current one is walked
+  int offsets_next[S];
+  T u_next[S];
+  typename Sources::template Held<T> held_next;  // raw: converted once they are used, a sub-chunk later
   PixelWalk walk = walk_from(0, k, p);
-  auto fetch = [&](Loads& ld, int t0) {
+  auto fetch = [&](int t0) {
     const int steps = L - t0 < S ? L - t0 : S;
 #pragma unroll
     for (int i = 0; i < S; ++i) {
-      ld.offsets[i] = walk.offset;
-      ld.u[i] = i < steps ? x[walk.offset] : from_float<T>(0.f);
+      offsets_next[i] = walk.offset;
+      u_next[i] = i < steps ? x[walk.offset] : from_float<T>(0.f);
       walk.advance();
     }
-    sources.template fetch<T>(ld.held, t0, steps);
+    sources.template fetch<T>(held_next, t0, steps);
   };
-  auto walk_sub = [&](Loads& ld, int t0) {
+  fetch(0);
+  for (int t0 = 0; t0 < L; t0 += S) {
     const int steps = L - t0 < S ? L - t0 : S;
     int offsets[S];
     float u[S];
 #pragma unroll
-    for (int i = 0; i < S; ++i) offsets[i] = ld.offsets[i], u[i] = to_float(ld.u[i]);
+    for (int i = 0; i < S; ++i) offsets[i] = offsets_next[i], u[i] = to_float(u_next[i]);
     __syncwarp();  // every lane is done with the previous sub-chunk's stage
-    sources.template put<T>(stage, ld.held);
+    sources.template put<T>(stage, held_next);
     __syncwarp();
-    if (t0 + kAhead * S < L) fetch(ld, t0 + kAhead * S);  // the set just used takes the next load
+    if (t0 + S < L) fetch(t0 + S);
     if (states != nullptr && valid) {  // the state before step t0, for the backward
 #pragma unroll
       for (int n = 0; n < N; ++n) states[(static_cast<int64_t>(t0 / S) * N + n) * C] = h[n];
@@ -362,24 +356,7 @@ __global__ void __launch_bounds__(32, R <= 32 ? VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS :
       }
     }
 #pragma unroll
-#ifdef VMAMBA_ZOO_SS2D_FWD_TIMING_STORES  // a timing experiment only: plain stores, so wrong sums for K > 1
-    for (int i = 0; i < S; ++i) {
-      if (valid && i < steps) out[offsets[i]] = y[i];
-    }
-#else
     for (int i = 0; i < S; ++i) add_if(out + offsets[i], y[i], valid && i < steps);
-#endif
-  };
-  Loads ring[kAhead];
-#pragma unroll
-  for (int a = 0; a < kAhead; ++a) {
-    if (a * S < L) fetch(ring[a], a * S);
-  }
-  for (int t0 = 0; t0 < L; t0 += kAhead * S) {
-#pragma unroll
-    for (int a = 0; a < kAhead; ++a) {
-      if (t0 + a * S < L) walk_sub(ring[a], t0 + a * S);
-    }
   }
 }
 

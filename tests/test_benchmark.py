@@ -15,18 +15,26 @@ def _row(size, model, variant, infer, train, gib):
             "compile_s": None, "device": "cuda"}
 
 
+def _cells(line):
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def test_model_table_ratios_to_swin_and_original():
     rows = [_row("tiny", "vmamba_tiny", "eager", 4000.0, 1100.0, 9.0),
             _row("tiny", "vmamba_tiny", "cuda graph", 5000.0, None, None),
-            _row("tiny", "swin_tiny_patch4_window7_224", "eager", 5000.0, 2200.0, 8.8)]
+            _row("tiny", "vmamba_tiny", "compile, CUDA graphs", 10000.0, 3300.0, 8.0),
+            _row("tiny", "swin_tiny_patch4_window7_224", "eager", 5000.0, 2200.0, 8.8),
+            _row("tiny", "swin_tiny_patch4_window7_224", "compile, CUDA graphs", 8000.0, 3000.0, 8.5)]
     table = bench.model_table(rows).splitlines()
-    ours = next(line for line in table if "vmamba_tiny | eager" in line)
-    cells = [c.strip() for c in ours.strip("|").split("|")]
-    assert cells[5:] == ["0.80", "0.50", f"{4000 / 3098:.2f}", f"{1100 / 1172:.2f}"]
-    graph = next(line for line in table if "cuda graph" in line)
-    assert [c.strip() for c in graph.strip("|").split("|")][3] == "-"  # no training column for graphs
-    swin = next(line for line in table if line.startswith("| swin"))
-    assert swin.rstrip(" |").endswith("| -")  # the original's ratio only for our models
+    ours = _cells(next(line for line in table if "vmamba_tiny | eager" in line))
+    assert ours[5:] == ["0.80", "0.50", "-", "-", f"{4000 / 3098:.2f}", f"{1100 / 1172:.2f}"]
+    graph = _cells(next(line for line in table if "| cuda graph" in line))
+    assert graph[3] == "-" and graph[6] == "-"  # no training column for graphs, nor a ratio of it
+    compiled = _cells(next(line for line in table if "vmamba_tiny | compile, CUDA graphs" in line))
+    assert compiled[5:9] == ["2.00", "1.50", "1.25", "1.10"]  # to eager Swin, then to Swin's same variant
+    swin = _cells(next(line for line in table if line.startswith("| swin") and "eager" in line))
+    assert swin[-2:] == ["-", "-"]  # the original's ratio only for our models
+    assert len(table[1].split("|")) - 2 == len(ours)  # header separator matches the rows
     assert "not measured in this process" in table[-1]
 
 
@@ -47,7 +55,9 @@ def test_scaler_train_step_takes_no_optimizer_step():
 
 
 @pytest.mark.parametrize("kwargs, message", [(dict(cuda_graph=True), "cuda_graph is for inference on a CUDA"),
-                                             (dict(train_step="adam"), "train_step must be")])
+                                             (dict(train_step="adam"), "train_step must be"),
+                                             (dict(compile_mode="reduce-overhead"), "needs a CUDA device, got cpu"),
+                                             (dict(compile_mode="default", compile_options={"a": 1}), "not both")])
 def test_bad_settings_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         measure_throughput(timm.create_model("test_vmamba"), 1, 32, device="cpu", iters=1, **kwargs)
@@ -80,6 +90,31 @@ def test_compile_options_reach_torch_compile(monkeypatch):
     measure_throughput(timm.create_model("test_vmamba"), batch_size=1, img_size=32, device="cpu", warmup=0, iters=1,
                        compile=True, compile_options={"layout_optimization": False})
     assert seen == [{"options": {"layout_optimization": False}}]
+    measure_throughput(timm.create_model("test_vmamba"), batch_size=1, img_size=32, device="cpu", warmup=0, iters=1,
+                       compile_mode="max-autotune-no-cudagraphs")
+    assert seen[1:] == [{"mode": "max-autotune-no-cudagraphs"}]  # a mode compiles without being told to
+
+
+def test_compile_variants_of_the_suite(monkeypatch):
+    """--compile-cuda-graphs adds "compile, CUDA graphs" (mode reduce-overhead) to ours; --compile-baselines gives
+    Swin and ConvNeXt the compile variants as well, never the eager-only ones."""
+    calls = []
+
+    def fake_measure(model, train=False, **kwargs):
+        calls.append((type(model).__name__, train, kwargs.get("compile", False), kwargs.get("compile_mode"),
+                      kwargs.get("cuda_graph", False)))
+        return {"img_per_s": 1.0, "peak_memory": 2 ** 30, "compile_seconds": None, "device": "cuda"}
+
+    monkeypatch.setattr(bench, "measure_throughput", fake_measure)
+    monkeypatch.setattr(timm, "create_model", lambda name, **kw: type(name.split("_")[0], (torch.nn.Module,), {})())
+    rows = bench.model_benchmarks(["tiny"], compile=True, compile_cuda_graphs=True, cuda_graph=True, log=lambda m: None)
+    assert [(r["model"].split("_")[0], r["variant"]) for r in rows] == [
+        ("vmamba", "eager"), ("vmamba", "compile"), ("vmamba", "compile, CUDA graphs"), ("vmamba", "cuda graph"),
+        ("swin", "eager"), ("convnext", "eager")]
+    assert ("vmamba", True, False, "reduce-overhead", False) in calls
+    rows = bench.model_benchmarks(["tiny"], compile=True, compile_cuda_graphs=True, compile_baselines=True,
+                                  log=lambda m: None)
+    assert [r["variant"] for r in rows if r["model"].startswith("swin")] == ["eager", "compile", "compile, CUDA graphs"]
 
 
 def test_environment_sets_and_restores(monkeypatch):

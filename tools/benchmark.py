@@ -3,7 +3,7 @@
 and where the GPU time goes. Needs a CUDA device.
 
     python tools/benchmark.py                          # tiny suite + kernels, batch 128, fp16 (anchor settings)
-    python tools/benchmark.py --sizes tiny small base --compile --cuda-graph --out benchmarks/run.md
+    python tools/benchmark.py --sizes tiny small base --compile --compile-cuda-graphs --out benchmarks/run.md
     python tools/benchmark.py --skip-models --profile vmamba_tiny
 """
 from __future__ import annotations
@@ -25,6 +25,10 @@ def main(argv=None) -> int:
     parser.add_argument("--compile-no-layout-opt", action="store_true",
                         help="also time torch.compile with inductor's layout optimization off")
     parser.add_argument("--cuda-graph", action="store_true", help="also time inference replayed from a CUDA graph")
+    parser.add_argument("--compile-cuda-graphs", action="store_true",
+                        help="also time torch.compile(mode='reduce-overhead'): inference and training from CUDA graphs")
+    parser.add_argument("--compile-baselines", action="store_true",
+                        help="run the compile variants on Swin and ConvNeXt too (same-variant ratios)")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--skip-kernels", action="store_true")
     parser.add_argument("--profile", nargs="*", default=[], metavar="MODEL",
@@ -47,7 +51,9 @@ def main(argv=None) -> int:
     if not args.skip_models:
         rows = bench.model_benchmarks(args.sizes, args.batch_size, args.img_size, args.dtype, args.warmup,
                                       args.iters, args.compile, args.cuda_graph,
-                                      compile_no_layout_opt=args.compile_no_layout_opt)
+                                      compile_no_layout_opt=args.compile_no_layout_opt,
+                                      compile_cuda_graphs=args.compile_cuda_graphs,
+                                      compile_baselines=args.compile_baselines)
         sections.append(bench.model_table(rows))
         print(sections[-1], flush=True)
     if not args.skip_kernels:

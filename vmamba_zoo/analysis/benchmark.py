@@ -35,8 +35,8 @@ ORIGINAL_H200 = {"tiny": (3098, 1172, 12.0), "small": (1660, 590, 22.2), "base":
 def model_benchmarks(sizes: Sequence[str] = ("tiny",), batch_size: int = 128, img_size: int = 224,
                      dtype: str = "fp16", warmup: int = 5, iters: int = 20, compile: bool = False,
                      cuda_graph: bool = False, device: Optional[str] = None,
-                     log: Callable[[str], None] = print, compile_no_layout_opt: bool = False
-                     ) -> List[Dict[str, Any]]:
+                     log: Callable[[str], None] = print, compile_no_layout_opt: bool = False,
+                     compile_cuda_graphs: bool = False, compile_baselines: bool = False) -> List[Dict[str, Any]]:
     """One row per (model, variant): img/s for inference and training, training peak memory.
 
     Variants of ours: "eager", plus "compile" (torch.compile of the whole model) and "cuda graph"
@@ -44,6 +44,10 @@ def model_benchmarks(sizes: Sequence[str] = ("tiny",), batch_size: int = 128, im
     ``compile_no_layout_opt`` adds "compile, no layout opt": inductor's layout optimization off. With convolutions in
     a graph it gives 4D tensors near them channels-last strides for their own dims; the models keep tokens between
     convolutions so that it costs nothing (benchmarks/benchmark_h200_2026-12-03_session7.md).
+    ``compile_cuda_graphs`` adds "compile, CUDA graphs": torch.compile's mode "reduce-overhead", inference and training
+    replayed from CUDA graphs (at batch 128 an H200 finishes a VMamba-T training step's kernels before the host has
+    launched them: benchmarks/host_overhead_train_h200_2026-12-04.txt). ``compile_baselines`` runs the compile
+    variants asked for on Swin and ConvNeXt too, so each variant has a same-variant Swin to compare with.
     """
     import timm
 
@@ -54,8 +58,11 @@ def model_benchmarks(sizes: Sequence[str] = ("tiny",), batch_size: int = 128, im
             raise ValueError(f"unknown size {size!r}; choose from {sorted(SUITES)}")
         for name in SUITES[size]:
             variants = [("eager", {})]
-            if name.startswith("vmamba"):
+            if name.startswith("vmamba") or compile_baselines:
                 variants += [("compile", {"compile": True})] if compile else []
+                variants += ([("compile, CUDA graphs", {"compile_mode": "reduce-overhead"})]
+                             if compile_cuda_graphs else [])
+            if name.startswith("vmamba"):
                 variants += ([("compile, no layout opt", {"compile": True,
                                                           "compile_options": {"layout_optimization": False}})]
                              if compile_no_layout_opt else [])
@@ -84,22 +91,26 @@ def _fmt(value: Optional[float], spec: str) -> str:
 
 
 def model_table(rows: List[Dict[str, Any]]) -> str:
-    """Markdown table with ratios to Swin of the same size (same run) and to the original (anchor numbers)."""
-    swin = {r["size"]: r for r in rows if r["model"].startswith("swin") and r["variant"] == "eager"}
+    """Markdown table with ratios to eager Swin of the same size (same run), to Swin of the same size and variant
+    when that was measured (same run), and to the original (anchor numbers)."""
+    swin = {(r["size"], r["variant"]): r for r in rows if r["model"].startswith("swin")}
     lines = ["| model | variant | infer img/s | train img/s | train GiB | infer / swin | train / swin "
-             "| infer / original* | train / original* |", "|" + "---|" * 9]
+             "| infer / swin, same variant | train / swin, same variant | infer / original* | train / original* |",
+             "|" + "---|" * 11]
     for r in rows:
-        ref, orig = swin.get(r["size"]), ORIGINAL_H200.get(r["size"])
+        ref, orig = swin.get((r["size"], "eager")), ORIGINAL_H200.get(r["size"])
+        same = swin.get((r["size"], r["variant"])) if r["variant"] != "eager" else None
         ours = r["model"].startswith("vmamba")
 
         def ratio(key, base):
-            return None if base is None or r[key] is None else r[key] / base
+            return None if base is None or r[key] is None or not base[key] else r[key] / base[key]
         lines.append(" | ".join([
             f"| {r['model']}", r["variant"], _fmt(r["infer"], ".0f"), _fmt(r["train"], ".0f"),
             _fmt(r["train_gib"], ".1f"),
-            _fmt(ratio("infer", ref and ref["infer"]), ".2f"), _fmt(ratio("train", ref and ref["train"]), ".2f"),
-            _fmt(ratio("infer", orig and orig[0]) if ours else None, ".2f"),
-            _fmt(ratio("train", orig and orig[1]) if ours else None, ".2f")]) + " |")
+            _fmt(ratio("infer", ref), ".2f"), _fmt(ratio("train", ref), ".2f"),
+            _fmt(ratio("infer", same), ".2f"), _fmt(ratio("train", same), ".2f"),
+            _fmt(ratio("infer", orig and {"infer": orig[0]}) if ours else None, ".2f"),
+            _fmt(ratio("train", orig and {"train": orig[1]}) if ours else None, ".2f")]) + " |")
     lines.append("* original = the original release's numbers from ../shared/anchors (nvidia-h200, same settings), "
                  "not measured in this process; " + ", ".join(
                      f"{k}: {v[0]}/{v[1]} img/s, {v[2]} GiB" for k, v in ORIGINAL_H200.items()))

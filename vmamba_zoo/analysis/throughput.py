@@ -18,6 +18,7 @@ from .flops import create_model_for_size, plot_sweep
 
 __all__ = ["DTYPES", "default_device", "measure_throughput", "benchmark_models", "throughput_table"]
 
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that replay CUDA graphs
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -68,14 +69,17 @@ def _graphed_inference(run, dev: torch.device):
 def measure_throughput(model: nn.Module, batch_size: int = 64, img_size: int = 224, dtype: str = "fp32",
                        device: Optional[str] = None, train: bool = False, warmup: int = 5, iters: int = 20,
                        in_chans: int = 3, train_step: str = "sgd", compile: bool = False,
-                       cuda_graph: bool = False, compile_options: Optional[dict] = None) -> Dict[str, Any]:
+                       cuda_graph: bool = False, compile_options: Optional[dict] = None,
+                       compile_mode: Optional[str] = None) -> Dict[str, Any]:
     """Images per second and peak memory of ``model``. ``dtype`` "fp16"/"bf16" run under autocast.
 
     Inference: eval, no_grad forward. Train: forward, backward of the mean output, then with
     ``train_step="sgd"`` an SGD step, with ``"scaler"`` a GradScaler-scaled backward and no optimizer step
     (the setting of the published speed comparisons). ``compile``: torch.compile the model first (compile
-    time reported separately, not timed), with inductor's ``compile_options``. ``cuda_graph``: replay inference from a
-    captured CUDA graph.
+    time reported separately, not timed), with inductor's ``compile_options`` or torch.compile's ``compile_mode``
+    (implies ``compile``; "reduce-overhead" replays the compiled forward and backward from CUDA graphs, each step
+    marked with ``torch.compiler.cudagraph_mark_step_begin``). ``cuda_graph``: replay inference from a captured CUDA
+    graph.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
@@ -86,8 +90,16 @@ def measure_throughput(model: nn.Module, batch_size: int = 64, img_size: int = 2
     dev = torch.device(device or default_device())
     if cuda_graph and (train or dev.type != "cuda"):
         raise ValueError("cuda_graph is for inference on a CUDA device")
+    if compile_mode is not None and compile_options:
+        raise ValueError("give compile_mode or compile_options, not both (torch.compile takes one of them)")
+    graphs = compile_mode in CUDA_GRAPH_MODES
+    if graphs and dev.type != "cuda":
+        raise ValueError(f"compile_mode={compile_mode!r} replays CUDA graphs: it needs a CUDA device, got {dev}")
     model = model.to(dev).train(train)
-    runner = torch.compile(model, options=compile_options) if compile else model
+    runner = model
+    if compile or compile_mode is not None:
+        compile = True
+        runner = torch.compile(model, **({"mode": compile_mode} if compile_mode else {"options": compile_options}))
     x = torch.randn(batch_size, in_chans, img_size, img_size, device=dev)
     use_amp = dtype != "fp32"
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6) if train and train_step == "sgd" else None
@@ -98,6 +110,8 @@ def measure_throughput(model: nn.Module, batch_size: int = 64, img_size: int = 2
             return runner(x)
 
     def step():
+        if graphs:  # a new iteration: the graphs' outputs of the last one may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         if not train:
             with torch.no_grad():
                 forward()

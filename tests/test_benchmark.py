@@ -10,9 +10,9 @@ from vmamba_zoo.analysis.throughput import measure_throughput
 from _tooling import load_tool
 
 
-def _row(size, model, variant, infer, train, gib):
+def _row(size, model, variant, infer, train, gib, memory_kind=None):
     return {"size": size, "model": model, "variant": variant, "infer": infer, "train": train, "train_gib": gib,
-            "compile_s": None, "device": "cuda"}
+            "compile_s": None, "device": "cuda", "memory_kind": memory_kind}
 
 
 def _cells(line):
@@ -22,7 +22,7 @@ def _cells(line):
 def test_model_table_ratios_to_swin_and_original():
     rows = [_row("tiny", "vmamba_tiny", "eager", 4000.0, 1100.0, 9.0),
             _row("tiny", "vmamba_tiny", "cuda graph", 5000.0, None, None),
-            _row("tiny", "vmamba_tiny", "compile, CUDA graphs", 10000.0, 3300.0, 8.0),
+            _row("tiny", "vmamba_tiny", "compile, CUDA graphs", 10000.0, 3300.0, 8.0, "pools reserved"),
             _row("tiny", "swin_tiny_patch4_window7_224", "eager", 5000.0, 2200.0, 8.8),
             _row("tiny", "swin_tiny_patch4_window7_224", "compile, CUDA graphs", 8000.0, 3000.0, 8.5)]
     table = bench.model_table(rows).splitlines()
@@ -36,6 +36,7 @@ def test_model_table_ratios_to_swin_and_original():
     assert swin[-2:] == ["-", "-"]  # the original's ratio only for our models
     assert len(table[1].split("|")) - 2 == len(ours)  # header separator matches the rows
     assert "not measured in this process" in table[-1]
+    assert table[-2] == "train GiB: pools reserved"  # how the memory column was measured
 
 
 def test_unknown_suite_size_is_named():

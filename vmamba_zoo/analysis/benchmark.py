@@ -77,7 +77,8 @@ def model_benchmarks(sizes: Sequence[str] = ("tiny",), batch_size: int = 128, im
                 row = {"size": size, "model": name, "variant": label, "infer": infer["img_per_s"],
                        "train": None if train is None else train["img_per_s"],
                        "train_gib": None if train is None else (train["peak_memory"] or 0) / 2 ** 30,
-                       "compile_s": infer["compile_seconds"], "device": infer["device"]}
+                       "compile_s": infer["compile_seconds"], "device": infer["device"],
+                       "memory_kind": None if train is None else train["memory_kind"]}
                 rows.append(row)
                 log(f"  measured {name} [{label}]: infer {row['infer']:.0f} img/s"
                     + ("" if train is None else f", train {row['train']:.0f} img/s, {row['train_gib']:.1f} GiB"))
@@ -111,6 +112,9 @@ def model_table(rows: List[Dict[str, Any]]) -> str:
             _fmt(ratio("infer", same), ".2f"), _fmt(ratio("train", same), ".2f"),
             _fmt(ratio("infer", orig and {"infer": orig[0]}) if ours else None, ".2f"),
             _fmt(ratio("train", orig and {"train": orig[1]}) if ours else None, ".2f")]) + " |")
+    kinds = sorted({r["memory_kind"] for r in rows if r.get("memory_kind")})
+    if kinds:
+        lines.append("train GiB: " + "; ".join(kinds))
     lines.append("* original = the original release's numbers from ../shared/anchors (nvidia-h200, same settings), "
                  "not measured in this process; " + ", ".join(
                      f"{k}: {v[0]}/{v[1]} img/s, {v[2]} GiB" for k, v in ORIGINAL_H200.items()))

@@ -2,7 +2,8 @@
 
 One process, models one after another: warm-up iterations, then timed iterations between device
 synchronisations. Memory: on CUDA the peak allocated memory (torch.cuda.max_memory_allocated, reset
-per measurement); on CPU the growth of the process's peak resident set size (resource.getrusage
+per measurement), for CUDA-graph compile modes the peak reserved memory (the graphs' pools, which replays use
+without allocating); on CPU the growth of the process's peak resident set size (resource.getrusage
 ru_maxrss) during the measurement - an upper-level proxy that is 0 when an earlier, larger measurement
 already raised the peak; reported as "n/a" where unavailable.
 """
@@ -136,12 +137,19 @@ def measure_throughput(model: nn.Module, batch_size: int = 64, img_size: int = 2
         torch.cuda.reset_peak_memory_stats(dev)
     rss_before = _maxrss_bytes()
     elapsed = _timed(step, warmup, iters, dev)
-    if dev.type == "cuda":
+    if dev.type == "cuda" and graphs:
+        # replays allocate nothing: the memory is the graphs' private pools, which stay reserved (an upper bound)
+        peak, memory_kind = torch.cuda.max_memory_reserved(dev), "cuda max_memory_reserved (CUDA graph pools)"
+    elif dev.type == "cuda":
         peak, memory_kind = torch.cuda.max_memory_allocated(dev), "cuda max_memory_allocated"
     else:
         after = _maxrss_bytes()
         peak = None if after is None or rss_before is None else after - rss_before
         memory_kind = "maxrss growth"
+    if graphs:  # free this model's graph pools, else the next measurement's reserved memory counts them
+        del runner, step
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
     return {"img_per_s": batch_size * iters / elapsed, "seconds_per_iter": elapsed / iters, "peak_memory": peak,
             "memory_kind": memory_kind, "device": str(dev), "dtype": dtype, "batch_size": batch_size,
             "img_size": img_size, "mode": "train" if train else "infer", "compile_seconds": compile_seconds}

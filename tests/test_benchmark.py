@@ -104,7 +104,7 @@ def test_compile_variants_of_the_suite(monkeypatch):
     def fake_measure(model, train=False, **kwargs):
         calls.append((type(model).__name__, train, kwargs.get("compile", False), kwargs.get("compile_mode"),
                       kwargs.get("cuda_graph", False)))
-        return {"img_per_s": 1.0, "peak_memory": 2 ** 30, "compile_seconds": None, "device": "cuda"}
+        return {"img_per_s": 1.0, "peak_memory": 2 ** 30, "compile_seconds": None, "device": "cuda", "memory_kind": "m"}
 
     monkeypatch.setattr(bench, "measure_throughput", fake_measure)
     monkeypatch.setattr(timm, "create_model", lambda name, **kw: type(name.split("_")[0], (torch.nn.Module,), {})())

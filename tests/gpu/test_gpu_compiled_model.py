@@ -36,5 +36,6 @@ def test_cuda_graph_training_steps_match_eager(name):
         loss, grads = _loss_and_grads(model, compiled, x)
         loss_ref, grads_ref = _loss_and_grads(model, model, x)
         torch.testing.assert_close(loss, loss_ref, rtol=1e-4, atol=1e-6)
-        for g, g_ref in zip(grads, grads_ref):
-            torch.testing.assert_close(g, g_ref, rtol=1e-3, atol=1e-5 * g_ref.abs().max().item() + 1e-7)
+        for g, g_ref in zip(grads, grads_ref):  # to 1e-3 of each gradient's scale: the stem's sums over every
+            # pixel differ by ~1e-4 between compiled and eager; a replay of stale inputs would be off by O(1)
+            torch.testing.assert_close(g, g_ref, rtol=1e-3, atol=1e-3 * g_ref.abs().max().item() + 1e-7)

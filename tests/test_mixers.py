@@ -180,7 +180,9 @@ def test_mlstm_chunkwise_equals_recurrence(chunk_size):
 # ------------------------------------------------------------------------------------ LSTM as a custom op
 @pytest.mark.parametrize("bidirectional, layers", [(False, 1), (True, 1), (True, 2)])
 def test_lstm_op_is_nn_lstm(bidirectional, layers):
-    """lstm_scan runs nn.LSTM's kernel: the same outputs and gradients, bit for bit (the backward recomputes)."""
+    """lstm_scan runs nn.LSTM's kernels: the outputs of its inference kernel and the gradients of its training
+    path, bit for bit (the backward recomputes). On some CPUs (seen on AMD EPYC) the two paths differ in the last
+    bit, so the forward is compared with nn.LSTM under no_grad, and with its training path to rounding."""
     from vmamba_zoo.ops.lstm import lstm_scan
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(5, 3, num_layers=layers, batch_first=True, bidirectional=bidirectional)
@@ -189,7 +191,9 @@ def test_lstm_op_is_nn_lstm(bidirectional, layers):
     w = _x(2, 9, 6 if bidirectional else 3, seed=1)
     ours = lstm_scan(x, weights, num_layers=layers, bidirectional=bidirectional)
     theirs = lstm(x)[0]
-    assert torch.equal(ours, theirs)
+    with torch.no_grad():
+        assert torch.equal(ours, lstm(x)[0])
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
     for a, b in zip(torch.autograd.grad((ours * w).sum(), [x, *weights]),
                     torch.autograd.grad((theirs * w).sum(), [x, *weights])):
         assert torch.equal(a, b)

@@ -83,6 +83,14 @@ inline float exchange(float value, int source_lane) {
 
 inline float __shfl_sync(unsigned, float value, int source_lane) { return emulation::exchange(value, source_lane & 31); }
 
+inline int __shfl_sync(unsigned mask, int value, int source_lane) {  // through the float slots, bit for bit
+  float bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  bits = __shfl_sync(mask, bits, source_lane);
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
 inline float __shfl_up_sync(unsigned, float value, unsigned delta) {
   const int lane = threadIdx.x & 31;
   const int source = lane - static_cast<int>(delta);

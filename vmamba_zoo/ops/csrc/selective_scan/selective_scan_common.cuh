@@ -106,15 +106,19 @@ __device__ __forceinline__ float sigmoid(float x) { return 1.f / (1.f + expf(-x)
 
 // exp(x) and 1/x from the special-function unit (about 2 ulp; denormal results flush to 0): two and one
 // instructions where expf / __expf / IEEE division take 5 to 20, on the fused SS2D kernels' per-step path
-__device__ __forceinline__ float fast_exp(float x) {
+constexpr float kLog2e = 1.4426950408889634f;
+
+__device__ __forceinline__ float fast_exp2(float x) {
 #ifdef VMAMBA_ZOO_CUDA_EMULATION
-  return std::exp(x);
+  return std::exp2(x);
 #else
   float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x * 1.4426950408889634f));
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 #endif
 }
+
+__device__ __forceinline__ float fast_exp(float x) { return fast_exp2(x * kLog2e); }
 
 __device__ __forceinline__ float fast_reciprocal(float x) {
 #ifdef VMAMBA_ZOO_CUDA_EMULATION
@@ -128,6 +132,15 @@ __device__ __forceinline__ float fast_reciprocal(float x) {
 
 // atomicAdd(address, value) when `add`, its result unused, as one predicated reduction: the compiler wraps a
 // conditional atomicAdd in a branch of its own (9 instructions a step in the fused SS2D forward)
+// *address += value, atomically, without a predicate (nvcc turns add_if's predicate into a branch per add)
+__device__ __forceinline__ void add_to(float* address, float value) {
+#ifdef VMAMBA_ZOO_CUDA_EMULATION
+  atomicAdd(address, value);
+#else
+  asm volatile("red.global.add.f32 [%0], %1;" : : "l"(address), "f"(value));
+#endif
+}
+
 __device__ __forceinline__ void add_if(float* address, float value, bool add) {
 #ifdef VMAMBA_ZOO_CUDA_EMULATION
   if (add) atomicAdd(address, value);

@@ -27,6 +27,7 @@
 #pragma once
 
 #include <climits>
+#include <type_traits>
 
 #include "selective_scan_common.cuh"
 #include "ss2d.h"
@@ -79,6 +80,73 @@ __device__ __forceinline__ PixelWalk walk_from(int l, int k, const SS2DParams& p
   }
   return w;
 }
+
+// Hides how a pointer was computed from the compiler, so that it keeps the pointer in registers instead of
+// re-deriving each address from the kernel parameters (64-bit adds and shifts per access).
+template <typename P>
+__device__ __forceinline__ void opaque(P*& pointer) {
+#ifndef VMAMBA_ZOO_CUDA_EMULATION
+  asm volatile("" : "+l"(pointer));
+#endif
+}
+
+// A read-only global load through a pointer the compiler cannot place (opaque): a plain load there would be generic
+template <typename T>
+__device__ __forceinline__ T load_global(const T* address) {
+#ifdef VMAMBA_ZOO_CUDA_EMULATION
+  return *address;
+#else
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16- or 32-bit elements");
+  T value;
+  if constexpr (sizeof(T) == 2) {
+    unsigned short bits;
+    asm volatile("ld.global.nc.b16 %0, [%1];" : "=h"(bits) : "l"(address));
+    memcpy(&value, &bits, 2);
+  } else {
+    unsigned bits;
+    asm volatile("ld.global.nc.b32 %0, [%1];" : "=r"(bits) : "l"(address));
+    memcpy(&value, &bits, 4);
+  }
+  return value;
+#endif
+}
+
+// The element offset of one step per lane, moved S steps on per sub-chunk: lane j keeps step t0 + j % S, and the
+// warp reads step i's offset from lane i with one shuffle, where a per-step walk (PixelWalk) costs 5-6 integer
+// instructions per step and lane. A step is index m of the direction's scan order, m = c * line + r (0 <= r < line):
+// a column walk has line = H, a row walk is one column of line = L. Past the end the offset is 0 (a pixel that
+// exists; such steps' values are never used).
+struct LaneStep {
+  int l, r, c, length, line, dr, dc, row_stride, col_stride;
+  bool reversed;
+
+  __device__ __forceinline__ LaneStep(int l0, int S, int k, const SS2DParams& p) : l(l0), length(p.length) {
+    const int K = p.directions;
+    reversed = (K == 4 && k >= 2) || (K == 2 && k == 1);
+    const bool columns = K == 4 && (k & 1) != 0;
+    line = columns ? p.height : p.length;
+    row_stride = columns ? p.width * p.channels : p.channels;
+    col_stride = columns ? p.channels : 0;
+    dr = S % line;
+    dc = S / line;
+    const int m = reversed ? p.length - 1 - l0 : l0;  // only used while 0 <= m < L, where the division is exact
+    c = m / line;
+    r = m - c * line;
+  }
+
+  __device__ __forceinline__ int offset() const { return l < length ? r * row_stride + c * col_stride : 0; }
+
+  __device__ __forceinline__ void advance() {  // S steps on
+    l += dr + dc * line;
+    if (reversed) {
+      r -= dr, c -= dc;
+      if (r < 0) r += line, --c;
+    } else {
+      r += dr, c += dc;
+      if (r >= line) r -= line, ++c;
+    }
+  }
+};
 
 // One lane's channel of one direction: the projection row, the decay rates and the skip.
 template <typename T, int N, int R>
@@ -285,7 +353,9 @@ __global__ void __launch_bounds__(kSS2DMaxSegments * 32) ss2d_fwd_kernel(const S
 // ss2d_fwd_kernel computes every step twice to join 16 segments. The K warps of a pixel run concurrently, so the
 // order of its K additions varies between runs; deterministic mode (torch.use_deterministic_algorithms) runs
 // ss2d_fwd_kernel. Few warps share an SM at 56x56 (1536 in all for VMamba-T), so each issues the loads of its next
-// sub-chunk before walking the current one.
+// sub-chunk before walking the current one. The step offsets come from LaneStep, and whole sub-chunks run a build
+// of the walk without the end-of-sequence checks: both cut the integer work per step (69 -> ~45 instructions
+// per step at rank 8, counted in the SASS).
 template <typename T, int N, int R>
 __global__ void __launch_bounds__(32, R <= 32 ? VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS : 1)
     ss2d_fwd_directions_kernel(const SS2DParams p) {
@@ -300,34 +370,60 @@ __global__ void __launch_bounds__(32, R <= 32 ? VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS :
   float* const stage = dynamic_shared_memory();
   zero_floats(stage, Layout::kStage, lane);
   const int64_t image = static_cast<int64_t>(batch) * L * C + channel;
-  const T* const x = static_cast<const T*>(p.x) + image;
-  float* const out = p.out + image;
+  const T* x = static_cast<const T*>(p.x) + image;
+  float* out = p.out + image;
+  opaque(x), opaque(out);  // a step's address is then one multiply-add on the pointer, not four instructions
   const int64_t bk = static_cast<int64_t>(batch) * p.directions + k;
   float* states = p.states != nullptr ? p.states + bk * ((L + S - 1) / S) * N * C + channel : nullptr;
   const Dir dir(p, batch, k, channel);
   const Sources sources(dir, p.rank, L, lane);
-  float h[N];
+  float A2[N], h[N];  // A2: the decay rates in base 2, one multiplication less per step
 #pragma unroll
-  for (int n = 0; n < N; ++n) h[n] = 0.f;
+  for (int n = 0; n < N; ++n) A2[n] = dir.A[n] * kLog2e, h[n] = 0.f;
 
   // the next sub-chunk's loads, in flight while the current one is walked
   int offsets_next[S];
   T u_next[S];
   typename Sources::template Held<T> held_next;  // raw: converted once they are used, a sub-chunk later
-  PixelWalk walk = walk_from(0, k, p);
+  LaneStep walk(lane % S, S, k, p);
   auto fetch = [&](int t0) {
-    const int steps = L - t0 < S ? L - t0 : S;
+    const int mine = walk.offset();
+    walk.advance();
+#pragma unroll
+    for (int i = 0; i < S; ++i) {  // no bounds checks: a step past the end reads pixel 0
+      offsets_next[i] = __shfl_sync(kFullMask, mine, i);
+      u_next[i] = load_global(x + offsets_next[i]);
+    }
+    sources.template fetch<T>(held_next, t0, L - t0 < S ? L - t0 : S);
+  };
+  // Branch-free over the sub-chunk, so the compiler can overlap the steps' softplus and decay chains. In the last,
+  // partial sub-chunk, steps past the end (staged as zeros) leave h as it is and add nothing.
+  auto walk_sub = [&](const int (&offsets)[S], const float (&u)[S], int steps, auto whole) {
+    constexpr bool kWhole = decltype(whole)::value;
+    float y[S];
 #pragma unroll
     for (int i = 0; i < S; ++i) {
-      offsets_next[i] = walk.offset;
-      u_next[i] = i < steps ? x[walk.offset] : from_float<T>(0.f);
-      walk.advance();
+      const float* step = stage + i * Layout::kStride;
+      const float dt = fast_softplus(dir.raw_delta(step));
+      y[i] = dir.D * u[i];
+#pragma unroll
+      for (int n = 0; n < N; ++n) {
+        const float next = fmaf(fast_exp2(dt * A2[n]), h[n], dt * step[R + n] * u[i]);
+        h[n] = kWhole || i < steps ? next : h[n];
+        y[i] = fmaf(step[R + N + n], h[n], y[i]);
+      }
     }
-    sources.template fetch<T>(held_next, t0, steps);
+#pragma unroll
+    for (int i = 0; i < S; ++i) {  // a spare lane adds 0 to the last channel, which exists
+      if (kWhole) {
+        add_to(out + offsets[i], valid ? y[i] : 0.f);
+      } else {
+        add_if(out + offsets[i], y[i], valid && i < steps);
+      }
+    }
   };
   fetch(0);
   for (int t0 = 0; t0 < L; t0 += S) {
-    const int steps = L - t0 < S ? L - t0 : S;
     int offsets[S];
     float u[S];
 #pragma unroll
@@ -340,23 +436,11 @@ __global__ void __launch_bounds__(32, R <= 32 ? VMAMBA_ZOO_SS2D_FWD_MIN_BLOCKS :
 #pragma unroll
       for (int n = 0; n < N; ++n) states[(static_cast<int64_t>(t0 / S) * N + n) * C] = h[n];
     }
-    // Branch-free over the sub-chunk, so the compiler can overlap the steps' softplus and decay chains: steps past
-    // the end (staged as zeros, u = 0) leave h as it is, and the outputs are added once all are computed.
-    float y[S];
-#pragma unroll
-    for (int i = 0; i < S; ++i) {
-      const float* step = stage + i * Layout::kStride;
-      const float dt = fast_softplus(dir.raw_delta(step));
-      y[i] = dir.D * u[i];
-#pragma unroll
-      for (int n = 0; n < N; ++n) {
-        const float next = fmaf(fast_exp(dt * dir.A[n]), h[n], dt * step[R + n] * u[i]);
-        h[n] = i < steps ? next : h[n];
-        y[i] = fmaf(step[R + N + n], h[n], y[i]);
-      }
+    if (t0 + S <= L) {
+      walk_sub(offsets, u, S, std::true_type{});
+    } else {
+      walk_sub(offsets, u, L - t0, std::false_type{});
     }
-#pragma unroll
-    for (int i = 0; i < S; ++i) add_if(out + offsets[i], y[i], valid && i < steps);
   }
 }
 

@@ -111,6 +111,24 @@ __device__ __forceinline__ T load_global(const T* address) {
 #endif
 }
 
+template <typename T>
+__device__ __forceinline__ void store_global(T* address, T value) {  // as load_global, a store
+#ifdef VMAMBA_ZOO_CUDA_EMULATION
+  *address = value;
+#else
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16- or 32-bit elements");
+  if constexpr (sizeof(T) == 2) {
+    unsigned short bits;
+    memcpy(&bits, &value, 2);
+    asm volatile("st.global.b16 [%0], %1;" : : "l"(address), "h"(bits) : "memory");
+  } else {
+    unsigned bits;
+    memcpy(&bits, &value, 4);
+    asm volatile("st.global.b32 [%0], %1;" : : "l"(address), "r"(bits) : "memory");
+  }
+#endif
+}
+
 // The element offset of one step per lane, moved S steps on per sub-chunk: lane j keeps step t0 + j % S, and the
 // warp reads step i's offset from lane i with one shuffle, where a per-step walk (PixelWalk) costs 5-6 integer
 // instructions per step and lane. A step is index m of the direction's scan order, m = c * line + r (0 <= r < line):
@@ -129,21 +147,26 @@ struct LaneStep {
     col_stride = columns ? p.channels : 0;
     dr = S % line;
     dc = S / line;
-    const int m = reversed ? p.length - 1 - l0 : l0;  // only used while 0 <= m < L, where the division is exact
-    c = m / line;
+    const int m = reversed ? p.length - 1 - l0 : l0;  // may lie past either end: floored, so 0 <= r < line
+    c = m >= 0 ? m / line : -((line - 1 - m) / line);
     r = m - c * line;
   }
 
-  __device__ __forceinline__ int offset() const { return l < length ? r * row_stride + c * col_stride : 0; }
+  __device__ __forceinline__ int offset() const {
+    return l >= 0 && l < length ? r * row_stride + c * col_stride : 0;
+  }
 
-  __device__ __forceinline__ void advance() {  // S steps on
-    l += dr + dc * line;
-    if (reversed) {
-      r -= dr, c -= dc;
-      if (r < 0) r += line, --c;
-    } else {
+  __device__ __forceinline__ void advance() { move(true); }   // S steps on
+  __device__ __forceinline__ void retreat() { move(false); }  // S steps back
+
+  __device__ __forceinline__ void move(bool on) {
+    l += on ? dr + dc * line : -(dr + dc * line);
+    if (on != reversed) {  // m grows
       r += dr, c += dc;
       if (r >= line) r -= line, ++c;
+    } else {
+      r -= dr, c -= dc;
+      if (r < 0) r += line, --c;
     }
   }
 };
@@ -657,7 +680,8 @@ struct BwdLoads {  // one sub-chunk's global loads: the saved start state, x and
 // in x's dtype (tensor-core products on the host for half inputs).
 // Each warp issues the loads of the sub-chunk before the current one while it walks the current one (more
 // registers, 12 warps an SM instead of 16: nvidia-h200, VMamba-T stage 1 1.43 -> 1.16 ms, benchmarks/
-// ss2d_cuda_variants_h200_2026-12-03.txt).
+// ss2d_cuda_variants_h200_2026-12-03.txt). As in the forward by direction, the step offsets come from LaneStep
+// (moving back), and whole sub-chunks of whole tiles run a build without the bounds checks and store predicates.
 template <typename T, int N, int R>
 __global__ void __launch_bounds__(32, R <= 32 ? 12 : 1) ss2d_bwd_states_kernel(const SS2DParams p) {
   using Layout = SS2DLayout<R, N>;
@@ -666,6 +690,7 @@ __global__ void __launch_bounds__(32, R <= 32 ? 12 : 1) ss2d_bwd_states_kernel(c
   const int lane = threadIdx.x & 31, tile = blockIdx.x, batch = blockIdx.y, k = blockIdx.z;
   const int C = p.channels, L = p.length, K = p.directions;
   const bool valid = tile * 32 + lane < C;
+  const bool whole_tile = (tile + 1) * 32 <= C;  // the same for the warp's lanes
   const int channel = valid ? tile * 32 + lane : C - 1;  // spare lanes compute on a copy, never write
   float* const stage = dynamic_shared_memory();
   float* const vals = stage + Layout::kStage;  // [dB (N) | dC (N)][step][lane] rows of 33
@@ -677,88 +702,81 @@ __global__ void __launch_bounds__(32, R <= 32 ? 12 : 1) ss2d_bwd_states_kernel(c
   const int64_t plane = (static_cast<int64_t>(k) * p.batch + batch) * L * C + channel;
   T* du = static_cast<T*>(p.du_dirs) + plane;
   T* ddelta = static_cast<T*>(p.ddelta_dirs) + plane;
+  opaque(x), opaque(dy), opaque(du), opaque(ddelta);  // addresses by one multiply-add each (see the forward)
   const int n_sub = (L + S - 1) / S;
   const float* states = p.states + bk * n_sub * N * C + channel;
   const float dy_scale = valid ? 1.f : 0.f;  // a spare lane's share of the cross-lane sums is 0
   const Direction<T, N, R> dir(p, batch, k, channel);
   const StepSources<T, N, R, S> sources(dir, p.rank, L, lane);
-  float carry[N], dA[N], dD = 0.f;
+  float A2[N], carry[N], dA[N], dD = 0.f;
 #pragma unroll
-  for (int n = 0; n < N; ++n) carry[n] = 0.f, dA[n] = 0.f;
+  for (int n = 0; n < N; ++n) A2[n] = dir.A[n] * kLog2e, carry[n] = 0.f, dA[n] = 0.f;
   using Loads = BwdLoads<T, S, N, Layout::kHeld>;
+  LaneStep walk((n_sub - 1) * S + lane % S, S, k, p);
   auto fetch = [&](Loads& ld, int sub) {
     const int t0 = sub * S;
-    const int steps = L - t0 < S ? L - t0 : S;
 #pragma unroll
     for (int n = 0; n < N; ++n) ld.h0[n] = states[(static_cast<int64_t>(sub) * N + n) * C];
-    PixelWalk walk = walk_from(t0, k, p);
+    const int mine = walk.offset();
+    walk.retreat();
 #pragma unroll
-    for (int i = 0; i < S; ++i) {  // the sub-chunk's loads first, all in flight together
-      ld.offsets[i] = walk.offset;
-      if (i < steps) {
-        ld.u[i] = x[ld.offsets[i]];
-        ld.g_in[i] = dy[ld.offsets[i]];
-      }
-      walk.advance();
+    for (int i = 0; i < S; ++i) {  // no bounds checks: a step past the end reads pixel 0 (its values are unused)
+      ld.offsets[i] = __shfl_sync(kFullMask, mine, i);
+      ld.u[i] = load_global(x + ld.offsets[i]);
+      ld.g_in[i] = load_global(dy + ld.offsets[i]);
     }
-    sources.template fetch<T>(ld.held, t0, steps);
+    sources.template fetch<T>(ld.held, t0, L - t0 < S ? L - t0 : S);
   };
-  Loads next;
-  fetch(next, n_sub - 1);
-  for (int sub = n_sub - 1; sub >= 0; --sub) {
-    const int t0 = sub * S;
-    const int steps = L - t0 < S ? L - t0 : S;
-    const Loads cur = next;
-    __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
-    sources.template put<T>(stage, cur.held);
-    __syncwarp();
-    if (sub > 0) fetch(next, sub - 1);
+  // One sub-chunk. Branch-free over its steps, so the compiler can overlap the steps' chains. Steps past the end
+  // exist only in the last sub-chunk, visited first: staged as zeros with u = dy = 0, they leave h as it is and,
+  // with the adjoint entering as 0, add exact zeros to every sum. kFast: a whole sub-chunk of a whole tile.
+  auto walk_sub = [&](const Loads& cur, int t0, int steps, auto fast) {
+    constexpr bool kFast = decltype(fast)::value;
     const int(&offsets)[S] = cur.offsets;
     const float(&h0)[N] = cur.h0;
     float u[S], g_in[S];
 #pragma unroll
     for (int i = 0; i < S; ++i) {
-      u[i] = i < steps ? to_float(cur.u[i]) : 0.f;
-      g_in[i] = i < steps ? cur.g_in[i] * dy_scale : 0.f;
+      u[i] = kFast || i < steps ? to_float(cur.u[i]) : 0.f;
+      g_in[i] = kFast ? cur.g_in[i] : i < steps ? cur.g_in[i] * dy_scale : 0.f;
     }
     float h[N];
 #pragma unroll
     for (int n = 0; n < N; ++n) h[n] = h0[n];
-    // Branch-free over the sub-chunk, so the compiler can overlap the steps' chains. Steps past the end exist only
-    // in the last sub-chunk, visited first: staged as zeros with u = dy = 0, they leave h as it is and, with the
-    // adjoint entering as 0, add exact zeros to every sum.
-    float dt[S], slope[S], hs[S][N];
+    float dt[S], slope[S], a[S][N], hs[S][N];  // a: the decays, computed once for both walks
 #pragma unroll
     for (int i = 0; i < S; ++i) {
       const float* step = stage + i * Layout::kStride;
       dt[i] = fast_softplus(dir.raw_delta(step), slope[i]);
 #pragma unroll
       for (int n = 0; n < N; ++n) {
-        const float next = fmaf(fast_exp(dt[i] * dir.A[n]), h[n], dt[i] * step[R + n] * u[i]);
-        h[n] = i < steps ? next : h[n];
+        a[i][n] = fast_exp2(dt[i] * A2[n]);
+        const float next = fmaf(a[i][n], h[n], dt[i] * step[R + n] * u[i]);
+        h[n] = kFast || i < steps ? next : h[n];
         hs[i][n] = h[n];
       }
     }
+    T* const ddelta_sub = ddelta + static_cast<int64_t>(t0) * C;
 #pragma unroll
     for (int i = S - 1; i >= 0; --i) {
       const float* step = stage + i * Layout::kStride;
       float gB = 0.f, ddt = 0.f;
 #pragma unroll
       for (int n = 0; n < N; ++n) {
-        const float Bv = step[R + n], a = fast_exp(dt[i] * dir.A[n]);
+        const float Bv = step[R + n];
         const float g = fmaf(step[R + N + n], g_in[i], carry[n]);
-        const float decayed = a * (i > 0 ? hs[i - 1][n] : h0[n]);  // a_t h_{t-1}
+        const float decayed = a[i][n] * (i > 0 ? hs[i - 1][n] : h0[n]);  // a_t h_{t-1}
         dA[n] = fmaf(g * dt[i], decayed, dA[n]);
         ddt = fmaf(g, fmaf(dir.A[n], decayed, Bv * u[i]), ddt);
         gB = fmaf(g, Bv, gB);
-        carry[n] = a * g;
+        carry[n] = a[i][n] * g;
         vals[(n * S + i) * 33 + lane] = g * dt[i] * u[i];            // dB
         vals[((N + n) * S + i) * 33 + lane] = g_in[i] * hs[i][n];  // dC
       }
       dD = fmaf(g_in[i], u[i], dD);
-      if (valid && i < steps) {
-        ddelta[static_cast<int64_t>(t0 + i) * C] = from_float<T>(ddt * slope[i]);  // through the softplus
-        du[offsets[i]] = from_float<T>(fmaf(dt[i], gB, dir.D * g_in[i]));
+      if (kFast || (valid && i < steps)) {
+        store_global(ddelta_sub + i * C, from_float<T>(ddt * slope[i]));  // through the softplus
+        store_global(du + offsets[i], from_float<T>(fmaf(dt[i], gB, dir.D * g_in[i])));
       }
     }
     __syncwarp();
@@ -775,6 +793,22 @@ __global__ void __launch_bounds__(32, R <= 32 ? 12 : 1) ss2d_bwd_states_kernel(c
         float* out = row < N ? p.dB_part : p.dC_part;
         out[((bk * p.tiles + tile) * N + row % N) * L + t0 + i] = sum;
       }
+    }
+  };
+  Loads next;
+  fetch(next, n_sub - 1);
+  for (int sub = n_sub - 1; sub >= 0; --sub) {
+    const int t0 = sub * S;
+    const int steps = L - t0 < S ? L - t0 : S;
+    const Loads cur = next;
+    __syncwarp();  // every lane is done with the previous sub-chunk's stage and sums
+    sources.template put<T>(stage, cur.held);
+    __syncwarp();
+    if (sub > 0) fetch(next, sub - 1);
+    if (whole_tile && steps == S) {
+      walk_sub(cur, t0, S, std::true_type{});
+    } else {
+      walk_sub(cur, t0, steps, std::false_type{});
     }
   }
   if (valid) {

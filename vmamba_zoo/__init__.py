@@ -2,10 +2,13 @@
 
 Importing the package registers the models with timm (``timm.create_model('vmamba_tiny')``).
 """
-from . import ops
+from . import _inductor_compat, ops
 from .models import (CheckpointMismatchError, VMamba, create_from_original, describe_state_dict,
                      load_original_checkpoint)
 
 __version__ = "0.1.0"
+
+# torch.compile with dynamic shapes (dynamic=True, or the recompile at a second input size) needs this inductor fix
+_inductor_compat.install()
 __all__ = ["VMamba", "CheckpointMismatchError", "create_from_original", "describe_state_dict",
            "load_original_checkpoint", "ops"]

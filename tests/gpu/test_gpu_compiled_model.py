@@ -40,3 +40,20 @@ def test_cuda_graph_training_steps_match_eager(name):
         for g, g_ref in zip(grads, grads_ref):  # to 1e-3 of each gradient's scale: the stem's sums over every
             # pixel differ by ~1e-4 between compiled and eager; a replay of stale inputs would be off by O(1)
             torch.testing.assert_close(g, g_ref, rtol=1e-3, atol=1e-3 * g_ref.abs().max().item() + 1e-7)
+
+
+def test_compile_at_a_second_size_recompiles_with_dynamic_shapes():
+    """The README's case: one compiled model fed a second input size retries with dynamic shapes (automatic
+    dynamic); with vmamba_zoo._inductor_compat that compiles, and training there matches eager."""
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    model = timm.create_model("vmamba_tiny", drop_path_rate=0.0).cuda().train()
+    compiled = torch.compile(model)
+    for height, width in ((96, 96), (128, 96), (96, 160)):  # the second and third sizes: one dynamic graph
+        x = torch.randn(2, 3, height, width, device="cuda")
+        loss, grads = _loss_and_grads(model, compiled, x)
+        loss_ref, grads_ref = _loss_and_grads(model, model, x)
+        torch.testing.assert_close(loss, loss_ref, rtol=1e-4, atol=1e-6)
+        for g, g_ref in zip(grads, grads_ref):
+            torch.testing.assert_close(g, g_ref, rtol=1e-3, atol=1e-3 * g_ref.abs().max().item() + 1e-7)
+    torch._dynamo.reset()

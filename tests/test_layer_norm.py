@@ -275,3 +275,34 @@ def test_triton_fallback_and_dispatch():
     # the dispatcher's copies of the kernel limits (kept there so dispatch does not import triton)
     assert LN._TRITON_DTYPES == kernels.SUPPORTED_DTYPES and LN._TRITON_MAX_COLUMNS == kernels.MAX_COLUMNS
     assert "backend='triton'" in repr(LayerNorm(4, backend="triton"))
+
+
+def test_eager_path_equals_the_custom_op(monkeypatch):
+    """In plain eager mode LayerNorm runs through an autograd.Function (no custom-op dispatch on the host): output
+    and gradients bit for bit the custom op's, which dispatch modes, tracers and compilers keep seeing."""
+    LN_module = importlib.import_module("vmamba_zoo.ops.layer_norm")  # the package attribute is the function
+    from _tooling import RecordOps
+
+    norm = LayerNorm(24)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    x = torch.randn(3, 5, 24, dtype=torch.float64).float()
+
+    def run():
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = norm(leaf)
+        grads = torch.autograd.grad(y.float().square().sum(), [leaf, norm.weight, norm.bias])
+        return y, y.grad_fn, grads
+
+    y_eager, fn_eager, grads_eager = run()
+    assert type(fn_eager).__name__ == "_EagerLayerNormBackward" and y_eager.dtype == torch.bfloat16
+    with RecordOps() as seen:
+        run()
+    assert {"vmamba_zoo.layer_norm_fwd.default", "vmamba_zoo.layer_norm_bwd.default"} <= seen.ops
+    monkeypatch.setattr(LN_module, "plain_eager", lambda tensors: False)
+    y_op, fn_op, grads_op = run()
+    assert "layer_norm_fwd" in type(fn_op).__name__
+    assert torch.equal(y_eager, y_op)
+    for a, b in zip(grads_eager, grads_op):
+        assert torch.equal(a, b)

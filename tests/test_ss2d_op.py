@@ -3,6 +3,7 @@ against autograd through the composition of the finer public ops."""
 import pytest
 import torch
 
+from _tooling import RecordOps
 from vmamba_zoo.ops import cross_merge, cross_scan, selective_scan, ss2d_selective_scan
 
 
@@ -131,3 +132,29 @@ def test_ss2d_op_tokens_need_a_matching_size():
         ss2d_selective_scan(**tokens, directions=4, channels_last=False, size=(3, 4))
     with pytest.raises(ValueError, match="expects a 4D image"):
         ss2d_selective_scan(**tokens, directions=4, channels_last=True)
+
+
+def _forward_and_grads(data, directions):
+    leaves = {n: t.clone().requires_grad_() for n, t in data.items()}
+    y = ss2d_selective_scan(**leaves, directions=directions, channels_last=True, backend="reference")
+    grads = torch.autograd.grad(y, list(leaves.values()), torch.ones_like(y) + y.detach())
+    return y, y.grad_fn, grads
+
+
+def test_ss2d_eager_path_equals_the_custom_op(monkeypatch):
+    """In plain eager mode the op runs through an autograd.Function (no custom-op dispatch on the host); forward and
+    every gradient are bit for bit the custom op's, which compilers, tracers and FLOP counters keep seeing."""
+    import vmamba_zoo.ops.ss2d as ss2d_module
+
+    data = _inputs(4, True, h=5, w=3, channels=3, seed=2)
+    y_eager, fn_eager, grads_eager = _forward_and_grads(data, 4)
+    assert type(fn_eager).__name__ == "_EagerSS2DScanBackward"
+    with RecordOps() as seen:  # under a dispatch mode (FLOP counters, fake tensors) the custom op runs
+        _forward_and_grads(data, 4)
+    assert {"vmamba_zoo.ss2d_scan_fwd.default", "vmamba_zoo.ss2d_scan_bwd.default"} <= seen.ops
+    monkeypatch.setattr(ss2d_module, "plain_eager", lambda tensors: False)
+    y_op, fn_op, grads_op = _forward_and_grads(data, 4)
+    assert "ss2d_scan_fwd" in type(fn_op).__name__
+    assert torch.equal(y_eager, y_op)
+    for name, a, b in zip(data, grads_eager, grads_op):
+        assert torch.equal(a, b), name

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .backends import autocast_dtype, lazy_backend, register_backend, resolve
+from .backends import autocast_dtype, lazy_backend, plain_eager, register_backend, resolve
 
 __all__ = ["LayerNorm", "layer_norm"]
 
@@ -123,6 +123,10 @@ def _empty(ref: Tensor) -> Tensor:
 @torch.library.custom_op("vmamba_zoo::layer_norm_fwd", mutates_args=())
 def _layer_norm_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
                     out_dtype: torch.dtype, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    return _forward(x, weight, bias, eps, out_dtype, backend)
+
+
+def _forward(x, weight, bias, eps, out_dtype, backend):  # the op's body, shared with the eager path
     fn = resolve("layer_norm_fwd", backend, _present(x, weight, bias))
     y, mean, rstd = fn(x, weight, bias, eps, out_dtype)
     return y, mean, rstd
@@ -139,10 +143,14 @@ def _layer_norm_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optio
                     rstd: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor]:
     """(dx, dweight, dbias); ``bias`` is only asked for its presence and dtype. Absent weight / bias get an
     empty gradient (custom ops return tensors only)."""
-    fn = resolve("layer_norm_bwd", backend, _present(dy, x, weight, bias))
-    dx, dweight, dbias = fn(dy, x, weight, bias, mean, rstd)
+    dx, dweight, dbias = _backward_grads(dy, x, weight, bias, mean, rstd, backend)
     return (dx.contiguous(), _empty(x) if dweight is None else dweight.contiguous(),
             _empty(x) if dbias is None else dbias.contiguous())
+
+
+def _backward_grads(dy, x, weight, bias, mean, rstd, backend):  # the op's body, shared with the eager path
+    fn = resolve("layer_norm_bwd", backend, _present(dy, x, weight, bias))
+    return fn(dy, x, weight, bias, mean, rstd)
 
 
 @_layer_norm_bwd.register_fake
@@ -169,6 +177,23 @@ def _backward(ctx, dy, _dmean, _drstd):
 _layer_norm_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerLayerNorm(torch.autograd.Function):
+    """The ops' eager path (:func:`vmamba_zoo.ops.backends.plain_eager`): the same backends, no custom-op dispatch."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, out_dtype, backend):
+        y, mean, rstd = _forward(x, weight, bias, eps, out_dtype, backend)
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        ctx.backend = backend
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        dx, dweight, dbias = _backward_grads(dy.contiguous(), x, weight, bias, mean, rstd, ctx.backend)
+        return dx, dweight, dbias, None, None, None
+
+
 # ------------------------------------------------------------------------------------ public API
 def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5, *,
                out_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> Tensor:
@@ -190,6 +215,8 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
                              f"the input {tuple(x.shape)}, got {tuple(t.shape)}")
     if out_dtype is None:
         out_dtype = autocast_dtype(x) or x.dtype
+    if plain_eager((x, weight, bias)):
+        return _EagerLayerNorm.apply(x, weight, bias, float(eps), out_dtype, backend)
     y, _, _ = torch.ops.vmamba_zoo.layer_norm_fwd(x, weight, bias, float(eps), out_dtype, backend)
     return y
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from .backends import register_backend, resolve
+from .backends import plain_eager, register_backend, resolve
 from .reference.cross_scan import SCAN_DIRECTIONS
 from .reference.ss2d import STATE_STEPS, state_count, states_shape
 
@@ -32,6 +32,12 @@ def _as_image(x: Tensor, width: int) -> Tensor:
 def _ss2d_scan_fwd(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor, Cs: Tensor,
                    Ds: Tensor, directions: int, channels_last: bool, backend: str, save_states: bool = False,
                    width: int = 0) -> tuple[Tensor, Tensor]:
+    return _forward(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend, save_states,
+                    width)
+
+
+def _forward(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend, save_states, width):
+    """The forward op's body, shared with the eager path."""
     fn = resolve("ss2d_scan_fwd", backend, (x, dts, Bs, Cs))
     out, states = fn(_as_image(x, width), dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last,
                      save_states=save_states)
@@ -50,6 +56,13 @@ def _(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, back
 def _ss2d_scan_bwd(dy: Tensor, x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tensor, A: Tensor, Bs: Tensor,
                    Cs: Tensor, Ds: Tensor, states: Tensor, directions: int, channels_last: bool, backend: str,
                    width: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _backward_grads(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states, directions, channels_last, backend,
+                           width)
+
+
+def _backward_grads(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states, directions, channels_last, backend,
+                    width):
+    """The backward op's body, shared with the eager path."""
     fn = resolve("ss2d_scan_bwd", backend, (dy, x, dts, Bs, Cs))
     grads = fn(_as_image(dy, width), _as_image(x, width), dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions,
                channels_last, states=states)
@@ -75,6 +88,27 @@ def _backward(ctx, dy, _dstates):
 
 
 _ss2d_scan_fwd.register_autograd(_backward, setup_context=_setup)
+
+
+class _EagerSS2DScan(torch.autograd.Function):
+    """The ops' eager path (:func:`vmamba_zoo.ops.backends.plain_eager`): the same backends, no custom-op dispatch."""
+
+    @staticmethod
+    def forward(ctx, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend, save_states,
+                width):
+        out, states = _forward(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, backend,
+                               save_states, width)
+        ctx.save_for_backward(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states)
+        ctx.args = (directions, channels_last, backend, width)
+        return out
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states = ctx.saved_tensors
+        directions, channels_last, backend, width = ctx.args
+        grads = _backward_grads(dy.contiguous(), x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states, directions,
+                                channels_last, backend, width)
+        return (*grads, None, None, None, None, None)
 
 
 # VMAMBA_ZOO_SS2D_SAVE_STATES=0: never save states by default (1/8 of a float32 state map per direction, about
@@ -124,6 +158,8 @@ def ss2d_selective_scan(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tens
     tensors = (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds)
     if save_states is None:
         save_states = _needs_states(tensors, backend)
+    if plain_eager(tensors):
+        return _EagerSS2DScan.apply(*tensors, directions, channels_last, backend, bool(save_states), width)
     out, _ = torch.ops.vmamba_zoo.ss2d_scan_fwd(*tensors, directions, channels_last, backend, bool(save_states),
                                                 width)
     return out

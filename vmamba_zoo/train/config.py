@@ -33,6 +33,7 @@ DEFAULTS: Dict[str, Any] = {
     "mixup_off_epoch": 0, "smoothing": 0.1,
     "model_ema": True, "model_ema_decay": 0.9999, "model_ema_warmup": False,
     "amp": None, "grad_checkpointing": False, "channels_last": False, "device": None,
+    "torchcompile": None, "torchcompile_mode": None,
     "seed": 0, "output": "output/train", "experiment": None, "checkpoint_hist": 3, "eval_metric": "top1",
     "log_interval": 50, "progress": True, "tensorboard": True, "max_train_steps": None,
 }

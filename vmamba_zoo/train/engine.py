@@ -206,6 +206,29 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp_dtype: Optional
     return {"loss": loss_m.avg, "top1": top1_m.avg, "top5": top5_m.avg, "count": top1_m.count}
 
 
+# torch.compile modes (torch.compile raises on others only when it first runs, after the loaders are built)
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_model(model: nn.Module, backend: Optional[str], mode: Optional[str] = None) -> nn.Module:
+    """``torch.compile(model, backend=..., mode=...)`` when ``backend`` is set (timm's --torchcompile), else the model.
+
+    The compiled module only runs the steps: EMA, checkpoints and resume keep using ``model`` (same parameters), so
+    saved keys carry no ``_orig_mod.`` prefix. Compiled VMamba-T trains 1.25x (default mode) to 1.7x
+    (reduce-overhead) as fast as eager Swin-T on nvidia-h200, against 0.56x eager (README, Speed)."""
+    if not backend:
+        if mode:
+            raise ValueError(f"torchcompile_mode={mode!r} needs torchcompile (a backend, e.g. inductor)")
+        return model
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"torchcompile_mode must be one of {', '.join(str(m) for m in COMPILE_MODES)}; got {mode!r}")
+    import torch._dynamo
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise ValueError(f"unknown torchcompile backend {backend!r}; torch knows "
+                         f"{', '.join(torch._dynamo.list_backends())}")
+    return torch.compile(model, backend=backend, mode=mode)
+
+
 # ------------------------------------------------------------------------------------------ train
 def train(cfg: Dict[str, Any], resume: Optional[str] = None) -> Dict[str, Any]:
     """Train as ``cfg`` says (see ``configs/classification/``). ``resume``: a checkpoint path, or "auto"
@@ -278,6 +301,7 @@ def train(cfg: Dict[str, Any], resume: Optional[str] = None) -> Dict[str, Any]:
 
     if distributed:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    run_model = compile_model(model, cfg.get("torchcompile"), cfg.get("torchcompile_mode"))
 
     # ---- loaders
     use_prefetcher = device.type == "cuda"
@@ -374,12 +398,12 @@ def train(cfg: Dict[str, Any], resume: Optional[str] = None) -> Dict[str, Any]:
             elif hasattr(loader_train, "mixup_enabled"):
                 loader_train.mixup_enabled = False
         train_metrics = train_one_epoch(
-            epoch, model, loader_train, optimizer, train_loss_fn, lr_scheduler, device, amp_dtype, loss_scaler,
+            epoch, run_model, loader_train, optimizer, train_loss_fn, lr_scheduler, device, amp_dtype, loss_scaler,
             model_ema, mixup_fn, cfg.get("clip_grad"), cfg.get("clip_mode", "norm"), bool(cfg.get("channels_last")),
             world_size, progress, int(cfg.get("log_interval") or 0))
         if distributed:
             distribute_bn(model, world_size, reduce=True)
-        eval_metrics = evaluate(model, loader_eval, device, amp_dtype, world_size, progress, f"val {epoch}",
+        eval_metrics = evaluate(run_model, loader_eval, device, amp_dtype, world_size, progress, f"val {epoch}",
                                 bool(cfg.get("channels_last")))
         if model_ema is not None:
             ema_metrics = evaluate(model_ema.module, loader_eval, device, amp_dtype, world_size, progress,

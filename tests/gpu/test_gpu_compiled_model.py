@@ -42,9 +42,12 @@ def test_cuda_graph_training_steps_match_eager(name):
             torch.testing.assert_close(g, g_ref, rtol=1e-3, atol=1e-3 * g_ref.abs().max().item() + 1e-7)
 
 
+@pytest.mark.xfail(strict=True, reason="torch 2.11 CUDA: past the stride ordering (vmamba_zoo._inductor_compat), "
+                   "inductor's tiling_utils asserts on the dynamic graph (nvidia-h200, 2026-12-06); strict: "
+                   "a torch that compiles it makes this test fail, so the README's advice gets updated")
 def test_compile_at_a_second_size_recompiles_with_dynamic_shapes():
     """The README's case: one compiled model fed a second input size retries with dynamic shapes (automatic
-    dynamic); with vmamba_zoo._inductor_compat that compiles, and training there matches eager."""
+    dynamic); training there should match eager. On the CPU it does (tests/test_compile_layout.py)."""
     torch.manual_seed(0)
     torch._dynamo.reset()
     model = timm.create_model("vmamba_tiny", drop_path_rate=0.0).cuda().train()

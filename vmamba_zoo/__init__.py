@@ -8,7 +8,8 @@ from .models import (CheckpointMismatchError, VMamba, create_from_original, desc
 
 __version__ = "0.1.0"
 
-# torch.compile with dynamic shapes (dynamic=True, or the recompile at a second input size) needs this inductor fix
+# torch.compile with dynamic shapes: fixes inductor's stride ordering of our token views (enough on the CPU; on CUDA
+# torch 2.11 fails later in inductor's tiling, so compile there with dynamic=False: README, Speed)
 _inductor_compat.install()
 __all__ = ["VMamba", "CheckpointMismatchError", "create_from_original", "describe_state_dict",
            "load_original_checkpoint", "ops"]

@@ -1,6 +1,6 @@
 """A workaround for an inductor bug that breaks ``torch.compile`` of the models with dynamic shapes.
 
-The bug (torch 2.11 to 2.14 at least; pytorch/pytorch#185510, #172204; fix proposed in PR #185871). When a graph
+The bug (torch 2.11 to 2.14 at least; pytorch/pytorch#185510). When a graph
 output is a view (in training: a tensor saved for the backward, e.g. a convolution's input), inductor orders its
 strides with ``ir.get_stride_order(strides)`` without the graph's ShapeEnv (torch/_inductor/graph.py, the output
 branch of ``GraphLowering.run_node``), so ``get_fill_order`` sorts the sympy expressions with Python's ``<``.
@@ -14,6 +14,9 @@ The patch: ``get_fill_order`` unchanged, except that where the plain sort raises
 being lowered, it sorts again with that graph's ShapeEnv (``argsort_sym``, what ``get_fill_order`` already does
 when its caller passes one, and what the upstream fix does). Orders that sort today are untouched, so nothing
 changes for graphs that compile without it. ``VMAMBA_ZOO_INDUCTOR_PATCH=0`` leaves inductor untouched.
+
+Enough on the CPU. On CUDA (torch 2.11) a dynamic VMamba graph then fails in inductor's ``tiling_utils``
+(tests/gpu/test_gpu_compiled_model.py, strict xfail), so compile there with ``dynamic=False``.
 """
 from __future__ import annotations
 

@@ -121,8 +121,9 @@ def plain_eager(tensors: Sequence[Optional[torch.Tensor]]) -> bool:
     dispatch mode active (FLOP counters, fake tensors, make_fx), no functorch transform, plain tensors only.
 
     There an op may call its backends through a ``torch.autograd.Function`` instead of its custom op: same
-    functions, same numbers, without the custom op's Python dispatch (about 0.17 ms of host time per forward and
-    backward on the CI machine), which adds up in eager training steps that the host, not the GPU, bounds.
+    functions, same numbers, without the custom op's Python dispatch (about 0.14-0.17 ms of host time per forward
+    and backward on the CI machine), which adds up in eager training steps that the host, not the GPU, bounds
+    (eager VMamba-T training 1122 -> 1279 img/s on nvidia-h200: benchmarks/eager_dispatch_h200_2026-12-06.txt).
     Everywhere else the custom op runs, so compilers, tracers and FLOP counters see one opaque op."""
     return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
             and torch._C._len_torch_dispatch_stack() == 0

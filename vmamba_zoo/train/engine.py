@@ -226,8 +226,8 @@ def compile_model(model: nn.Module, backend: Optional[str], mode: Optional[str] 
     if backend not in torch._dynamo.list_backends(exclude_tags=()):
         raise ValueError(f"unknown torchcompile backend {backend!r}; torch knows "
                          f"{', '.join(torch._dynamo.list_backends())}")
-    # dynamic=False: a last batch of another size recompiles for its shape; torch 2.11's inductor fails compiling
-    # VMamba's CUDA graphs with dynamic shapes (tiling assertion; benchmarks/gpu_compiled_model_tests_h200_2026-12-06.txt)
+    # dynamic=False: a last batch of another size recompiles for its shape; on CUDA, torch 2.11's inductor fails on
+    # VMamba with dynamic shapes (tiling assertion; benchmarks/gpu_compiled_model_tests_h200_2026-12-06.txt)
     return torch.compile(model, backend=backend, mode=mode, dynamic=False)
 
 

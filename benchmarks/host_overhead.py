@@ -122,6 +122,22 @@ def python_profile(step, steps: int, top: int) -> list[str]:
         ["    " + line[:150] for line in body[-(top + 1):]]
 
 
+def op_table(step, steps: int, top: int) -> list[str]:
+    """aten/custom operators by the host time they take themselves (self CPU), per step."""
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in rows)
+    lines = [f"  host operators by self CPU time per step (all: {total / steps / 1e3:.2f} ms, "
+             f"{sum(e.count for e in rows) / steps:.0f} calls):"]
+    for e in rows[:top]:
+        lines.append(f"    {e.self_cpu_time_total / steps / 1e3:7.3f} ms  {e.count / steps:6.0f} calls  {e.key[:100]}")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="vmamba_tiny")
@@ -131,14 +147,15 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--modes", nargs="*", default=["default", "reduce-overhead"],
-                        help="torch.compile modes to time (reduce-overhead = CUDA graphs)")
+                        help="torch.compile modes to time (reduce-overhead = CUDA graphs; eager = not compiled)")
     args = parser.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "batch", args.batch_size,
           "infer" if args.infer else "train", flush=True)
     x = torch.randn(args.batch_size, 3, 224, 224, device="cuda")
     ours = timm.create_model(args.model).cuda().train(not args.infer)
     theirs = timm.create_model(args.baseline).cuda().train(not args.infer)
-    runs = [(f"{args.model} compiled ({mode})", ours, torch.compile(ours, mode=None if mode == "default" else mode))
+    runs = [(f"{args.model} eager", ours, ours) if mode == "eager" else
+            (f"{args.model} compiled ({mode})", ours, torch.compile(ours, mode=None if mode == "default" else mode))
             for mode in args.modes] + [(f"{args.baseline} eager", theirs, theirs)]
     for index, (name, model, runner) in enumerate(runs):
         step = anchor_step(model, runner, x, args.infer)
@@ -150,6 +167,7 @@ def main():
         if index == 0 or name.endswith("eager"):  # the breakdowns: of the default compile and the baseline
             print("\n".join(trace_summary(step, args.steps, args.top)), flush=True)
             print("\n".join(python_profile(step, args.steps, args.top + 8)), flush=True)
+            print("\n".join(op_table(step, args.steps, args.top + 8)), flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from timm.layers import register_notrace_function
 from torch import Tensor
 
 from ..ops import LayerNorm, ss2d_selective_scan
+from ..ops.backends import cast
 from ..ops.reference.cross_scan import SCAN_DIRECTIONS
 from .base import TokenMixer, register_mixer, to_image, to_tokens
 
@@ -63,8 +64,8 @@ def ss2d_scan(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
     dts, Bs, Cs = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=2)
     state_dtype = torch.promote_types(A_logs.dtype, torch.float32)  # SSM parameters stay >= float32
     return ss2d_selective_scan(
-        x, dts.contiguous(), dt_projs_weight, dt_projs_bias.reshape(-1).to(state_dtype),
-        -torch.exp(A_logs.to(state_dtype)), Bs.contiguous(), Cs.contiguous(), Ds.to(state_dtype),
+        x, dts.contiguous(), dt_projs_weight, cast(dt_projs_bias.reshape(-1), state_dtype),
+        -torch.exp(cast(A_logs, state_dtype)), Bs.contiguous(), Cs.contiguous(), cast(Ds, state_dtype),
         scan_directions, channels_last=True, backend=backend, size=size)
 
 

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 
 __all__ = ["register_backend", "resolve", "available_backends", "BackendSpec", "lazy_backend", "autocast_dtype",
-           "plain_eager"]
+           "plain_eager", "cast", "dense"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class BackendSpec:
 
 
 _REGISTRY: Dict[str, Dict[str, BackendSpec]] = {}
+# each op's specs, highest priority first (auto mode's order), sorted once per registry dict
+_BY_PRIORITY: Dict[str, tuple] = {}
 _WARNED: set = set()
 
 
@@ -50,6 +52,14 @@ def register_backend(op: str, name: str, fn: Callable, *, priority: int = 0,
     that runs on the CPU only in the (slow) interpreter, when asked for by name.
     """
     _REGISTRY.setdefault(op, {})[name] = BackendSpec(name, fn, priority, supports, auto_supports or supports)
+    _BY_PRIORITY.clear()
+
+
+def _by_priority(op: str, specs: Dict[str, BackendSpec]) -> list:
+    cached = _BY_PRIORITY.get(op)
+    if cached is None or cached[0] is not specs:  # first use, or the registry was replaced (tests restore it)
+        cached = _BY_PRIORITY[op] = (specs, sorted(specs.values(), key=lambda s: -s.priority))
+    return cached[1]
 
 
 def available_backends(op: str) -> list[str]:
@@ -85,7 +95,7 @@ def resolve(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> Callable:
                       f"dtypes {sorted({str(t.dtype) for t in tensors})})")
             warnings.warn(f"vmamba_zoo: backend {want!r} {reason}; falling back to auto selection",
                           RuntimeWarning, stacklevel=3)
-    for spec in sorted(specs.values(), key=lambda s: -s.priority):
+    for spec in _by_priority(op, specs):
         if spec.auto_supports(tensors):
             return spec.fn
     raise RuntimeError(f"no backend of {op!r} supports these inputs")
@@ -129,3 +139,20 @@ def plain_eager(tensors: Sequence[Optional[torch.Tensor]]) -> bool:
             and torch._C._len_torch_dispatch_stack() == 0
             and torch._C._functorch.peek_interpreter_stack() is None
             and all(t is None or type(t) in _PLAIN_TENSORS for t in tensors))
+
+
+# The backends' input conversions, each a no-op on what the models pass. Checking dtype and layout in Python first
+# skips a dispatcher round trip per tensor (``t.to(t.dtype)`` and ``.contiguous()`` on a contiguous tensor are
+# still aten calls, a few microseconds of host time each: dozens per block in an eager training step).
+def cast(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """``t.to(dtype)``, without the call when ``t`` is None or already ``dtype``."""
+    return t if t is None or t.dtype == dtype else t.to(dtype)
+
+
+def dense(t: Optional[torch.Tensor], dtype: Optional[torch.dtype] = None) -> Optional[torch.Tensor]:
+    """``t.to(dtype).contiguous()`` (dtype None: t's), without the calls where they would change nothing."""
+    if t is None:
+        return None
+    if dtype is not None and t.dtype != dtype:
+        t = t.to(dtype)
+    return t if t.is_contiguous() else t.contiguous()

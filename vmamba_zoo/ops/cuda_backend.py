@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .backends import register_backend
+from .backends import cast, dense, register_backend
 
 __all__ = ["CUDA_PRIORITY", "DEFAULT_ARCH_LIST", "MAX_D_STATE", "arch_list", "cache_dir", "cache_key",
            "extension_status", "load_extension", "selective_scan_bwd", "selective_scan_fwd", "ss2d_scan_bwd",
@@ -397,8 +397,7 @@ def _common_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
     return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 
-def _as(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
-    return None if t is None else t.to(dtype).contiguous()
+_as = dense  # the kernels' inputs: contiguous, in one dtype
 
 
 def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output):
@@ -408,19 +407,19 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32
     y = getattr(torch.ops, OPS_NAMESPACE).selective_scan_fwd(
         _as(u, act), _as(delta, act), _as(A, torch.float32), _as(B, act), _as(C, act), _as(D, torch.float32),
         _as(z, act), _as(delta_bias, torch.float32), bool(delta_softplus), bool(fp32_output))
-    return y if fp32_output else y.to(u.dtype)
+    return y if fp32_output else cast(y, u.dtype)
 
 
 def selective_scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), each in its input's dtype; None for absent
     optional inputs."""
     act = _common_dtype(u, delta, B, C, z)
-    dout = dout.contiguous() if dout.dtype in (torch.float32, act) else dout.float().contiguous()
+    dout = dense(dout) if dout.dtype in (torch.float32, act) else dense(dout, torch.float32)
     grads = getattr(torch.ops, OPS_NAMESPACE).selective_scan_bwd(
         dout, _as(u, act), _as(delta, act), _as(A, torch.float32), _as(B, act), _as(C, act),
         _as(D, torch.float32), _as(z, act), _as(delta_bias, torch.float32), bool(delta_softplus))
     inputs = (u, delta, A, B, C, D, z, delta_bias)
-    return tuple(None if t is None else g.to(t.dtype) for g, t in zip(grads, inputs))
+    return tuple(None if t is None else cast(g, t.dtype) for g, t in zip(grads, inputs))
 
 
 # ----------------------------------------------------------------------------------------- fused SS2D
@@ -463,12 +462,12 @@ def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, cha
     """Gradients (dx, ddts, ddt_weight, ddt_bias, dA, dBs, dCs, dDs), each in its input's dtype and layout; from
     the forward's saved states when given (no forward re-walk), else re-walking the forward."""
     dy = _as(_channels_last(dy, channels_last), torch.float32)
-    states = dy.new_empty(0) if states is None or states.numel() == 0 else states.float().contiguous()
+    states = dy.new_empty(0) if states is None or states.numel() == 0 else dense(states, torch.float32)
     grads = getattr(torch.ops, OPS_NAMESPACE).ss2d_bwd(
         dy, *_ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last), states, directions)
     dx = grads[0] if channels_last else grads[0].permute(0, 3, 1, 2)
     inputs = (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds)
-    return (dx.to(x.dtype),) + tuple(g.to(t.dtype) for g, t in zip(grads[1:], inputs[1:]))
+    return (cast(dx, x.dtype),) + tuple(cast(g, t.dtype) for g, t in zip(grads[1:], inputs[1:]))
 
 
 # Auto mode's use of the fused CUDA kernels. The backward beats the Triton fused backward and the unfused

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .backends import autocast_dtype, lazy_backend, plain_eager, register_backend, resolve
+from .backends import autocast_dtype, cast, dense, lazy_backend, plain_eager, register_backend, resolve
 
 __all__ = ["LayerNorm", "layer_norm"]
 
@@ -51,20 +51,16 @@ def _without_autocast(device_type: str):
     return contextlib.nullcontext()
 
 
-def _as(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
-    return None if t is None else t.to(dtype)
-
-
 # ------------------------------------------------------------------------------------ reference backend
 def reference_layer_norm_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
                              out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """torch's LayerNorm in the compute dtype, rounded once to ``out_dtype``."""
     compute = _compute_dtype(x)
     with _without_autocast(x.device.type):
-        y, mean, rstd = torch.native_layer_norm(x.to(compute), [x.shape[-1]], _as(weight, compute),
-                                                _as(bias, compute), eps)
+        y, mean, rstd = torch.native_layer_norm(cast(x, compute), [x.shape[-1]], cast(weight, compute),
+                                                cast(bias, compute), eps)
     stats_shape = x.shape[:-1]
-    return y.to(out_dtype).contiguous(), mean.reshape(stats_shape), rstd.reshape(stats_shape)
+    return dense(y, out_dtype), mean.view(stats_shape), rstd.view(stats_shape)
 
 
 def reference_layer_norm_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
@@ -73,11 +69,11 @@ def reference_layer_norm_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bi
     stats_shape = (*x.shape[:-1], 1)
     with _without_autocast(x.device.type):
         dx, dweight, dbias = torch.ops.aten.native_layer_norm_backward(
-            dy.to(compute), x.to(compute), [x.shape[-1]], mean.to(compute).reshape(stats_shape),
-            rstd.to(compute).reshape(stats_shape), _as(weight, compute), _as(bias, compute),
+            cast(dy, compute), cast(x, compute), [x.shape[-1]], cast(mean, compute).reshape(stats_shape),
+            cast(rstd, compute).reshape(stats_shape), cast(weight, compute), cast(bias, compute),
             [True, weight is not None, bias is not None])
-    return (dx.to(x.dtype), None if weight is None else dweight.to(weight.dtype),
-            None if bias is None else dbias.to(bias.dtype))
+    return (cast(dx, x.dtype), None if weight is None else cast(dweight, weight.dtype),
+            None if bias is None else cast(dbias, bias.dtype))
 
 
 register_backend("layer_norm_fwd", "reference", reference_layer_norm_fwd, priority=0)
@@ -144,8 +140,7 @@ def _layer_norm_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bias: Optio
     """(dx, dweight, dbias); ``bias`` is only asked for its presence and dtype. Absent weight / bias get an
     empty gradient (custom ops return tensors only)."""
     dx, dweight, dbias = _backward_grads(dy, x, weight, bias, mean, rstd, backend)
-    return (dx.contiguous(), _empty(x) if dweight is None else dweight.contiguous(),
-            _empty(x) if dbias is None else dbias.contiguous())
+    return (dense(dx), _empty(x) if dweight is None else dense(dweight), _empty(x) if dbias is None else dense(dbias))
 
 
 def _backward_grads(dy, x, weight, bias, mean, rstd, backend):  # the op's body, shared with the eager path
@@ -169,7 +164,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, _dmean, _drstd):
     x, weight, bias, mean, rstd = ctx.saved_tensors
-    dx, dweight, dbias = torch.ops.vmamba_zoo.layer_norm_bwd(dy.contiguous(), x, weight, bias, mean, rstd,
+    dx, dweight, dbias = torch.ops.vmamba_zoo.layer_norm_bwd(dense(dy), x, weight, bias, mean, rstd,
                                                              ctx.backend)
     return dx, None if weight is None else dweight, None if bias is None else dbias, None, None, None
 
@@ -190,7 +185,7 @@ class _EagerLayerNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, weight, bias, mean, rstd = ctx.saved_tensors
-        dx, dweight, dbias = _backward_grads(dy.contiguous(), x, weight, bias, mean, rstd, ctx.backend)
+        dx, dweight, dbias = _backward_grads(dense(dy), x, weight, bias, mean, rstd, ctx.backend)
         return dx, dweight, dbias, None, None, None
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from .backends import plain_eager, register_backend, resolve
+from .backends import dense, plain_eager, register_backend, resolve
 from .reference.cross_scan import SCAN_DIRECTIONS
 from .reference.ss2d import STATE_STEPS, state_count, states_shape
 
@@ -66,7 +66,7 @@ def _backward_grads(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states, direc
     fn = resolve("ss2d_scan_bwd", backend, (dy, x, dts, Bs, Cs))
     grads = fn(_as_image(dy, width), _as_image(x, width), dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions,
                channels_last, states=states)
-    return (grads[0].reshape(x.shape).contiguous(), *(g.contiguous() for g in grads[1:]))
+    return (dense(grads[0].reshape(x.shape)), *(dense(g) for g in grads[1:]))
 
 
 @_ss2d_scan_bwd.register_fake
@@ -83,7 +83,7 @@ def _setup(ctx, inputs, output):
 
 
 def _backward(ctx, dy, _dstates):
-    grads = torch.ops.vmamba_zoo.ss2d_scan_bwd(dy.contiguous(), *ctx.saved_tensors, *ctx.args)
+    grads = torch.ops.vmamba_zoo.ss2d_scan_bwd(dense(dy), *ctx.saved_tensors, *ctx.args)
     return (*grads, None, None, None, None, None)
 
 
@@ -106,7 +106,7 @@ class _EagerSS2DScan(torch.autograd.Function):
     def backward(ctx, dy):
         x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states = ctx.saved_tensors
         directions, channels_last, backend, width = ctx.args
-        grads = _backward_grads(dy.contiguous(), x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states, directions,
+        grads = _backward_grads(dense(dy), x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, states, directions,
                                 channels_last, backend, width)
         return (*grads, None, None, None, None, None)
 

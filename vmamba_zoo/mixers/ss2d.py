@@ -16,29 +16,13 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch import Tensor
 
-from ..ops import LayerNorm, ss2d_selective_scan
-from ..ops.backends import cast
+from ..ops import LayerNorm
+from ..ops.ss2d import in_scan_order as _in_scan_order  # noqa: F401  (tests)
+from ..ops.ss2d import ss2d_scan_projected
 from ..ops.reference.cross_scan import SCAN_DIRECTIONS
 from .base import TokenMixer, register_mixer, to_image, to_tokens
 
 __all__ = ["SS2D", "ss2d_scan"]
-
-
-def _in_scan_order(proj: Tensor, directions: int) -> Tensor:
-    """(batch, H, W, K, C) per-direction values of every pixel -> (batch, K, L, C): direction k's in its scan order.
-
-    Views, one flip and one stack (the order of ``scan_order``): under torch.compile this is index arithmetic in one
-    fused kernel, with a pointwise backward (a gather by ``scan_order`` needs a scatter-add back).
-    """
-    batch, height, width, _, channels = proj.shape
-    planes = [proj[:, :, :, k] for k in range(directions)]
-    if directions > 1:  # the reversed directions (the second half): one flip of both spatial dims
-        half = directions // 2
-        flipped = proj[:, :, :, half:].flip(1, 2)
-        planes[half:] = [flipped[:, :, :, j] for j in range(directions - half)]
-    if directions == 4:  # directions 1 and 3 walk columns
-        planes[1::2] = [p.transpose(1, 2) for p in planes[1::2]]
-    return torch.stack([p.reshape(batch, height * width, channels) for p in planes], dim=1)
 
 
 @register_notrace_function  # shape arithmetic: one leaf node under torch.fx tracing
@@ -51,22 +35,18 @@ def ss2d_scan(x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor, dt_proj
     Returns x's layout in float32 (the scan state precision).
     x_proj_weight (K, R+2N, D), dt_projs_weight (K, D, R), dt_projs_bias (K, D), A_logs (K*D, N), Ds (K*D).
     """
-    batch, channels = x.shape[0], x.shape[-1]
+    channels = x.shape[-1]
     height, width = (x.shape[1], x.shape[2]) if size is None else size
     k, proj_channels = x_proj_weight.shape[:2]
     if k != scan_directions:
         raise ValueError(f"x_proj_weight holds {k} directions' projections, scan_directions is {scan_directions}")
-    dt_rank, d_state = dt_projs_weight.shape[2], A_logs.shape[1]
     # the per-direction projection of every pixel, as one matrix product in pixel order, then put in each scan
     # order (R+2N channels per direction: cheap) instead of projecting K directional copies of the map
-    proj = F.linear(x, x_proj_weight.reshape(k * proj_channels, channels))
-    x_dbl = _in_scan_order(proj.view(batch, height, width, k, proj_channels), scan_directions).transpose(2, 3)
-    dts, Bs, Cs = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=2)
-    state_dtype = torch.promote_types(A_logs.dtype, torch.float32)  # SSM parameters stay >= float32
-    return ss2d_selective_scan(
-        x, dts.contiguous(), dt_projs_weight, cast(dt_projs_bias.reshape(-1), state_dtype),
-        -torch.exp(cast(A_logs, state_dtype)), Bs.contiguous(), Cs.contiguous(), cast(Ds, state_dtype),
-        scan_directions, channels_last=True, backend=backend, size=size)
+    tokens = x if size is not None else x.flatten(1, 2)
+    proj = F.linear(tokens, x_proj_weight.reshape(k * proj_channels, channels))
+    y = ss2d_scan_projected(tokens, proj, dt_projs_weight, dt_projs_bias, A_logs, Ds, (height, width),
+                            scan_directions, backend)
+    return y if size is not None else y.view(x.shape)
 
 
 # also wrapped by name: under fx the mixers' forward (TokenMixer.forward) has base.py's globals, where timm's

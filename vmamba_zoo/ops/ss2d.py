@@ -3,6 +3,7 @@ scan, cross-merge) as one custom op, so a kernel can fuse it, and its backward a
 backward composes the finer ops; kernel backends fuse it too)."""
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Optional, Tuple
@@ -11,11 +12,11 @@ import torch
 from torch import Tensor
 
 from . import reference
-from .backends import dense, plain_eager, register_backend, resolve
-from .reference.cross_scan import SCAN_DIRECTIONS
+from .backends import cast, dense, plain_eager, register_backend, resolve
+from .reference.cross_scan import SCAN_DIRECTIONS, scan_order
 from .reference.ss2d import STATE_STEPS, state_count, states_shape
 
-__all__ = ["STATE_STEPS", "ss2d_selective_scan", "state_count"]
+__all__ = ["STATE_STEPS", "in_scan_order", "ss2d_scan_projected", "ss2d_selective_scan", "state_count"]
 
 register_backend("ss2d_scan_fwd", "reference", reference.ss2d.ss2d_scan_fwd, priority=0)
 register_backend("ss2d_scan_bwd", "reference", reference.ss2d.ss2d_scan_bwd, priority=0)
@@ -163,3 +164,109 @@ def ss2d_selective_scan(x: Tensor, dts: Tensor, dt_weight: Tensor, dt_bias: Tens
     out, _ = torch.ops.vmamba_zoo.ss2d_scan_fwd(*tensors, directions, channels_last, backend, bool(save_states),
                                                 width)
     return out
+
+
+# ------------------------------------------------------------------------------ from the pixel-order projection
+def in_scan_order(proj: Tensor, directions: int) -> Tensor:
+    """(batch, H, W, K, C) per-direction values of every pixel -> (batch, K, L, C): direction k's in its scan order.
+
+    Views, one flip and one stack (the order of ``scan_order``): under torch.compile this is index arithmetic in one
+    fused kernel, with a pointwise backward (a gather by ``scan_order`` needs a scatter-add back).
+    """
+    batch, height, width, _, channels = proj.shape
+    planes = [proj[:, :, :, k] for k in range(directions)]
+    if directions > 1:  # the reversed directions (the second half): one flip of both spatial dims
+        half = directions // 2
+        flipped = proj[:, :, :, half:].flip(1, 2)
+        planes[half:] = [flipped[:, :, :, j] for j in range(directions - half)]
+    if directions == 4:  # directions 1 and 3 walk columns
+        planes[1::2] = [p.transpose(1, 2) for p in planes[1::2]]
+    return torch.stack([p.reshape(batch, height * width, channels) for p in planes], dim=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _gather_rows(height: int, width: int, directions: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+    """Rows of a (batch, L*K, C) view of the pixel-order projection that :func:`in_scan_order` takes, in its output
+    order (row k*L + t: direction k's step t), and the inverse permutation (the backward's gather)."""
+    order = scan_order(height, width, directions, device=device)
+    rows = (order * directions + torch.arange(directions, device=device)[:, None]).reshape(-1)
+    inverse = torch.empty_like(rows)
+    inverse[rows] = torch.arange(rows.numel(), device=device)
+    return rows, inverse
+
+
+def _split_scan_order(x_dbl: Tensor, rank: int, d_state: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """(batch, K, L, R+2N) -> the ops' dts (batch, K, R, L), Bs and Cs (batch, K, N, L), contiguous."""
+    dts, Bs, Cs = torch.split(x_dbl.transpose(2, 3), [rank, d_state, d_state], dim=2)
+    return dts.contiguous(), Bs.contiguous(), Cs.contiguous()
+
+
+def _projected_forward(x, proj, dt_weight, dt_bias, A_logs, Ds, k, rank, backend, save_states, height, width):
+    """The eager path's forward: the merged scan and what its backward keeps."""
+    batch, length = x.shape[0], height * width
+    rows, inverse = _gather_rows(height, width, k, x.device)
+    channels = proj.shape[-1] // k
+    x_dbl = proj.reshape(batch, length * k, channels).index_select(1, rows).view(batch, k, length, channels)
+    dts, Bs, Cs = _split_scan_order(x_dbl, rank, (channels - rank) // 2)
+    state = torch.promote_types(A_logs.dtype, torch.float32)  # SSM parameters stay >= float32
+    A = torch.exp(cast(A_logs, state)).neg_()
+    bias, D = cast(dt_bias.reshape(-1), state), cast(Ds, state)
+    out, states = _forward(x, dts, dt_weight, bias, A, Bs, Cs, D, k, True, backend, save_states, width)
+    return out, (x, dts, dt_weight, bias, A, Bs, Cs, D, states, inverse)
+
+
+class _EagerProjectedScan(torch.autograd.Function):
+    """The eager path of :func:`ss2d_scan_projected`: the reordering, ``A = -exp(A_logs)`` and the scan as one
+    autograd node, each reordering one gather (forward and backward) instead of a dozen recorded views and copies."""
+
+    @staticmethod
+    def forward(ctx, x, proj, dt_weight, dt_bias, A_logs, Ds, directions, rank, backend, save_states, height, width):
+        out, saved = _projected_forward(x, proj, dt_weight, dt_bias, A_logs, Ds, directions, rank, backend,
+                                        save_states, height, width)
+        ctx.save_for_backward(*saved)
+        ctx.args = (directions, backend, width, proj.shape, A_logs.dtype, dt_bias.shape, dt_bias.dtype, Ds.dtype)
+        return out
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, dts, dt_weight, bias, A, Bs, Cs, D, states, inverse = ctx.saved_tensors
+        k, backend, width, proj_shape, A_logs_dtype, bias_shape, bias_dtype, Ds_dtype = ctx.args
+        dx, ddts, ddt_weight, dbias, dA, dBs, dCs, dDs = _backward_grads(
+            dense(dy), x, dts, dt_weight, bias, A, Bs, Cs, D, states, k, True, backend, width)
+        batch, length = x.shape[0], x.shape[1]
+        dx_dbl = torch.cat([ddts, dBs, dCs], dim=2).transpose(2, 3).reshape(batch, k * length, -1)
+        dproj = dx_dbl.index_select(1, inverse).view(proj_shape)
+        dA_logs = cast(dA.mul_(A), A_logs_dtype)  # d(-exp(a))/da = -exp(a) = A
+        return (dx, dproj, ddt_weight, cast(dbias, bias_dtype).view(bias_shape), dA_logs, cast(dDs, Ds_dtype),
+                None, None, None, None, None, None)
+
+
+def ss2d_scan_projected(x: Tensor, proj: Tensor, dt_weight: Tensor, dt_bias: Tensor, A_logs: Tensor, Ds: Tensor,
+                        size: Tuple[int, int], directions: int = 4, backend: str = "auto") -> Tensor:
+    """The merged SS2D scan (float32, x's layout) of channel-last tokens ``x`` (batch, H*W, D) of a map of ``size``,
+    from ``proj`` (batch, H*W, K*(R+2N)): every pixel's per-direction projection (dts | B | C of direction k in
+    channels k*(R+2N) ...), in pixel order. dt_weight (K, D, R), dt_bias (K, D), A_logs (K*D, N) with
+    A = -exp(A_logs), Ds (K*D); the SSM parameters run in at least float32.
+
+    Each direction's projection is put in its scan order here (:func:`in_scan_order`), then the scan runs as
+    :func:`ss2d_selective_scan`. In plain eager mode (:func:`vmamba_zoo.ops.backends.plain_eager`) that is one
+    autograd node around the same backends; elsewhere the ops compilers and tracers see. Same numbers either way.
+    """
+    height, width = size
+    batch, length, k = x.shape[0], x.shape[1], directions
+    rank, d_state = dt_weight.shape[2], A_logs.shape[1]
+    if proj.shape != (batch, length, k * (rank + 2 * d_state)):
+        raise ValueError(f"proj must be (batch, H*W, K*(R+2N)) = {(batch, length, k * (rank + 2 * d_state))}, got "
+                         f"{tuple(proj.shape)}")
+    tensors = (x, proj, dt_weight, dt_bias, A_logs, Ds)
+    if plain_eager(tensors) and x.dim() == 3 and length == height * width:
+        args = (x, proj, dt_weight, dt_bias, A_logs, Ds, k, rank, backend, _needs_states(tensors, backend),
+                int(height), int(width))
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return _EagerProjectedScan.apply(*args)
+        return _projected_forward(*args)[0]  # nothing to differentiate: no autograd node at all
+    x_dbl = in_scan_order(proj.view(batch, height, width, k, rank + 2 * d_state), k)
+    dts, Bs, Cs = _split_scan_order(x_dbl, rank, d_state)
+    state = torch.promote_types(A_logs.dtype, torch.float32)  # SSM parameters stay >= float32
+    return ss2d_selective_scan(x, dts, dt_weight, cast(dt_bias.reshape(-1), state), -torch.exp(cast(A_logs, state)),
+                               Bs, Cs, cast(Ds, state), k, channels_last=True, backend=backend, size=size)

@@ -165,3 +165,35 @@ def _check_ss2d(backend, dtype, directions, channels_last, hw, channels, d_state
     want = torch.autograd.grad(y_ref, list(ref.values()), grad)
     for name, a, b in zip(ours, got, want):
         assert _rel(a, b) < TOL[dtype] * 10, name
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "fp16_autocast"])
+def test_model_eager_path_equals_the_custom_ops(monkeypatch, autocast):
+    """Eager VMamba-T training step on the GPU: the ops' eager path (one autograd node per SS2D scan and LayerNorm,
+    the projection reordered by gathers) gives the custom ops' logits and every gradient, bit for bit (the forward
+    by segments, VMAMBA_ZOO_SS2D_FWD_KERNEL=segments: no atomics)."""
+    import timm
+    import vmamba_zoo  # noqa: F401
+    import vmamba_zoo.ops.layer_norm as layer_norm_module
+    import vmamba_zoo.ops.ss2d as ss2d_module
+
+    monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", "segments")
+    torch.manual_seed(0)
+    model = timm.create_model("vmamba_tiny", drop_path_rate=0.0).cuda()
+    x = torch.randn(2, 3, 97, 75, device="cuda")
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=autocast):
+            logits = model(x)
+        logits.float().square().mean().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    logits_eager, grads_eager = step()
+    for module in (ss2d_module, layer_norm_module):
+        monkeypatch.setattr(module, "plain_eager", lambda tensors: False)
+    logits_op, grads_op = step()
+    assert torch.equal(logits_eager, logits_op)
+    assert grads_eager.keys() == grads_op.keys()
+    for name in grads_op:
+        assert torch.equal(grads_eager[name], grads_op[name]), name

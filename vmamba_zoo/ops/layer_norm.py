@@ -211,7 +211,10 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     if out_dtype is None:
         out_dtype = autocast_dtype(x) or x.dtype
     if plain_eager((x, weight, bias)):
-        return _EagerLayerNorm.apply(x, weight, bias, float(eps), out_dtype, backend)
+        if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad
+                                                               for t in (weight, bias))):
+            return _EagerLayerNorm.apply(x, weight, bias, float(eps), out_dtype, backend)
+        return _forward(x, weight, bias, float(eps), out_dtype, backend)[0]  # nothing to differentiate: no node
     y, _, _ = torch.ops.vmamba_zoo.layer_norm_fwd(x, weight, bias, float(eps), out_dtype, backend)
     return y
 

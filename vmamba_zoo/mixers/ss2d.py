@@ -18,7 +18,6 @@ from torch import Tensor
 
 from ..ops import LayerNorm
 from ..ops.ss2d import in_scan_order as _in_scan_order  # noqa: F401  (tests)
-from ..ops.backends import cast
 from ..ops.ss2d import ss2d_scan_projected
 from ..ops.reference.cross_scan import SCAN_DIRECTIONS
 from .base import TokenMixer, register_mixer, to_image, to_tokens
@@ -131,7 +130,7 @@ class SS2D(TokenMixer):
         x = to_tokens(self.act(self.conv(to_image(x, size))))[0]  # the conv keeps token memory: no copy
         y = ss2d_scan(x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds,
                       self.scan_directions, self.backend, size=size)
-        y = self.out_norm(cast(y, self.out_norm.weight.dtype))  # the scan returns float32 whatever the model dtype
+        y = self.out_norm(y.to(self.out_norm.weight.dtype))  # the scan returns float32 whatever the model dtype
         if z is not None:
             y = y * F.silu(z)
-        return self.proj_drop(self.out_proj(cast(y, x.dtype)))
+        return self.proj_drop(self.out_proj(y.to(x.dtype)))  # .to, not cast(): torch.fx traces this forward

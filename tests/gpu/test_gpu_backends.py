@@ -172,10 +172,12 @@ def test_model_eager_path_equals_the_custom_ops(monkeypatch, autocast):
     """Eager VMamba-T training step on the GPU: the ops' eager path (one autograd node per SS2D scan and LayerNorm,
     the projection reordered by gathers) gives the custom ops' logits and every gradient, bit for bit (the forward
     by segments, VMAMBA_ZOO_SS2D_FWD_KERNEL=segments: no atomics)."""
+    import importlib
+
     import timm
     import vmamba_zoo  # noqa: F401
-    import vmamba_zoo.ops.layer_norm as layer_norm_module
-    import vmamba_zoo.ops.ss2d as ss2d_module
+    layer_norm_module = importlib.import_module("vmamba_zoo.ops.layer_norm")  # the package attribute is the function
+    ss2d_module = importlib.import_module("vmamba_zoo.ops.ss2d")
 
     monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", "segments")
     torch.manual_seed(0)

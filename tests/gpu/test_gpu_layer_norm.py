@@ -3,6 +3,8 @@ forward and backward against torch.nn.functional.layer_norm in float64.
 
 Run on the device machine: ``pytest -m gpu tests/gpu/test_gpu_layer_norm.py``. CI (no GPU) deselects it.
 """
+import importlib
+
 import pytest
 import torch
 import torch.nn as nn
@@ -91,11 +93,18 @@ def test_single_channel_triton():
     torch.testing.assert_close(dbias, dy.sum(0), rtol=1e-6, atol=1e-6)
 
 
-def test_triton_is_chosen_automatically_on_cuda():
-    x = torch.zeros(4, 96, device="cuda")
-    fn = resolve("layer_norm_fwd", "auto", (x,))
+def test_triton_is_chosen_automatically_on_cuda_for_large_maps():
+    """Auto mode: the Triton forward from TRITON_AUTO_MIN_ELEMENTS elements (VMamba-T's first two stages at batch
+    128), torch's below (the launch from Python would cost the host more than the kernel saves)."""
+    LN = importlib.import_module("vmamba_zoo.ops.layer_norm")
+    large = torch.empty(-(-LN.TRITON_AUTO_MIN_ELEMENTS // 96), 96, device="cuda")  # rows rounded up
+    small = large[:-1]
+    reference = resolve("layer_norm_fwd", "reference", (large,))
+    fn = resolve("layer_norm_fwd", "auto", (large,))
     assert "triton" in available_backends("layer_norm_fwd") and fn.__name__ == "layer_norm_fwd"
-    assert fn is not resolve("layer_norm_fwd", "reference", (x,))
+    assert fn is not reference
+    assert resolve("layer_norm_fwd", "auto", (small,)) is reference
+    assert resolve("layer_norm_fwd", "triton", (small,)) is fn
 
 
 @pytest.mark.parametrize("autocast_dtype", [torch.float16, torch.bfloat16])

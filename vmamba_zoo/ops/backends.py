@@ -104,8 +104,12 @@ def resolve(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> Callable:
 def lazy_backend(module: str, name: str) -> Callable:
     """``module.name``, imported on its first call: registering a kernel backend does not import triton (or
     compile anything) when vmamba_zoo is imported."""
+    resolved = []  # the function, once imported (an import per call is host time on every launch)
+
     def call(*args, **kwargs):
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+        if not resolved:
+            resolved.append(getattr(importlib.import_module(module), name))
+        return resolved[0](*args, **kwargs)
     call.__name__ = name
     return call
 

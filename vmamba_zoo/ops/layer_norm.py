@@ -45,10 +45,16 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 def _without_autocast(device_type: str):
     # the ops run inside the caller's autocast region (custom ops have no autocast rule, the key falls
-    # through); the reference calls aten ops that autocast would otherwise re-cast
+    # through); the reference calls aten ops that autocast would otherwise re-cast. torch's guard that masks the
+    # autocast keys costs under a microsecond, torch.autocast(enabled=False) several
+    if _DISABLE_AUTOCAST is not None:
+        return _DISABLE_AUTOCAST()
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
+
+
+_DISABLE_AUTOCAST = getattr(torch._C, "_DisableAutocast", None)
 
 
 # ------------------------------------------------------------------------------------ reference backend
@@ -94,8 +100,16 @@ def _triton_supports(tensors: Sequence[Tensor]) -> bool:  # (x, ...) / (dy, x, .
             and 1 <= tensors[0].shape[-1] <= _TRITON_MAX_COLUMNS)
 
 
+# Auto mode runs the Triton forward on maps of at least this many elements, torch's below. The kernel's gain shrinks
+# with the map (VMamba-T at batch 128, fp16 out, nvidia-h200: 56x56x96 0.66 -> 0.10 ms, 28x28x192 0.20 -> 0.05,
+# 14x14x384 0.07 -> 0.04: benchmarks/layer_norm_kernels_h200_2026-11-22.txt) while its launch from Python costs the
+# host tens of microseconds more than torch's, which bounds eager steps on small maps.
+TRITON_AUTO_MIN_ELEMENTS = 1 << 24
+
+
 def _triton_auto(tensors: Sequence[Tensor]) -> bool:
-    return {t.device.type for t in tensors} == {"cuda"} and _triton_supports(tensors)
+    return (tensors[0].numel() >= TRITON_AUTO_MIN_ELEMENTS and {t.device.type for t in tensors} == {"cuda"}
+            and _triton_supports(tensors))
 
 
 if importlib.util.find_spec("triton") is not None:

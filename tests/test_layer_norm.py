@@ -277,12 +277,17 @@ def test_triton_fallback_and_dispatch():
     assert "backend='triton'" in repr(LayerNorm(4, backend="triton"))
 
 
-def test_eager_path_equals_the_custom_op(monkeypatch):
-    """In plain eager mode LayerNorm runs through an autograd.Function (no custom-op dispatch on the host): output
-    and gradients bit for bit the custom op's, which dispatch modes, tracers and compilers keep seeing."""
+@pytest.mark.parametrize("path", ["torch", "function"])
+def test_eager_path_equals_the_custom_op(monkeypatch, path):
+    """In plain eager mode LayerNorm skips the custom op's dispatch on the host: where the reference backends are
+    chosen, through torch's own LayerNorm under autograd (C++ backward nodes); otherwise through an
+    autograd.Function around the chosen backends. Output and gradients bit for bit the custom op's, which dispatch
+    modes, tracers and compilers keep seeing."""
     LN_module = importlib.import_module("vmamba_zoo.ops.layer_norm")  # the package attribute is the function
     from _tooling import RecordOps
 
+    if path == "function":  # as for the Triton forward on CUDA
+        monkeypatch.setattr(LN_module, "_torch_equivalent", lambda fwd, bwd: False)
     norm = LayerNorm(24)
     with torch.no_grad():
         norm.weight.normal_(), norm.bias.normal_()
@@ -296,7 +301,8 @@ def test_eager_path_equals_the_custom_op(monkeypatch):
         return y, y.grad_fn, grads
 
     y_eager, fn_eager, grads_eager = run()
-    assert type(fn_eager).__name__ == "_EagerLayerNormBackward" and y_eager.dtype == torch.bfloat16
+    assert y_eager.dtype == torch.bfloat16
+    assert type(fn_eager).__name__ == ("ToCopyBackward0" if path == "torch" else "_EagerLayerNormBackward")
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # nothing to differentiate: no node at all
         y_plain = norm(x)
     assert y_plain.grad_fn is None and torch.equal(y_plain, y_eager.detach())
@@ -309,3 +315,24 @@ def test_eager_path_equals_the_custom_op(monkeypatch):
     assert torch.equal(y_eager, y_op)
     for a, b in zip(grads_eager, grads_op):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=str)
+def test_eager_torch_path_equals_the_custom_op_without_autocast(monkeypatch, dtype):
+    """Half inputs outside autocast (computed in float32, rounded once) and float64 (computed in float64)."""
+    LN_module = importlib.import_module("vmamba_zoo.ops.layer_norm")
+    weight, bias = torch.randn(2, 24, dtype=torch.float64).float().unbind(0)
+    x = torch.randn(4, 7, 24, dtype=torch.float64).to(dtype)
+
+    def run():
+        leaves = [x.clone().requires_grad_(), weight.clone().requires_grad_(), bias.clone().requires_grad_()]
+        y = layer_norm(*leaves)
+        return y, torch.autograd.grad(y.double().square().sum(), leaves)
+
+    y_eager, grads_eager = run()
+    assert y_eager.dtype == dtype and type(y_eager.grad_fn).__name__ != "_EagerLayerNormBackward"
+    monkeypatch.setattr(LN_module, "plain_eager", lambda tensors: False)
+    y_op, grads_op = run()
+    assert torch.equal(y_eager, y_op)
+    for a, b in zip(grads_eager, grads_op):
+        assert a.dtype == b.dtype and torch.equal(a, b)

@@ -203,6 +203,21 @@ class _EagerLayerNorm(torch.autograd.Function):
         return dx, dweight, dbias, None, None, None
 
 
+def _torch_equivalent(fwd, bwd) -> bool:
+    """Whether the chosen forward and backward (``bwd``: a callable resolving it) are the reference ones, which
+    autograd through torch's own LayerNorm reproduces exactly."""
+    return fwd is reference_layer_norm_fwd and bwd() is reference_layer_norm_bwd
+
+
+def _torch_layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
+                      out_dtype: torch.dtype) -> Tensor:
+    """The reference backends' numbers through torch's autograd: the same native kernels on the same compute-dtype
+    inputs, rounded once, with backward nodes in C++ (no Python on the backward: the eager path's choice)."""
+    compute = _compute_dtype(x)
+    y = nn.functional.layer_norm(cast(x, compute), (x.shape[-1],), cast(weight, compute), cast(bias, compute), eps)
+    return cast(y, out_dtype)
+
+
 # ------------------------------------------------------------------------------------ public API
 def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None, eps: float = 1e-5, *,
                out_dtype: Optional[torch.dtype] = None, backend: str = "auto") -> Tensor:
@@ -225,6 +240,10 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     if out_dtype is None:
         out_dtype = autocast_dtype(x) or x.dtype
     if plain_eager((x, weight, bias)):
+        present = _present(x, weight, bias)
+        if _torch_equivalent(resolve("layer_norm_fwd", backend, present),
+                             lambda: resolve("layer_norm_bwd", backend, (x, *present))):
+            return _torch_layer_norm(x, weight, bias, float(eps), out_dtype)
         if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad
                                                                for t in (weight, bias))):
             return _EagerLayerNorm.apply(x, weight, bias, float(eps), out_dtype, backend)

@@ -104,12 +104,13 @@ def resolve(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> Callable:
 def lazy_backend(module: str, name: str) -> Callable:
     """``module.name``, imported on its first call: registering a kernel backend does not import triton (or
     compile anything) when vmamba_zoo is imported."""
-    resolved = []  # the function, once imported (an import per call is host time on every launch)
+    imported = []  # the module, once imported (an import per call is host time on every launch); the function is
+    # looked up at each call, so patching the module's attribute takes effect
 
     def call(*args, **kwargs):
-        if not resolved:
-            resolved.append(getattr(importlib.import_module(module), name))
-        return resolved[0](*args, **kwargs)
+        if not imported:
+            imported.append(importlib.import_module(module))
+        return getattr(imported[0], name)(*args, **kwargs)
     call.__name__ = name
     return call
 

@@ -330,9 +330,26 @@ def test_eager_torch_path_equals_the_custom_op_without_autocast(monkeypatch, dty
         return y, torch.autograd.grad(y.double().square().sum(), leaves)
 
     y_eager, grads_eager = run()
-    assert y_eager.dtype == dtype and type(y_eager.grad_fn).__name__ != "_EagerLayerNormBackward"
+    # half inputs keep the Function (it saves x as it is); float64 needs no cast and runs torch's LayerNorm
+    expected = "_EagerLayerNormBackward" if dtype == torch.bfloat16 else "NativeLayerNormBackward0"
+    assert y_eager.dtype == dtype and type(y_eager.grad_fn).__name__ == expected
     monkeypatch.setattr(LN_module, "plain_eager", lambda tensors: False)
     y_op, grads_op = run()
     assert torch.equal(y_eager, y_op)
     for a, b in zip(grads_eager, grads_op):
         assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_eager_path_saves_the_input_as_it_is(dtype):
+    """For the backward the eager path keeps x itself, never a float32 copy of a half x (VMamba's residual stream is
+    half under autocast: a copy would add a float32 map per LayerNorm to the training memory)."""
+    norm = LayerNorm(24)
+    x = torch.randn(4, 7, 24).to(dtype).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            norm(x)
+    maps = [t for t in saved if t.shape == x.shape]
+    assert maps and all(t.dtype == dtype and t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+                        for t in maps)

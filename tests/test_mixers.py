@@ -443,3 +443,32 @@ def test_variant_as_mm_backbone(name):
     assert [tuple(o.shape) for o in outs] == [(1, 16, 18, 23), (1, 64, 5, 6)]
     sum(o.sum() for o in outs).backward()
     assert all(p.grad is not None for p in backbone.parameters())
+
+
+def test_eager_paths_keep_no_more_for_the_backward_than_the_custom_ops(monkeypatch):
+    """A VMamba training forward under autocast: the ops' eager paths (plain eager mode) keep the same activation
+    bytes for the backward as the custom ops do, no float32 copies of half maps, no scan-order copies beyond theirs."""
+    import importlib
+
+    modules = [importlib.import_module(f"vmamba_zoo.ops.{name}") for name in ("layer_norm", "ss2d")]
+    torch.manual_seed(0)
+    model = timm.create_model("test_vmamba", dims=24).train()
+    x = torch.randn(2, 3, 64, 48)
+
+    def saved_bytes():
+        storages = {}
+
+        def pack(t):
+            if not isinstance(t, torch.nn.Parameter):
+                storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                model(x)
+        return sum(storages.values())
+
+    eager = saved_bytes()
+    for module in modules:
+        monkeypatch.setattr(module, "plain_eager", lambda tensors: False)
+    custom_ops = saved_bytes()
+    assert eager <= custom_ops * 1.01, (eager, custom_ops)  # 1%: the backward's small index tensors

@@ -212,7 +212,8 @@ def _torch_equivalent(fwd, bwd) -> bool:
 def _torch_layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
                       out_dtype: torch.dtype) -> Tensor:
     """The reference backends' numbers through torch's autograd: the same native kernels on the same compute-dtype
-    inputs, rounded once, with backward nodes in C++ (no Python on the backward: the eager path's choice)."""
+    inputs, rounded once, with backward nodes in C++ (no Python on the backward: the eager path's choice for inputs
+    already in the compute dtype)."""
     compute = _compute_dtype(x)
     y = nn.functional.layer_norm(cast(x, compute), (x.shape[-1],), cast(weight, compute), cast(bias, compute), eps)
     return cast(y, out_dtype)
@@ -241,8 +242,9 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
         out_dtype = autocast_dtype(x) or x.dtype
     if plain_eager((x, weight, bias)):
         present = _present(x, weight, bias)
-        if _torch_equivalent(resolve("layer_norm_fwd", backend, present),
-                             lambda: resolve("layer_norm_bwd", backend, (x, *present))):
+        # torch's path only where x needs no cast: autograd would keep a float32 copy of a half x for the backward
+        if x.dtype == _compute_dtype(x) and _torch_equivalent(
+                resolve("layer_norm_fwd", backend, present), lambda: resolve("layer_norm_bwd", backend, (x, *present))):
             return _torch_layer_norm(x, weight, bias, float(eps), out_dtype)
         if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad
                                                                for t in (weight, bias))):

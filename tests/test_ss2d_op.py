@@ -214,3 +214,22 @@ def test_ss2d_projected_scan_rejects_a_projection_of_another_shape():
     data["proj"] = data["proj"][..., :-1]
     with pytest.raises(ValueError, match=r"proj must be \(batch, H\*W, K\*\(R\+2N\)\) = \(2, 12, 24\)"):
         ss2d_scan_projected(**data, size=(3, 4), directions=4)
+
+
+def test_ss2d_projected_eager_path_trains_after_inference_mode():
+    """The eager path caches its gather indices per size: made under torch.inference_mode() (a validation pass) they
+    must still be normal tensors that a later training step can save for its backward."""
+    import timm
+    import vmamba_zoo.models  # noqa: F401
+    from vmamba_zoo.ops.ss2d import _cached_gather_rows
+
+    _cached_gather_rows.cache_clear()
+    model = timm.create_model("test_vmamba")
+    x = torch.randn(2, 3, 40, 56)
+    with torch.inference_mode():
+        expected = model.eval()(x)
+    y = model.train()(x)
+    y.sum().backward()
+    assert model.stages[0].blocks[0].mixer.x_proj_weight.grad is not None
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), expected)

@@ -184,15 +184,26 @@ def in_scan_order(proj: Tensor, directions: int) -> Tensor:
     return torch.stack([p.reshape(batch, height * width, channels) for p in planes], dim=1)
 
 
-@functools.lru_cache(maxsize=64)
 def _gather_rows(height: int, width: int, directions: int, device: torch.device) -> Tuple[Tensor, Tensor]:
     """Rows of a (batch, L*K, C) view of the pixel-order projection that :func:`in_scan_order` takes, in its output
-    order (row k*L + t: direction k's step t), and the inverse permutation (the backward's gather)."""
-    order = scan_order(height, width, directions, device=device)
-    rows = (order * directions + torch.arange(directions, device=device)[:, None]).reshape(-1)
-    inverse = torch.empty_like(rows)
-    inverse[rows] = torch.arange(rows.numel(), device=device)
+    order (row k*L + t: direction k's step t), and the inverse permutation (the backward's gather). Cached per size
+    and device, except while a CUDA graph is being captured (the capture only records the kernels that fill them)."""
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return _make_gather_rows(height, width, directions, device)
+    return _cached_gather_rows(height, width, directions, device)
+
+
+def _make_gather_rows(height: int, width: int, directions: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+    # normal tensors even when first asked for under torch.inference_mode(): a later training step saves them
+    with torch.inference_mode(False), torch.no_grad():
+        order = scan_order(height, width, directions, device=device)
+        rows = (order * directions + torch.arange(directions, device=device)[:, None]).reshape(-1)
+        inverse = torch.empty_like(rows)
+        inverse[rows] = torch.arange(rows.numel(), device=device)
     return rows, inverse
+
+
+_cached_gather_rows = functools.lru_cache(maxsize=64)(_make_gather_rows)
 
 
 def _split_scan_order(x_dbl: Tensor, rank: int, d_state: int) -> Tuple[Tensor, Tensor, Tensor]:

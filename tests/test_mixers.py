@@ -264,12 +264,12 @@ def test_scan_orders_match_cross_scan():
 @pytest.mark.parametrize("height,width", [(3, 5), (4, 4), (1, 7)])
 def test_ss2d_projection_scan_order_is_scan_order(height, width):
     """SS2D puts each direction's own projection channels in that direction's scan_order (by views and a flip)."""
-    from vmamba_zoo.mixers.ss2d import _in_scan_order
+    from vmamba_zoo.ops.ss2d import in_scan_order
     for k in (1, 2, 4):
         proj = torch.randn(2, height, width, k, 3)
         flat, order = proj.reshape(2, height * width, k, 3), scan_order(height, width, k)
         expected = torch.stack([flat[:, order[d], d] for d in range(k)], dim=1)
-        assert torch.equal(_in_scan_order(proj, k), expected), k
+        assert torch.equal(in_scan_order(proj, k), expected), k
 
 
 def test_ss2d_scan_rejects_projections_of_other_directions():

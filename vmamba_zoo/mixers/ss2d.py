@@ -17,7 +17,6 @@ from timm.layers import register_notrace_function
 from torch import Tensor
 
 from ..ops import LayerNorm
-from ..ops.ss2d import in_scan_order as _in_scan_order  # noqa: F401  (tests)
 from ..ops.ss2d import ss2d_scan_projected
 from ..ops.reference.cross_scan import SCAN_DIRECTIONS
 from .base import TokenMixer, register_mixer, to_image, to_tokens

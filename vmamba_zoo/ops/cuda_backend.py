@@ -397,16 +397,14 @@ def _common_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
     return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 
-_as = dense  # the kernels' inputs: contiguous, in one dtype
-
-
 def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output):
     """The backend function (same signature as the reference's). Activations of mixed dtypes run in
     float32 (exact: the kernels compute in float32 anyway); parameters are float32."""
     act = _common_dtype(u, delta, B, C, z)
     y = getattr(torch.ops, OPS_NAMESPACE).selective_scan_fwd(
-        _as(u, act), _as(delta, act), _as(A, torch.float32), _as(B, act), _as(C, act), _as(D, torch.float32),
-        _as(z, act), _as(delta_bias, torch.float32), bool(delta_softplus), bool(fp32_output))
+        dense(u, act), dense(delta, act), dense(A, torch.float32), dense(B, act), dense(C, act),
+        dense(D, torch.float32), dense(z, act), dense(delta_bias, torch.float32), bool(delta_softplus),
+        bool(fp32_output))
     return y if fp32_output else cast(y, u.dtype)
 
 
@@ -416,8 +414,8 @@ def selective_scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus
     act = _common_dtype(u, delta, B, C, z)
     dout = dense(dout) if dout.dtype in (torch.float32, act) else dense(dout, torch.float32)
     grads = getattr(torch.ops, OPS_NAMESPACE).selective_scan_bwd(
-        dout, _as(u, act), _as(delta, act), _as(A, torch.float32), _as(B, act), _as(C, act),
-        _as(D, torch.float32), _as(z, act), _as(delta_bias, torch.float32), bool(delta_softplus))
+        dout, dense(u, act), dense(delta, act), dense(A, torch.float32), dense(B, act), dense(C, act),
+        dense(D, torch.float32), dense(z, act), dense(delta_bias, torch.float32), bool(delta_softplus))
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     return tuple(None if t is None else cast(g, t.dtype) for g, t in zip(grads, inputs))
 
@@ -447,8 +445,8 @@ def _ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last):
     """The kernels' inputs: a channels-last image, activations in one dtype, parameters float32."""
     act = _common_dtype(x, dts, Bs, Cs)
     f32 = torch.float32
-    return (_as(_channels_last(x, channels_last), act), _as(dts, act), _as(dt_weight, f32), _as(dt_bias, f32),
-            _as(A, f32), _as(Bs, act), _as(Cs, act), _as(Ds, f32))
+    return (dense(_channels_last(x, channels_last), act), dense(dts, act), dense(dt_weight, f32), dense(dt_bias, f32),
+            dense(A, f32), dense(Bs, act), dense(Cs, act), dense(Ds, f32))
 
 
 def ss2d_scan_fwd(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, save_states=False):
@@ -461,7 +459,7 @@ def ss2d_scan_fwd(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channel
 def ss2d_scan_bwd(dy, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions, channels_last, states=None):
     """Gradients (dx, ddts, ddt_weight, ddt_bias, dA, dBs, dCs, dDs), each in its input's dtype and layout; from
     the forward's saved states when given (no forward re-walk), else re-walking the forward."""
-    dy = _as(_channels_last(dy, channels_last), torch.float32)
+    dy = dense(_channels_last(dy, channels_last), torch.float32)
     states = dy.new_empty(0) if states is None or states.numel() == 0 else dense(states, torch.float32)
     grads = getattr(torch.ops, OPS_NAMESPACE).ss2d_bwd(
         dy, *_ss2d_args(x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, channels_last), states, directions)

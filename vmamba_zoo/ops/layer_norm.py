@@ -18,7 +18,6 @@ name), chosen as :mod:`vmamba_zoo.ops.backends` describes (``VMAMBA_ZOO_LAYER_NO
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 from typing import Optional, Sequence
@@ -43,18 +42,11 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _without_autocast(device_type: str):
+def _without_autocast():
     # the ops run inside the caller's autocast region (custom ops have no autocast rule, the key falls
-    # through); the reference calls aten ops that autocast would otherwise re-cast. torch's guard that masks the
-    # autocast keys costs under a microsecond, torch.autocast(enabled=False) several
-    if _DISABLE_AUTOCAST is not None:
-        return _DISABLE_AUTOCAST()
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
-_DISABLE_AUTOCAST = getattr(torch._C, "_DisableAutocast", None)
+    # through); the reference calls aten ops that autocast would otherwise re-cast. torch's guard masks the autocast
+    # keys in under a microsecond (torch.autocast(enabled=False) takes several)
+    return torch._C._DisableAutocast()
 
 
 # ------------------------------------------------------------------------------------ reference backend
@@ -62,7 +54,7 @@ def reference_layer_norm_fwd(x: Tensor, weight: Optional[Tensor], bias: Optional
                              out_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """torch's LayerNorm in the compute dtype, rounded once to ``out_dtype``."""
     compute = _compute_dtype(x)
-    with _without_autocast(x.device.type):
+    with _without_autocast():
         y, mean, rstd = torch.native_layer_norm(cast(x, compute), [x.shape[-1]], cast(weight, compute),
                                                 cast(bias, compute), eps)
     stats_shape = x.shape[:-1]
@@ -73,7 +65,7 @@ def reference_layer_norm_bwd(dy: Tensor, x: Tensor, weight: Optional[Tensor], bi
                              mean: Tensor, rstd: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     compute = _compute_dtype(x)
     stats_shape = (*x.shape[:-1], 1)
-    with _without_autocast(x.device.type):
+    with _without_autocast():
         dx, dweight, dbias = torch.ops.aten.native_layer_norm_backward(
             cast(dy, compute), cast(x, compute), [x.shape[-1]], cast(mean, compute).reshape(stats_shape),
             cast(rstd, compute).reshape(stats_shape), cast(weight, compute), cast(bias, compute),
@@ -203,10 +195,13 @@ class _EagerLayerNorm(torch.autograd.Function):
         return dx, dweight, dbias, None, None, None
 
 
-def _torch_equivalent(fwd, bwd) -> bool:
-    """Whether the chosen forward and backward (``bwd``: a callable resolving it) are the reference ones, which
-    autograd through torch's own LayerNorm reproduces exactly."""
-    return fwd is reference_layer_norm_fwd and bwd() is reference_layer_norm_bwd
+def _torch_path(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], backend: str) -> bool:
+    """Whether the eager path may run torch's own LayerNorm: the reference backends are the ones chosen (autograd
+    through torch's LayerNorm reproduces them exactly) and x needs no cast (autograd would keep a float32 copy of a
+    half x for the backward)."""
+    present = _present(x, weight, bias)
+    return (x.dtype == _compute_dtype(x) and resolve("layer_norm_fwd", backend, present) is reference_layer_norm_fwd
+            and resolve("layer_norm_bwd", backend, (x, *present)) is reference_layer_norm_bwd)
 
 
 def _torch_layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
@@ -241,10 +236,7 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     if out_dtype is None:
         out_dtype = autocast_dtype(x) or x.dtype
     if plain_eager((x, weight, bias)):
-        present = _present(x, weight, bias)
-        # torch's path only where x needs no cast: autograd would keep a float32 copy of a half x for the backward
-        if x.dtype == _compute_dtype(x) and _torch_equivalent(
-                resolve("layer_norm_fwd", backend, present), lambda: resolve("layer_norm_bwd", backend, (x, *present))):
+        if _torch_path(x, weight, bias, backend):
             return _torch_layer_norm(x, weight, bias, float(eps), out_dtype)
         if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad
                                                                for t in (weight, bias))):

@@ -212,6 +212,12 @@ def _split_scan_order(x_dbl: Tensor, rank: int, d_state: int) -> Tuple[Tensor, T
     return dts.contiguous(), Bs.contiguous(), Cs.contiguous()
 
 
+def _state_parameters(dt_bias: Tensor, A_logs: Tensor, Ds: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """The op's dt_bias (K*D,), A = -exp(A_logs) and Ds, in at least float32 (the SSM parameters' precision)."""
+    state = torch.promote_types(A_logs.dtype, torch.float32)
+    return cast(dt_bias.reshape(-1), state), -torch.exp(cast(A_logs, state)), cast(Ds, state)
+
+
 def _projected_forward(x, proj, dt_weight, dt_bias, A_logs, Ds, k, rank, backend, save_states, height, width):
     """The eager path's forward: the merged scan and what its backward keeps."""
     batch, length = x.shape[0], height * width
@@ -219,9 +225,7 @@ def _projected_forward(x, proj, dt_weight, dt_bias, A_logs, Ds, k, rank, backend
     channels = proj.shape[-1] // k
     x_dbl = proj.reshape(batch, length * k, channels).index_select(1, rows).view(batch, k, length, channels)
     dts, Bs, Cs = _split_scan_order(x_dbl, rank, (channels - rank) // 2)
-    state = torch.promote_types(A_logs.dtype, torch.float32)  # SSM parameters stay >= float32
-    A = torch.exp(cast(A_logs, state)).neg_()
-    bias, D = cast(dt_bias.reshape(-1), state), cast(Ds, state)
+    bias, A, D = _state_parameters(dt_bias, A_logs, Ds)
     out, states = _forward(x, dts, dt_weight, bias, A, Bs, Cs, D, k, True, backend, save_states, width)
     return out, (x, dts, dt_weight, bias, A, Bs, Cs, D, states, inverse)
 
@@ -278,6 +282,6 @@ def ss2d_scan_projected(x: Tensor, proj: Tensor, dt_weight: Tensor, dt_bias: Ten
         return _projected_forward(*args)[0]  # nothing to differentiate: no autograd node at all
     x_dbl = in_scan_order(proj.view(batch, height, width, k, rank + 2 * d_state), k)
     dts, Bs, Cs = _split_scan_order(x_dbl, rank, d_state)
-    state = torch.promote_types(A_logs.dtype, torch.float32)  # SSM parameters stay >= float32
-    return ss2d_selective_scan(x, dts, dt_weight, cast(dt_bias.reshape(-1), state), -torch.exp(cast(A_logs, state)),
-                               Bs, Cs, cast(Ds, state), k, channels_last=True, backend=backend, size=size)
+    bias, A, D = _state_parameters(dt_bias, A_logs, Ds)
+    return ss2d_selective_scan(x, dts, dt_weight, bias, A, Bs, Cs, D, k, channels_last=True, backend=backend,
+                               size=size)

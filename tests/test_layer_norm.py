@@ -330,8 +330,8 @@ def test_eager_torch_path_equals_the_custom_op_without_autocast(monkeypatch, dty
         return y, torch.autograd.grad(y.double().square().sum(), leaves)
 
     y_eager, grads_eager = run()
-    # half inputs keep the Function (it saves x as it is); float64 needs no cast and runs torch's LayerNorm
-    expected = "_EagerLayerNormBackward" if dtype == torch.bfloat16 else "NativeLayerNormBackward0"
+    # a half x runs as its float32 copy (then rounded: a cast node last); float64 needs no cast
+    expected = "ToCopyBackward0" if dtype == torch.bfloat16 else "NativeLayerNormBackward0"
     assert y_eager.dtype == dtype and type(y_eager.grad_fn).__name__ == expected
     monkeypatch.setattr(LN_module, "plain_eager", lambda tensors: False)
     y_op, grads_op = run()
@@ -353,3 +353,89 @@ def test_eager_path_saves_the_input_as_it_is(dtype):
     maps = [t for t in saved if t.shape == x.shape]
     assert maps and all(t.dtype == dtype and t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
                         for t in maps)
+
+
+def test_eager_half_path_keeps_x_not_its_float32_copy():
+    """Torch's LayerNorm on the float32 copy of a half x, with the copy made again in the backward: autograd keeps x
+    itself (the next test checks), gradients equal the Function's bit for bit, and an in-place
+    change of x before the backward is an error, as autograd's own saved tensors would give."""
+    LN_module = importlib.import_module("vmamba_zoo.ops.layer_norm")
+    weight, bias = torch.randn(2, 24, dtype=torch.float64).float().unbind(0)
+    x = torch.randn(4, 7, 24).to(torch.bfloat16)
+
+    def run():
+        leaves = [x.clone().requires_grad_(), weight.clone().requires_grad_(), bias.clone().requires_grad_()]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer_norm(*leaves)
+        return leaves, y
+
+    leaves, y = run()
+    assert type(y.grad_fn).__name__ == "ToCopyBackward0"
+    grads = torch.autograd.grad(y.float().square().sum(), leaves, retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        leaves2, y2 = run()
+        with torch.no_grad():
+            leaves2[0].add_(1)
+        y2.float().sum().backward()
+
+    leaves3 = [t.detach().clone().requires_grad_() for t in leaves]  # the Function's gradients, same inputs
+    y3 = LN_module._EagerLayerNorm.apply(*leaves3, 1e-5, torch.bfloat16, "auto")
+    expected = torch.autograd.grad(y3.float().square().sum(), leaves3)
+    assert torch.equal(y.detach(), y3.detach())
+    for a, b in zip(grads, expected):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_eager_half_path_memory_and_user_hooks():
+    """The float32 copy of a half x is freed after the forward (only x is kept); under the caller's own saved-tensor
+    hooks (checkpointing, offloading) the Function runs instead, so their hooks see every saved tensor."""
+    x = torch.randn(64, 32).to(torch.bfloat16).requires_grad_()
+    norm = LayerNorm(32)
+    kept = []
+
+    def pack(t):
+        kept.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = norm(x)
+    assert type(y.grad_fn).__name__ == "_EagerLayerNormBackward"
+    assert any(t is x or t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() for t in kept)
+    assert not any(t.dtype == torch.float32 and t.shape == x.shape for t in kept)
+
+    y = norm(x)  # no hooks of the caller: the torch path, which keeps x and remakes the float32 input on demand
+    node = y.grad_fn.next_functions[0][0]  # NativeLayerNormBackward0 under the cast's node
+    assert type(node).__name__ == "NativeLayerNormBackward0"
+    first, second = node._saved_input, node._saved_input
+    assert first.dtype == torch.float32 and torch.equal(first, x.detach().float())
+    assert first.data_ptr() != second.data_ptr()  # made at each unpack: the forward's copy was not kept
+    y.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+
+
+def test_eager_half_path_frees_the_float32_copy():
+    """Autograd keeps the saved-tensor hooks with what they packed: they must not hold on to the float32 copy (a
+    float32 map per LayerNorm of the residual stream, +0.7 GiB in a VMamba-T training step at batch 128)."""
+    import gc
+    import weakref
+
+    x = torch.randn(64, 32).to(torch.bfloat16).requires_grad_()
+    norm = LayerNorm(32)
+    copies = []
+    real_to = torch.Tensor.to
+
+    def recording_to(t, *args, **kwargs):
+        out = real_to(t, *args, **kwargs)
+        if t is x and out.dtype == torch.float32:
+            copies.append(weakref.ref(out))
+        return out
+
+    torch.Tensor.to = recording_to
+    try:
+        y = norm(x)
+    finally:
+        torch.Tensor.to = real_to
+    gc.collect()
+    assert type(y.grad_fn).__name__ == "ToCopyBackward0" and len(copies) == 1
+    assert copies[0]() is None  # freed while the graph (and its hooks) are alive
+    y.float().sum().backward()

@@ -196,21 +196,57 @@ class _EagerLayerNorm(torch.autograd.Function):
 
 
 def _torch_path(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], backend: str) -> bool:
-    """Whether the eager path may run torch's own LayerNorm: the reference backends are the ones chosen (autograd
-    through torch's LayerNorm reproduces them exactly) and x needs no cast (autograd would keep a float32 copy of a
-    half x for the backward)."""
+    """Whether the eager path may run torch's own LayerNorm under autograd: the reference backends are the ones chosen
+    (autograd through torch's LayerNorm reproduces them exactly), and x is in the compute dtype or is a half x whose
+    float32 copy the saved-tensor hooks of :func:`_torch_layer_norm` can keep out of the saved activations (not while
+    the caller's own hooks are active, e.g. activation checkpointing or offloading: theirs must see every saved
+    tensor)."""
+    if x.dtype != _compute_dtype(x) and not (x.dtype in _HALF_DTYPES and _no_saved_tensor_hooks()):
+        return False
     present = _present(x, weight, bias)
-    return (x.dtype == _compute_dtype(x) and resolve("layer_norm_fwd", backend, present) is reference_layer_norm_fwd
+    return (resolve("layer_norm_fwd", backend, present) is reference_layer_norm_fwd
             and resolve("layer_norm_bwd", backend, (x, *present)) is reference_layer_norm_bwd)
+
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _no_saved_tensor_hooks() -> bool:
+    autograd = torch._C._autograd
+    return autograd._saved_tensors_hooks_is_enabled() and autograd._top_saved_tensors_default_hooks(False) is None
 
 
 def _torch_layer_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], eps: float,
                       out_dtype: torch.dtype) -> Tensor:
     """The reference backends' numbers through torch's autograd: the same native kernels on the same compute-dtype
-    inputs, rounded once, with backward nodes in C++ (no Python on the backward: the eager path's choice for inputs
-    already in the compute dtype)."""
+    inputs, rounded once, with backward nodes in C++ (no Python between the backward's kernels).
+
+    A half x is normalised as its float32 copy, as the reference does; autograd would keep that copy for the
+    backward (twice x's bytes, per LayerNorm of the residual stream), so saved-tensor hooks keep x instead and make
+    the copy again in the backward, checking that x was not modified in place meanwhile."""
     compute = _compute_dtype(x)
-    y = nn.functional.layer_norm(cast(x, compute), (x.shape[-1],), cast(weight, compute), cast(bias, compute), eps)
+    weight, bias = cast(weight, compute), cast(bias, compute)
+    if x.dtype == compute:
+        return cast(nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps), out_dtype)
+    copy = [x.to(compute)]  # emptied after the forward: autograd keeps the hooks, which must not keep the copy
+
+    def pack(t: Tensor):
+        kept = x if copy and t is copy[0] else t
+        return kept, kept._version
+
+    def unpack(packed) -> Tensor:
+        kept, version = packed
+        if kept._version != version:
+            raise RuntimeError("vmamba_zoo layer_norm: one of the variables needed for gradient computation has been "
+                               "modified by an inplace operation (the LayerNorm's input or parameters)")
+        return kept.to(compute) if kept is x else kept
+
+    torch._C._autograd._push_saved_tensors_default_hooks(pack, unpack)
+    try:
+        y = nn.functional.layer_norm(copy[0], (x.shape[-1],), weight, bias, eps)
+    finally:
+        torch._C._autograd._pop_saved_tensors_default_hooks()
+        copy.clear()
     return cast(y, out_dtype)
 
 
@@ -236,12 +272,12 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     if out_dtype is None:
         out_dtype = autocast_dtype(x) or x.dtype
     if plain_eager((x, weight, bias)):
+        if not (torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad
+                                                                    for t in (weight, bias)))):
+            return _forward(x, weight, bias, float(eps), out_dtype, backend)[0]  # nothing to differentiate: no node
         if _torch_path(x, weight, bias, backend):
             return _torch_layer_norm(x, weight, bias, float(eps), out_dtype)
-        if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad
-                                                               for t in (weight, bias))):
-            return _EagerLayerNorm.apply(x, weight, bias, float(eps), out_dtype, backend)
-        return _forward(x, weight, bias, float(eps), out_dtype, backend)[0]  # nothing to differentiate: no node
+        return _EagerLayerNorm.apply(x, weight, bias, float(eps), out_dtype, backend)
     y, _, _ = torch.ops.vmamba_zoo.layer_norm_fwd(x, weight, bias, float(eps), out_dtype, backend)
     return y
 

@@ -1,7 +1,8 @@
-"""The Python and dispatcher share of an eager VMamba step, measured on the CPU: the model narrowed (stem width 16) at a
-tiny input (32x32, batch 1) under bfloat16 autocast (convolutions in float32), with the SS2D scan's backends replaced by
-stand-ins that only allocate their outputs, so that what remains is mostly host work per operator - the part that bounds eager training steps on a fast GPU
-(benchmarks/host_overhead.py measures it there). A proxy for comparing trees and code paths, not a GPU number.
+"""The Python and dispatcher share of an eager VMamba step, measured on the CPU: the model narrowed (stem width 16)
+at a tiny input (32x32, batch 1) under bfloat16 autocast (convolutions in float32), with the SS2D scan's backends
+replaced by stand-ins that only allocate their outputs, so that what remains is mostly host work per operator - the
+part that bounds eager training steps on a fast GPU (benchmarks/host_overhead.py measures it there). A proxy for
+comparing trees and code paths, not a GPU number.
 
     PYTHONPATH=. python benchmarks/host_proxy_cpu.py [--model vmamba_tiny] [--steps 30] [--profile]
 """

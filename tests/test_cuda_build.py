@@ -74,7 +74,8 @@ _BUILD_SCRIPT = textwrap.dedent("""
     ok = cuda_backend.load_extension()
     print("STATUS", ok, cuda_backend.extension_status())
     ops = torch.ops.vmamba_zoo_cuda
-    print("OPS", ops.selective_scan_fwd, ops.selective_scan_bwd, ops.kernels_available)
+    print("OPS", ops.selective_scan_fwd, ops.selective_scan_bwd, ops.kernels_available, ops.ss2d_fwd, ops.ss2d_bwd,
+          ops.ss2d_projected)
     u = torch.zeros(1, 2, 3)
     try:  # registered for CUDA only: a CPU call must be refused by the dispatcher, not crash
         ops.selective_scan_fwd(u, u, torch.zeros(2, 1), torch.zeros(1, 1, 1, 3), torch.zeros(1, 1, 1, 3),
@@ -99,6 +100,7 @@ def test_cuda_sources_compile(nvcc, tmp_path):
                             cwd=tmp_path, timeout=1200)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "STATUS True" in result.stdout, output[-6000:]
+    assert "vmamba_zoo_cuda.ss2d_projected" in result.stdout, output[-3000:]  # the eager path's C++ node
     assert "CPU CALL REFUSED" in result.stdout, output[-3000:]
 
 

@@ -189,10 +189,12 @@ def test_ss2d_host_code_rejects_bad_input(cuda_on_cpu):
         ops.ss2d_bwd(torch.zeros(1, 4, 4, 8), *args, torch.zeros(1, 4, 3, 1, 8), 4)
 
 
+@pytest.mark.parametrize("save_states", [False, True], ids=["rewalk", "states"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_emulated_ss2d_projected_eager_path_equals_the_custom_op(cuda_on_cpu, monkeypatch, dtype):
-    """The kernels behind ss2d_scan_projected (the mixer's entry): plain eager mode's one-node path (a gather each way)
-    and the custom ops' path give the same forward and gradients, bit for bit."""
+def test_emulated_ss2d_projected_eager_paths_equal_the_custom_op(cuda_on_cpu, monkeypatch, dtype, save_states):
+    """The kernels behind ss2d_scan_projected (the mixer's entry): plain eager mode's one-node paths - the extension's
+    C++ node (ss2d_eager.cpp) and the Python autograd.Function - and the custom ops' path give the same forward and
+    gradients, bit for bit; without gradients the C++ op makes no node."""
     import vmamba_zoo.ops.ss2d as ss2d_module
 
     size, directions, channels, rank = (5, 6), 4, 40, 3
@@ -204,15 +206,28 @@ def test_emulated_ss2d_projected_eager_path_equals_the_custom_op(cuda_on_cpu, mo
                 A_logs=0.5 * torch.randn(directions * channels, 1, generator=g),
                 Ds=torch.randn(directions * channels, generator=g))
 
-    def run():
+    monkeypatch.setattr(ss2d_module, "_needs_states", lambda tensors, backend: save_states)  # as on a GPU
+
+    def run(node):
         leaves = {n: t.clone().requires_grad_() for n, t in data.items()}
         y = ss2d_module.ss2d_scan_projected(**leaves, size=size, directions=directions, backend="cuda")
+        assert node in y.grad_fn.name()
         return y, torch.autograd.grad(y, list(leaves.values()), torch.ones_like(y) + y.detach())
 
     with deterministic_algorithms():  # the forward by segments: no atomics, the same sums every run
-        y_eager, grads_eager = run()
+        with torch.no_grad():
+            y_plain = ss2d_module.ss2d_scan_projected(**data, size=size, directions=directions, backend="cuda")
+        assert y_plain.grad_fn is None
+        results = {"cpp": run("SS2DProjected")}
+        with monkeypatch.context() as python_only:
+            python_only.setattr(ss2d_module, "_cuda_eager_op", lambda *args: None)
+            results["function"] = run("_EagerProjectedScanBackward")
         monkeypatch.setattr(ss2d_module, "plain_eager", lambda tensors: False)
-        y_op, grads_op = run()
-    assert torch.equal(y_eager, y_op)
-    for name, a, b in zip(data, grads_eager, grads_op):
-        assert a.dtype == data[name].dtype and torch.equal(a, b), name
+        results["op"] = run("ss2d_scan_fwd")
+    y_op, grads_op = results["op"]
+    assert torch.equal(y_plain, y_op)
+    for path in ("cpp", "function"):
+        y_eager, grads_eager = results[path]
+        assert torch.equal(y_eager, y_op), path
+        for name, a, b in zip(data, grads_eager, grads_op):
+            assert a.dtype == data[name].dtype and torch.equal(a, b), (path, name)

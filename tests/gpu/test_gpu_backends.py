@@ -199,3 +199,39 @@ def test_model_eager_path_equals_the_custom_ops(monkeypatch, autocast):
     assert grads_eager.keys() == grads_op.keys()
     for name in grads_op:
         assert torch.equal(grads_eager[name], grads_op[name]), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_cuda_eager_node_equals_the_python_function(monkeypatch, dtype):
+    """ss2d_scan_projected on CUDA in plain eager mode runs the extension's C++ autograd node (ss2d_eager.cpp), with
+    saved states for the backward, and gives the Python autograd.Function's output and gradients bit for bit; without
+    gradients it makes no node (forward by segments: no atomics)."""
+    import importlib
+    ss2d_module = importlib.import_module("vmamba_zoo.ops.ss2d")
+
+    monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", "segments")
+    size, directions, channels, rank = (13, 11), 4, 72, 5
+    g = torch.Generator().manual_seed(7)
+    length = size[0] * size[1]
+    data = dict(x=torch.randn(3, length, channels, generator=g).to(dtype),
+                proj=torch.randn(3, length, directions * (rank + 2), generator=g).to(dtype),
+                dt_weight=0.5 * torch.randn(directions, channels, rank, generator=g),
+                dt_bias=0.3 * torch.randn(directions, channels, generator=g),
+                A_logs=0.5 * torch.randn(directions * channels, 1, generator=g),
+                Ds=torch.randn(directions * channels, generator=g))
+    data = {n: t.cuda() for n, t in data.items()}
+
+    def run(node):
+        leaves = {n: t.clone().requires_grad_() for n, t in data.items()}
+        y = ss2d_module.ss2d_scan_projected(**leaves, size=size, directions=directions)
+        assert node in y.grad_fn.name()
+        return y, torch.autograd.grad(y, list(leaves.values()), torch.ones_like(y) + y.detach())
+
+    y_cpp, grads_cpp = run("SS2DProjected")
+    with torch.no_grad():
+        assert ss2d_module.ss2d_scan_projected(**data, size=size, directions=directions).grad_fn is None
+    monkeypatch.setattr(ss2d_module, "_cuda_eager_op", lambda *args: None)
+    y_fn, grads_fn = run("_EagerProjectedScanBackward")
+    assert torch.equal(y_cpp, y_fn)
+    for name, a, b in zip(data, grads_cpp, grads_fn):
+        assert a.dtype == data[name].dtype and torch.equal(a, b), name

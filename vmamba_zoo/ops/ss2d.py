@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import reference
+from . import cuda_backend, reference
 from .backends import cast, dense, plain_eager, register_backend, resolve
 from .reference.cross_scan import SCAN_DIRECTIONS, scan_order
 from .reference.ss2d import STATE_STEPS, state_count, states_shape
@@ -256,6 +256,25 @@ class _EagerProjectedScan(torch.autograd.Function):
                 None, None, None, None, None, None)
 
 
+def _cuda_eager_op(x: Tensor, proj: Tensor, parameters: Tuple[Tensor, ...], directions: int, rank: int, d_state: int,
+                   backend: str):
+    """The CUDA extension's eager path (csrc/selective_scan/ss2d_eager.cpp: :class:`_EagerProjectedScan` as one C++
+    autograd node, no Python in its forward or backward) where it computes the same: the cuda backend is the one
+    chosen for the scan's forward and backward, x and proj share a dtype and the SSM parameters are float32 (the
+    kernels' own); else None."""
+    if (x.device.type != cuda_backend._DEVICE_TYPE or x.dtype != proj.dtype or d_state != 1
+            or any(t.dtype != torch.float32 for t in parameters)):
+        return None
+    batch, length = x.shape[0], x.shape[1]
+    with torch.no_grad():  # stand-ins with the shapes of the ops' dts and Bs / Cs, for choosing the backend
+        dts = proj.as_strided((batch, directions, rank, length), (0, 0, 0, 0))
+        Bs = proj.as_strided((batch, directions, d_state, length), (0, 0, 0, 0))
+    if (resolve("ss2d_scan_fwd", backend, (x, dts, Bs, Bs)) is not cuda_backend.ss2d_scan_fwd
+            or resolve("ss2d_scan_bwd", backend, (x, x, dts, Bs, Bs)) is not cuda_backend.ss2d_scan_bwd):
+        return None
+    return getattr(getattr(torch.ops, cuda_backend.OPS_NAMESPACE), "ss2d_projected", None)  # None: an older build
+
+
 def ss2d_scan_projected(x: Tensor, proj: Tensor, dt_weight: Tensor, dt_bias: Tensor, A_logs: Tensor, Ds: Tensor,
                         size: Tuple[int, int], directions: int = 4, backend: str = "auto") -> Tensor:
     """The merged SS2D scan (float32, x's layout) of channel-last tokens ``x`` (batch, H*W, D) of a map of ``size``,
@@ -265,7 +284,8 @@ def ss2d_scan_projected(x: Tensor, proj: Tensor, dt_weight: Tensor, dt_bias: Ten
 
     Each direction's projection is put in its scan order here (:func:`in_scan_order`), then the scan runs as
     :func:`ss2d_selective_scan`. In plain eager mode (:func:`vmamba_zoo.ops.backends.plain_eager`) that is one
-    autograd node around the same backends; elsewhere the ops compilers and tracers see. Same numbers either way.
+    autograd node around the same backends (in C++ where the CUDA kernels run); elsewhere the ops compilers and
+    tracers see. Same numbers either way.
     """
     height, width = size
     batch, length, k = x.shape[0], x.shape[1], directions
@@ -275,8 +295,12 @@ def ss2d_scan_projected(x: Tensor, proj: Tensor, dt_weight: Tensor, dt_bias: Ten
                          f"{tuple(proj.shape)}")
     tensors = (x, proj, dt_weight, dt_bias, A_logs, Ds)
     if plain_eager(tensors) and x.dim() == 3 and length == height * width:
-        args = (x, proj, dt_weight, dt_bias, A_logs, Ds, k, rank, backend, _needs_states(tensors, backend),
-                int(height), int(width))
+        save_states = _needs_states(tensors, backend)
+        one_node = _cuda_eager_op(x, proj, tensors[2:], k, rank, d_state, backend)
+        if one_node is not None:
+            rows, inverse = _gather_rows(height, width, k, x.device)
+            return one_node(x, proj, dt_weight, dt_bias, A_logs, Ds, rows, inverse, k, int(width), save_states)
+        args = (x, proj, dt_weight, dt_bias, A_logs, Ds, k, rank, backend, save_states, int(height), int(width))
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return _EagerProjectedScan.apply(*args)
         return _projected_forward(*args)[0]  # nothing to differentiate: no autograd node at all

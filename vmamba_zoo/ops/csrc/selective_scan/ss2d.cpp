@@ -13,6 +13,7 @@
 
 #include "host_common.h"
 #include "ss2d.h"
+#include "ss2d_host.h"
 
 namespace vmamba_zoo_cuda {
 namespace {
@@ -125,6 +126,8 @@ bool forward_by_direction() {
   return !at::globalContext().deterministicAlgorithms();
 }
 
+}  // namespace
+
 // the merged scan output, float32 (batch, H, W, D), and, when save_states, the state before every
 // kSS2DSubSteps-th step for the backward, float32 (batch, K, ceil(L / kSS2DSubSteps), N, D) (else empty)
 std::tuple<Tensor, Tensor> ss2d_fwd(const Tensor& x, const Tensor& dts, const Tensor& dt_weight, const Tensor& dt_bias,
@@ -145,6 +148,8 @@ std::tuple<Tensor, Tensor> ss2d_fwd(const Tensor& x, const Tensor& dts, const Te
   check_launch(launch_ss2d_fwd(p, in.kind, current_stream()), kWhat, "forward");
   return {out, states};
 }
+
+namespace {
 
 // The raw delta's gradient through the projection delta_raw[b, k, d, l] = sum_r W[k, d, r] dts[b, k, r, l] +
 // bias[k, d], as matrix products over the (batch, step) rows, in ddelta's dtype (tensor cores for half):
@@ -170,6 +175,8 @@ std::tuple<Tensor, Tensor, Tensor> projection_grads(const Tensor& ddelta, const 
                              .view({K, batch / group, C, cols}).sum(1, false, at::kFloat);  // (K, D, cols)
   return {ddts, dw_bias.narrow(2, 0, R).contiguous(), dw_bias.select(2, R).reshape({K * C})};
 }
+
+}  // namespace
 
 // gradients of (x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds), each in its input's dtype; from the forward's saved
 // states when `states` is not empty (ss2d_bwd_states_kernel), else re-walking the forward (ss2d_bwd_kernel)
@@ -241,7 +248,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
           dD_part.sum(0)};
 }
 
-}  // namespace
 }  // namespace vmamba_zoo_cuda
 
 #ifndef VMAMBA_ZOO_CUDA_EMULATION

@@ -1,6 +1,6 @@
-"""Eager VMamba steps with the ops' eager path (autograd.Function, no custom-op dispatch: backends.plain_eager)
-against the custom ops, interleaved in one process, with eager Swin-T as the yardstick; plus the GPU's kernel time
-per step (torch.profiler), to tell the host's share.
+"""Eager VMamba steps with the ops' eager path (no custom-op dispatch: backends.plain_eager), the same with its Python
+autograd.Functions instead of the C++ nodes, and the custom ops, interleaved in one process, with eager Swin-T as the
+yardstick; plus the GPU's kernel time per step (torch.profiler), to tell the host's share.
 
     PYTHONPATH=. python benchmarks/eager_dispatch.py [--models vmamba_tiny vmamba_small] [--batch-size 128]
 
@@ -19,13 +19,25 @@ import vmamba_zoo.models  # noqa: F401
 sys.path.insert(0, "benchmarks")
 from compiled_kernels import anchor_step  # noqa: E402
 
-MODULES = [importlib.import_module(m) for m in ("vmamba_zoo.ops.layer_norm", "vmamba_zoo.ops.ss2d")]
-PLAIN_EAGER = MODULES[0].plain_eager
+LAYER_NORM = importlib.import_module("vmamba_zoo.ops.layer_norm")
+SS2D = importlib.import_module("vmamba_zoo.ops.ss2d")
+MODULES = (LAYER_NORM, SS2D)
+ORIGINAL = {(module, name): getattr(module, name) for module in MODULES
+            for name in ("plain_eager", "_no_saved_tensor_hooks", "_cuda_eager_op") if hasattr(module, name)}
+# what each variant changes: "eager path" is the package as it is; "Python nodes" its eager path without the C++ SS2D
+# node and without torch's LayerNorm for half inputs (the Python autograd.Functions instead, as up to 353df3c);
+# "custom ops" no eager path at all
+VARIANTS = {
+    "eager path": {},
+    "eager, Python nodes": {(SS2D, "_cuda_eager_op"): lambda *args: None,
+                            (LAYER_NORM, "_no_saved_tensor_hooks"): lambda: False},
+    "custom ops": {(module, "plain_eager"): (lambda tensors: False) for module in MODULES},
+}
 
 
-def use_eager_path(on: bool) -> None:
-    for module in MODULES:
-        module.plain_eager = PLAIN_EAGER if on else (lambda tensors: False)
+def use_variant(name: str) -> None:
+    for (module, attr), original in ORIGINAL.items():
+        setattr(module, attr, VARIANTS[name].get((module, attr), original))
 
 
 def step_ms(step, steps: int) -> float:
@@ -58,23 +70,23 @@ def main() -> int:
         for infer in (True, False):
             model = timm.create_model(name).cuda().train(not infer)
             step = anchor_step(model, model, x, infer)
-            variants = ("eager path", "custom ops") if name != args.baseline else ("-",)
+            variants = tuple(VARIANTS) if name != args.baseline else ("-",)
             rates = {v: [] for v in variants}
             for v in variants:  # warm-up: builds, autotuning, allocator
-                use_eager_path(v != "custom ops")
+                use_variant(v if v in VARIANTS else "eager path")
                 step_ms(step, 3)
             for _ in range(args.rounds):
                 for v in variants:
-                    use_eager_path(v != "custom ops")
+                    use_variant(v if v in VARIANTS else "eager path")
                     rates[v].append(args.batch_size / step_ms(step, args.steps) * 1e3)
             for v in variants:
-                use_eager_path(v != "custom ops")
+                use_variant(v if v in VARIANTS else "eager path")
                 median = statistics.median(rates[v])
                 print(f"| {name} | {'infer' if infer else 'train'} | {v} | {' '.join(f'{r:.0f}' for r in rates[v])} "
                       f"| {median:.0f} | {kernel_ms(step):.1f} | {args.batch_size / median * 1e3:.1f} |", flush=True)
             del model, step
             torch.cuda.empty_cache()
-    use_eager_path(True)
+    use_variant("eager path")
     return 0
 
 

@@ -24,6 +24,26 @@ def reference_dir() -> Path:
     return REFERENCE_DIR
 
 
+@pytest.fixture(scope="session")
+def emulated_ops():
+    """torch.ops.vmamba_zoo_cuda_emulated: the CUDA extension's host code and kernels built for the CPU."""
+    import cuda_emulation
+    if cuda_emulation.compiler() is None:
+        pytest.fail("no C++ compiler (g++) for the CUDA emulation")
+    cuda_emulation.build_ops()
+
+
+@pytest.fixture
+def cuda_on_cpu(emulated_ops, monkeypatch):
+    """The cuda backends pointed at the emulated extension (CPU tensors)."""
+    import cuda_emulation
+    from vmamba_zoo.ops import cuda_backend
+    monkeypatch.setattr(cuda_backend, "OPS_NAMESPACE", cuda_emulation.OPS_NAMESPACE)
+    monkeypatch.setattr(cuda_backend, "_DEVICE_TYPE", "cpu")
+    monkeypatch.setattr(cuda_backend, "load_extension", lambda: True)
+    monkeypatch.setattr(cuda_backend, "_device_ok", lambda device: True)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

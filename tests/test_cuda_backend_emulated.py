@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from vmamba_zoo.ops import cuda_backend
 
 import cuda_emulation
 
@@ -31,13 +30,9 @@ def gpu_suite():
 
 
 @pytest.fixture
-def suite(gpu_suite, monkeypatch):
+def suite(gpu_suite, cuda_on_cpu, monkeypatch):
     """The GPU suite's module, on the CPU, with the backend pointed at the emulated extension."""
     monkeypatch.setattr(gpu_suite, "DEVICE", "cpu")
-    monkeypatch.setattr(cuda_backend, "OPS_NAMESPACE", cuda_emulation.OPS_NAMESPACE)
-    monkeypatch.setattr(cuda_backend, "_DEVICE_TYPE", "cpu")
-    monkeypatch.setattr(cuda_backend, "load_extension", lambda: True)
-    monkeypatch.setattr(cuda_backend, "_device_ok", lambda device: True)
     return gpu_suite
 
 

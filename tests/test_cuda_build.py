@@ -75,7 +75,7 @@ _BUILD_SCRIPT = textwrap.dedent("""
     print("STATUS", ok, cuda_backend.extension_status())
     ops = torch.ops.vmamba_zoo_cuda
     print("OPS", ops.selective_scan_fwd, ops.selective_scan_bwd, ops.kernels_available, ops.ss2d_fwd, ops.ss2d_bwd,
-          ops.ss2d_projected)
+          ops.ss2d_projected, ops.layer_norm_fwd, ops.layer_norm_eager)
     u = torch.zeros(1, 2, 3)
     try:  # registered for CUDA only: a CPU call must be refused by the dispatcher, not crash
         ops.selective_scan_fwd(u, u, torch.zeros(2, 1), torch.zeros(1, 1, 1, 3), torch.zeros(1, 1, 1, 3),
@@ -100,7 +100,8 @@ def test_cuda_sources_compile(nvcc, tmp_path):
                             cwd=tmp_path, timeout=1200)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "STATUS True" in result.stdout, output[-6000:]
-    assert "vmamba_zoo_cuda.ss2d_projected" in result.stdout, output[-3000:]  # the eager path's C++ node
+    for op in ("ss2d_projected", "layer_norm_fwd", "layer_norm_eager"):  # the eager paths' C++ nodes, the LayerNorm
+        assert f"vmamba_zoo_cuda.{op}" in result.stdout, output[-3000:]
     assert "CPU CALL REFUSED" in result.stdout, output[-3000:]
 
 

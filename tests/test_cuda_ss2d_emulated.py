@@ -18,22 +18,6 @@ TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 PARAMS = ("dt_weight", "dt_bias", "A", "Ds")
 
 
-@pytest.fixture(scope="module")
-def emulated_ops():
-    if cuda_emulation.compiler() is None:
-        pytest.fail("no C++ compiler (g++) for the CUDA emulation")
-    cuda_emulation.build_ops()
-
-
-@pytest.fixture
-def cuda_on_cpu(emulated_ops, monkeypatch):
-    """The cuda backend pointed at the emulated extension (CPU tensors)."""
-    monkeypatch.setattr(cuda_backend, "OPS_NAMESPACE", cuda_emulation.OPS_NAMESPACE)
-    monkeypatch.setattr(cuda_backend, "_DEVICE_TYPE", "cpu")
-    monkeypatch.setattr(cuda_backend, "load_extension", lambda: True)
-    monkeypatch.setattr(cuda_backend, "_device_ok", lambda device: True)
-
-
 @pytest.fixture(params=["directions", "segments"])
 def fwd_kernel(request, monkeypatch):
     """Each forward kernel: by direction (the default; atomic adds) and by segments (deterministic mode's)."""
@@ -217,7 +201,13 @@ def test_emulated_ss2d_projected_eager_paths_equal_the_custom_op(cuda_on_cpu, mo
     with deterministic_algorithms():  # the forward by segments: no atomics, the same sums every run
         with torch.no_grad():
             y_plain = ss2d_module.ss2d_scan_projected(**data, size=size, directions=directions, backend="cuda")
-        assert y_plain.grad_fn is None
+        with torch.inference_mode():
+            y_inference = ss2d_module.ss2d_scan_projected(**data, size=size, directions=directions, backend="cuda")
+        assert y_plain.grad_fn is None and torch.equal(y_plain, y_inference)
+        leaves = {n: t.clone().requires_grad_() for n, t in data.items()}
+        y = ss2d_module.ss2d_scan_projected(**leaves, size=size, directions=directions, backend="cuda")
+        with pytest.raises(RuntimeError, match="double backward"):
+            torch.autograd.grad(y.square().sum(), [leaves["x"]], create_graph=True)
         results = {"cpp": run("SS2DProjected")}
         with monkeypatch.context() as python_only:
             python_only.setattr(ss2d_module, "_cuda_eager_op", lambda *args: None)

@@ -3,7 +3,7 @@
 ``build()`` compiles emulate.cpp with the kernels' headers (g++, a few seconds; cached by source hash under
 ~/.cache/vmamba_zoo/cuda_emulation), ``forward`` / ``backward`` mirror selective_scan.cpp's host code
 (allocation, the fixed-order sums of the partial results) around the emulated kernels.
-``build_ops()`` builds the real host code (selective_scan.cpp, ss2d.cpp, ss2d_eager.cpp;
+``build_ops()`` builds the real host code (selective_scan.cpp, ss2d.cpp, ss2d_eager.cpp, layer_norm.cpp;
 -DVMAMBA_ZOO_CUDA_EMULATION) with the emulated launchers as a torch extension: ``torch.ops.vmamba_zoo_cuda_emulated``
 on CPU tensors (about a minute, cached).
 """
@@ -39,6 +39,7 @@ def _digest(paths) -> str:
 
 
 OPS_NAMESPACE = "vmamba_zoo_cuda_emulated"
+HOST_SOURCES = ("selective_scan.cpp", "ss2d.cpp", "ss2d_eager.cpp", "layer_norm.cpp")  # the extension's host code
 
 
 def build_ops() -> None:
@@ -52,8 +53,7 @@ def build_ops() -> None:
     build_dir = Path.home() / ".cache" / "vmamba_zoo" / "cuda_emulation" / ("ops_" + _digest(_sources(True)))
     build_dir.mkdir(parents=True, exist_ok=True)
     cpp_extension.load(name="vmamba_zoo_selective_scan_emulated",
-                       sources=[str(KERNEL_DIR / name) for name in ("selective_scan.cpp", "ss2d.cpp", "ss2d_eager.cpp")]
-                       + [str(HERE / "emulate.cpp")],
+                       sources=[str(KERNEL_DIR / name) for name in HOST_SOURCES] + [str(HERE / "emulate.cpp")],
                        extra_include_paths=[str(HERE), str(KERNEL_DIR)],  # HERE first: its cuda_runtime.h
                        extra_cflags=["-O2", "-DVMAMBA_ZOO_CUDA_EMULATION", "-pthread"], extra_ldflags=["-pthread"],
                        build_directory=str(build_dir), is_python_module=False, verbose=False)

@@ -81,7 +81,9 @@ inline float exchange(float value, int source_lane) {
 
 }  // namespace emulation
 
-inline float __shfl_sync(unsigned, float value, int source_lane) { return emulation::exchange(value, source_lane & 31); }
+inline float __shfl_sync(unsigned, float value, int source_lane) {
+  return emulation::exchange(value, source_lane & 31);
+}
 
 inline int __shfl_sync(unsigned mask, int value, int source_lane) {  // through the float slots, bit for bit
   float bits;
@@ -116,6 +118,8 @@ inline uint4 __ldg(const uint4* address) { return *address; }
 inline float atomicAdd(float* address, float value) { return std::atomic_ref<float>(*address).fetch_add(value); }
 
 inline float __expf(float x) { return std::exp(x); }  // the GPU's is a fast approximation
+
+inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }  // the GPU's is within 2 ulp
 
 namespace vmamba_zoo_cuda {
 inline float* dynamic_shared_memory() { return emulation::current_block->shared.data(); }

@@ -9,6 +9,7 @@
 #include "cuda_runtime.h"  // the emulation, not the toolkit's header
 #include "selective_scan_bwd_kernel.cuh"
 #include "selective_scan_fwd_kernel.cuh"
+#include "layer_norm_kernel.cuh"
 #include "ss2d_kernel.cuh"
 
 namespace vmamba_zoo_cuda {
@@ -132,6 +133,22 @@ cudaError_t launch_ss2d_bwd(const SS2DParams& p, ScalarKind kind, cudaStream_t) 
 
 cudaError_t launch_ss2d_bwd_states(const SS2DParams& p, ScalarKind kind, cudaStream_t) {
   return dispatch_ss2d(p, kind, SS2DRunner{p, true, true});
+}
+
+// as layer_norm.cu: one warp a row, kLayerNormWarps rows a block
+struct LayerNormRunner {
+  const LayerNormParams& p;
+  template <typename In, typename Out>
+  cudaError_t run() const {
+    const unsigned blocks = static_cast<unsigned>((p.rows + kLayerNormWarps - 1) / kLayerNormWarps);
+    run_blocks(layer_norm_fwd_kernel<In, Out>, p, blocks, 1, kLayerNormWarps * 32, 0);
+    return cudaSuccess;
+  }
+};
+
+cudaError_t launch_layer_norm_fwd(const LayerNormParams& p, ScalarKind input_kind, ScalarKind output_kind,
+                                  cudaStream_t) {
+  return dispatch_layer_norm(input_kind, output_kind, LayerNormRunner{p});
 }
 
 bool selective_scan_kernels_available() { return true; }

@@ -1,5 +1,6 @@
 """Registers the CUDA kernels (``vmamba_zoo/ops/csrc/selective_scan``) as the ``cuda`` backend of the selective
-scan and of the fused SS2D scan (``ss2d_scan_fwd`` / ``_bwd``).
+scan and of the fused SS2D scan (``ss2d_scan_fwd`` / ``_bwd``), and of the LayerNorm forward (``layer_norm_fwd``,
+chosen by name only until it has been timed on a GPU).
 
 Priority 20, above ``triton`` (10) and ``reference`` (0): auto mode picks it for CUDA tensors of float32,
 float16 or bfloat16 with d_state up to 256 (the fused SS2D scan: d_state 1, dt_rank up to 64), provided the
@@ -42,8 +43,8 @@ import torch
 from .backends import cast, dense, register_backend
 
 __all__ = ["CUDA_PRIORITY", "DEFAULT_ARCH_LIST", "MAX_D_STATE", "arch_list", "cache_dir", "cache_key",
-           "extension_status", "load_extension", "selective_scan_bwd", "selective_scan_fwd", "ss2d_scan_bwd",
-           "ss2d_scan_fwd"]
+           "extension_status", "layer_norm_fwd", "load_extension", "selective_scan_bwd", "selective_scan_fwd",
+           "ss2d_scan_bwd", "ss2d_scan_fwd"]
 
 logger = logging.getLogger(__name__)
 
@@ -482,6 +483,34 @@ def ss2d_fwd_auto(tensors: Sequence[torch.Tensor]) -> bool:
     return (not torch.are_deterministic_algorithms_enabled()
             or tensors[1].shape[-1] < SS2D_FWD_AUTO_MAX_LENGTH_DETERMINISTIC)
 
+
+# ----------------------------------------------------------------------------------------- LayerNorm forward
+LAYER_NORM_MAX_COLUMNS = (1 << 31) - 1
+
+
+def layer_norm_supports(tensors: Sequence[Optional[torch.Tensor]]) -> bool:
+    """(x, weight?, bias?): x float32 / float16 / bfloat16 on one CUDA device, the parameters float32."""
+    x = tensors[0]
+    if any(t.device != x.device for t in tensors) or x.device.type != _DEVICE_TYPE:
+        return False
+    if x.dtype not in _SUPPORTED_DTYPES or any(t.dtype != torch.float32 for t in tensors[1:]):
+        return False
+    return 1 <= x.shape[-1] <= LAYER_NORM_MAX_COLUMNS and load_extension() and _device_ok(x.device)
+
+
+def layer_norm_fwd(x, weight, bias, eps, out_dtype):
+    """The CUDA LayerNorm forward (csrc/selective_scan/layer_norm.cu; same signature as the reference's)."""
+    return getattr(torch.ops, OPS_NAMESPACE).layer_norm_fwd(x, weight, bias, float(eps), out_dtype)
+
+
+def _never(_tensors) -> bool:
+    return False
+
+
+# not picked in auto mode until it is timed against torch's and the Triton kernel on a GPU: run it by name
+# (backend="cuda", VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND=cuda or VMAMBA_ZOO_BACKEND=cuda)
+register_backend("layer_norm_fwd", "cuda", layer_norm_fwd, priority=CUDA_PRIORITY, supports=layer_norm_supports,
+                 auto_supports=_never)
 
 for _op, _fn, _supports, _auto in (("selective_scan_fwd", selective_scan_fwd, supports, None),
                                    ("selective_scan_bwd", selective_scan_bwd, supports, None),

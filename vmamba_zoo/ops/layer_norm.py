@@ -13,8 +13,9 @@ once to the output dtype. The op also returns the per-row mean and 1/std (float3
 ``x.shape[:-1]``), which the backward reuses.
 
 Backends: ``reference`` (torch's own ``native_layer_norm`` and its backward in the compute dtype, any
-device) and ``triton`` (CUDA; on the CPU only under ``TRITON_INTERPRET=1`` and only when asked for by
-name), chosen as :mod:`vmamba_zoo.ops.backends` describes (``VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND`` ...).
+device), ``triton`` (CUDA; on the CPU only under ``TRITON_INTERPRET=1`` and only when asked for by
+name) and, for the forward, ``cuda`` (the extension's kernel, :mod:`vmamba_zoo.ops.cuda_backend`; by name only until
+timed), chosen as :mod:`vmamba_zoo.ops.backends` describes (``VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND`` ...).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from . import cuda_backend
 from .backends import autocast_dtype, cast, dense, lazy_backend, plain_eager, register_backend, resolve
 
 __all__ = ["LayerNorm", "layer_norm"]
@@ -208,6 +210,16 @@ def _torch_path(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], bac
             and resolve("layer_norm_bwd", backend, (x, *present)) is reference_layer_norm_bwd)
 
 
+def _cuda_eager_node(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], backend: str):
+    """The CUDA extension's eager path (csrc/selective_scan/layer_norm.cpp: the CUDA forward and the reference
+    backward as one C++ autograd node) where those are the backends chosen; else None."""
+    present = _present(x, weight, bias)
+    if (resolve("layer_norm_fwd", backend, present) is not cuda_backend.layer_norm_fwd
+            or resolve("layer_norm_bwd", backend, (x, *present)) is not reference_layer_norm_bwd):
+        return None
+    return getattr(getattr(torch.ops, cuda_backend.OPS_NAMESPACE), "layer_norm_eager", None)  # None: an older build
+
+
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -277,6 +289,9 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
             return _forward(x, weight, bias, float(eps), out_dtype, backend)[0]  # nothing to differentiate: no node
         if _torch_path(x, weight, bias, backend):
             return _torch_layer_norm(x, weight, bias, float(eps), out_dtype)
+        node = _cuda_eager_node(x, weight, bias, backend)
+        if node is not None:
+            return node(x, weight, bias, float(eps), out_dtype)
         return _EagerLayerNorm.apply(x, weight, bias, float(eps), out_dtype, backend)
     y, _, _ = torch.ops.vmamba_zoo.layer_norm_fwd(x, weight, bias, float(eps), out_dtype, backend)
     return y

@@ -30,9 +30,9 @@ struct OnDeviceOf {
 inline cudaStream_t current_stream() { return nullptr; }
 #endif
 
-// `what` names the op in messages ("vmamba_zoo CUDA selective scan")
-inline ScalarKind scalar_kind(const at::Tensor& t, const char* what, const char* name) {
-  switch (t.scalar_type()) {
+// `what` names the op in messages ("vmamba_zoo CUDA selective scan"), `name` the tensor or argument
+inline ScalarKind scalar_kind_of(at::ScalarType dtype, const char* what, const char* name) {
+  switch (dtype) {
     case at::kFloat:
       return ScalarKind::kFloat;
     case at::kHalf:
@@ -42,8 +42,12 @@ inline ScalarKind scalar_kind(const at::Tensor& t, const char* what, const char*
     default:
       break;
   }
-  TORCH_CHECK(false, what, ": ", name, " must be float32, float16 or bfloat16, got ", t.scalar_type());
+  TORCH_CHECK(false, what, ": ", name, " must be float32, float16 or bfloat16, got ", dtype);
   return ScalarKind::kFloat;  // not reached
+}
+
+inline ScalarKind scalar_kind(const at::Tensor& t, const char* what, const char* name) {
+  return scalar_kind_of(t.scalar_type(), what, name);
 }
 
 inline void check_device(const at::Tensor& t, const char* what, const char* name, const at::Tensor& first) {

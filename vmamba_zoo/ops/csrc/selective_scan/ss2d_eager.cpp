@@ -54,6 +54,9 @@ class SS2DProjected : public torch::autograd::Function<SS2DProjected> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // the kernels' gradients are not themselves differentiable: say so rather than return ones without a graph
+    TORCH_CHECK(!at::GradMode::is_enabled(), "vmamba_zoo ss2d_projected: double backward (create_graph=True) through "
+                "the SS2D scan is not supported");
     const variable_list saved = ctx->get_saved_variables();
     const Tensor &x = saved[0], &dts = saved[1], &dt_weight = saved[2], &bias = saved[3], &A = saved[4];
     const Tensor &Bs = saved[5], &Cs = saved[6], &Ds = saved[7], &states = saved[8], &inverse = saved[9];

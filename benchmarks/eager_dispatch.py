@@ -1,5 +1,6 @@
 """Eager VMamba steps with the ops' eager path (no custom-op dispatch: backends.plain_eager), the same with its Python
-autograd.Functions instead of the C++ nodes, and the custom ops, interleaved in one process, with eager Swin-T as the
+autograd.Functions instead of the C++ nodes, the same with the CUDA LayerNorm forward (the extension's C++ node) for
+every LayerNorm, and the custom ops, interleaved in one process, with eager Swin-T as the
 yardstick; plus the GPU's kernel time per step (torch.profiler), to tell the host's share.
 
     PYTHONPATH=. python benchmarks/eager_dispatch.py [--models vmamba_tiny vmamba_small] [--batch-size 128]
@@ -7,6 +8,7 @@ yardstick; plus the GPU's kernel time per step (torch.profiler), to tell the hos
 Anchor settings: fp16 autocast, train = forward + GradScaler backward (no optimizer step), infer = no_grad."""
 import argparse
 import importlib
+import os
 import statistics
 import sys
 import time
@@ -31,13 +33,19 @@ VARIANTS = {
     "eager path": {},
     "eager, Python nodes": {(SS2D, "_cuda_eager_op"): lambda *args: None,
                             (LAYER_NORM, "_no_saved_tensor_hooks"): lambda: False},
+    "eager, CUDA LayerNorm": {},
     "custom ops": {(module, "plain_eager"): (lambda tensors: False) for module in MODULES},
 }
+ENVIRONMENT = {"eager, CUDA LayerNorm": {"VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND": "cuda"}}  # read at each call
 
 
 def use_variant(name: str) -> None:
     for (module, attr), original in ORIGINAL.items():
         setattr(module, attr, VARIANTS[name].get((module, attr), original))
+    for variables in ENVIRONMENT.values():
+        for key in variables:
+            os.environ.pop(key, None)
+    os.environ.update(ENVIRONMENT.get(name, {}))
 
 
 def step_ms(step, steps: int) -> float:

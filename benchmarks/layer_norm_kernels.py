@@ -1,14 +1,16 @@
-"""Our Triton LayerNorm against torch's at VMamba-T's shapes on one GPU: time, bandwidth, correctness.
+"""Our Triton and CUDA LayerNorm forwards against torch's at VMamba-T's shapes on one GPU: time, bandwidth, correctness.
 
-PYTHONPATH=. python benchmarks/layer_norm_kernels.py [--batch 128] [--sweep]
+PYTHONPATH=. python benchmarks/layer_norm_kernels.py [--batch 128] [--inputs float32 float16] [--sweep]
 (prints tables; commit the output with device + date)
 
 Shapes: the channel-last maps (batch, H, W, C) of VMamba-T's four stages at 224x224, normalised over C.
-Input float32 (the residual stream under autocast). Variants:
-  torch fp32        F.layer_norm: float32 out, what autocast runs today
-  torch fp32+cast   F.layer_norm then .half(): what the Linear after it actually reads today (two kernels)
-  ours fp32         layer_norm(..., out_dtype=float32, backend="triton")
-  ours fp16         layer_norm(..., out_dtype=float16, backend="triton"): replaces "torch fp32+cast"
+Inputs float32 (the residual stream under autocast: the blocks' norms) and float16 (the scan's output: the SS2D
+out_norm). Variants:
+  torch fp32        F.layer_norm on the float32 input (a float16 one is cast first): float32 out
+  torch fp32+cast   the same then .half(): what the Linear after it reads (two or three kernels)
+  <backend> fp32    layer_norm(..., out_dtype=float32, backend=<backend>), backend triton or cuda (the forward; the
+                    backward is torch's for cuda, as in auto mode, and the Triton kernel for triton)
+  <backend> fp16    the same with out_dtype=float16: replaces "torch fp32+cast"
 "eff GB/s" counts the bytes the fused operation must move at least (forward: read x, write y and the
 per-row mean / rstd; backward adds: read x, dy, mean, rstd, write dx) over the measured time, and
 "% copy" compares that with a device-to-device copy. L2 is flushed before every timed call. Each
@@ -67,27 +69,35 @@ def _triton_version():
         return f"unavailable ({exc})"
 
 
-def make_case(batch, size, channels, seed=0):
+def make_case(batch, size, channels, seed=0, dtype=torch.float32):
     g = torch.Generator(device="cuda").manual_seed(seed)
-    x = 3.0 + 2.0 * torch.randn(batch, size, size, channels, device="cuda", generator=g)
+    x = (3.0 + 2.0 * torch.randn(batch, size, size, channels, device="cuda", generator=g)).to(dtype)
     weight = 1.0 + 0.3 * torch.randn(channels, device="cuda", generator=g)
     bias = torch.randn(channels, device="cuda", generator=g)
     return x, weight, bias
 
 
+def backends():
+    """Our forward backends on this machine (the cuda one needs the extension built)."""
+    return [b for b in ("triton", "cuda") if b in available_backends("layer_norm_fwd")]
+
+
 def variants():
     """name -> (forward function of (x, weight, bias), output dtype)."""
     def torch_fp32(x, w, b):
-        return F.layer_norm(x, (x.shape[-1],), w, b)
+        return F.layer_norm(x.float(), (x.shape[-1],), w, b)
 
     def torch_fp32_cast(x, w, b):
-        return F.layer_norm(x, (x.shape[-1],), w, b).half()
+        return F.layer_norm(x.float(), (x.shape[-1],), w, b).half()
 
-    def ours(out_dtype):
-        return lambda x, w, b: layer_norm(x, w, b, out_dtype=out_dtype, backend="triton")
+    def ours(out_dtype, backend):
+        return lambda x, w, b: layer_norm(x, w, b, out_dtype=out_dtype, backend=backend)
 
-    return {"torch fp32": (torch_fp32, torch.float32), "torch fp32+cast": (torch_fp32_cast, torch.float16),
-            "ours fp32": (ours(torch.float32), torch.float32), "ours fp16": (ours(torch.float16), torch.float16)}
+    found = {"torch fp32": (torch_fp32, torch.float32), "torch fp32+cast": (torch_fp32_cast, torch.float16)}
+    for backend in backends():
+        for out_dtype in (torch.float32, torch.float16):
+            found[f"{backend} {'fp32' if out_dtype == torch.float32 else 'fp16'}"] = (ours(out_dtype, backend), out_dtype)
+    return found
 
 
 def rel_err(got, want):
@@ -95,17 +105,23 @@ def rel_err(got, want):
 
 
 def check_correctness(name, x, weight, bias):
-    """Ours against float64 F.layer_norm on the same inputs: forward and all gradients, both output
+    """Each of our backends against float64 F.layer_norm on the same inputs: forward and all gradients, both output
     dtypes; and two backward runs bitwise equal."""
+    for backend in backends():
+        check_backend(f"{name} {backend}", x, weight, bias, backend)
+
+
+def check_backend(name, x, weight, bias, backend):
     exact = [t.double().requires_grad_() for t in (x, weight, bias)]
     y_want = F.layer_norm(exact[0], (x.shape[-1],), exact[1], exact[2])
     g = torch.Generator(device="cuda").manual_seed(1)
     dy = torch.randn(x.shape, device="cuda", generator=g)
-    for out_dtype, tol in ((torch.float32, 1e-5), (torch.float16, 1e-2)):
+    for out_dtype in (torch.float32, torch.float16):
+        tol = 1e-5 if torch.float16 not in (x.dtype, out_dtype) else 1e-2  # dx comes back in x's dtype
         what = f"correctness {name} out {str(out_dtype).replace('torch.', '')}"
         ours = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
         try:
-            y = layer_norm(*ours, out_dtype=out_dtype, backend="triton")
+            y = layer_norm(*ours, out_dtype=out_dtype, backend=backend)
             dy_out = dy.to(out_dtype)
             got = torch.autograd.grad(y, ours, dy_out)
             want = torch.autograd.grad(y_want, exact, dy_out.double(), retain_graph=True)
@@ -113,20 +129,21 @@ def check_correctness(name, x, weight, bias):
             errors.update({k: rel_err(a, b) for k, a, b in zip(("dx", "dweight", "dbias"), got, want)})
             detail = ", ".join(f"{k} {v:.2e}" for k, v in errors.items()) + f" (max relative error, limit {tol})"
             report(y.dtype == out_dtype and max(errors.values()) < tol, what, detail)
-            again = torch.autograd.grad(layer_norm(*ours, out_dtype=out_dtype, backend="triton"), ours, dy_out)
+            again = torch.autograd.grad(layer_norm(*ours, out_dtype=out_dtype, backend=backend), ours, dy_out)
             report(all(torch.equal(a, b) for a, b in zip(got, again)), f"determinism {name} out "
                    f"{str(out_dtype).replace('torch.', '')}", "two backward runs bitwise equal")
         except Exception as exc:  # noqa: BLE001  (report and go on)
             diagnose(what, exc, x=x, weight=weight, bias=bias)
 
 
-def bench(batch, copy_gbs):
-    print(f"\nLayerNorm over C of (batch {batch}, H, W, C) float32; copy bandwidth {copy_gbs:.0f} GB/s")
+def bench(batch, copy_gbs, input_dtype):
+    in_bytes = torch.empty(0, dtype=input_dtype).element_size()
+    print(f"\nLayerNorm over C of (batch {batch}, H, W, C) {input_dtype}; copy bandwidth {copy_gbs:.0f} GB/s")
     print(f"{'shape':<20}{'variant':<17}{'fwd ms':>9}{'eff GB/s':>10}{'% copy':>8}"
           f"{'fwd+bwd ms':>12}{'eff GB/s':>10}{'% copy':>8}")
     for name, (size, channels) in STAGES.items():
         try:
-            x, weight, bias = make_case(batch, size, channels)
+            x, weight, bias = make_case(batch, size, channels, dtype=input_dtype)
         except torch.OutOfMemoryError as exc:
             diagnose(f"allocate {name}", exc)
             continue
@@ -134,8 +151,8 @@ def bench(batch, copy_gbs):
         rows = x.numel() // channels
         for variant, (forward, out_dtype) in variants().items():
             out_bytes = torch.empty(0, dtype=out_dtype).element_size()
-            fwd_bytes = x.numel() * (4 + out_bytes) + rows * 8
-            bwd_bytes = x.numel() * (4 + out_bytes + 4) + rows * 8
+            fwd_bytes = x.numel() * (in_bytes + out_bytes) + rows * 8
+            bwd_bytes = x.numel() * (in_bytes + out_bytes + in_bytes) + rows * 8
             xg, wg, bg = (t.detach().clone().requires_grad_() for t in (x, weight, bias))
             dy = torch.randn(x.shape, device="cuda", dtype=out_dtype)
 
@@ -189,7 +206,8 @@ def sweep(batch, copy_gbs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--sweep", action="store_true", help="also time other tile sizes of our kernels")
+    parser.add_argument("--inputs", nargs="+", default=["float32", "float16"], choices=["float32", "float16"])
+    parser.add_argument("--sweep", action="store_true", help="also time other tile sizes of our Triton kernels")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("FAIL no CUDA device: this benchmark needs a GPU")
@@ -197,7 +215,8 @@ def main(argv=None):
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {_triton_version()}, "
           f"layer_norm backends {available_backends('layer_norm_fwd')}")
     copy_gbs = copy_bandwidth()
-    bench(args.batch, copy_gbs)
+    for input_dtype in args.inputs:
+        bench(args.batch, copy_gbs, getattr(torch, input_dtype))
     if args.sweep:
         sweep(args.batch, copy_gbs)
     print(f"\n{len(FAILURES)} FAIL" + (": " + "; ".join(FAILURES) if FAILURES else ""))

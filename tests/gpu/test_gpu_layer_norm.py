@@ -151,3 +151,33 @@ def test_compile_fullgraph_with_triton_backend():
     (grad_compiled,) = torch.autograd.grad(y.float().sum(), x)
     (grad_eager,) = torch.autograd.grad(y_eager.float().sum(), x)
     torch.testing.assert_close(grad_compiled, grad_eager, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_eager_node_equals_the_custom_op(dtype, monkeypatch):
+    """backend="cuda": the eager path's C++ node (layer_norm_eager) gives the custom ops' output and gradients bit
+    for bit, fp16 out under autocast as well."""
+    if "cuda" not in available_backends("layer_norm_fwd"):
+        pytest.fail("the cuda backend of layer_norm_fwd is not registered")
+    ln_module = importlib.import_module("vmamba_zoo.ops.layer_norm")
+    from vmamba_zoo.ops import cuda_backend
+    assert cuda_backend.load_extension(), cuda_backend.extension_status()
+    x, weight, bias, dy = _data((6, 13, 17, 200), seed=3)
+    leaves = [x.to(dtype), weight.float(), bias.float()]
+
+    def run():
+        ours = [t.detach().clone().requires_grad_() for t in leaves]
+        with torch.autocast("cuda", dtype=torch.float16):
+            y = layer_norm(*ours, backend="cuda")
+        return (y, *torch.autograd.grad(y, ours, dy.to(y.dtype)))
+
+    calls = []
+    node = torch.ops.vmamba_zoo_cuda.layer_norm_eager
+    monkeypatch.setattr(ln_module, "_cuda_eager_node", lambda *args: lambda *a: calls.append(1) or node(*a))
+    eager = run()
+    assert calls, "the eager path did not take the C++ node"
+    monkeypatch.setattr(ln_module, "plain_eager", lambda tensors: False)
+    custom = run()
+    assert eager[0].dtype == torch.float16
+    for name, a, b in zip(("y", "dx", "dweight", "dbias"), eager, custom):
+        assert torch.equal(a, b), name

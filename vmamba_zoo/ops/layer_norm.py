@@ -271,7 +271,7 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     once to the output dtype: ``out_dtype`` if given, else the autocast dtype when autocast is enabled on
     ``x``'s device, else ``x.dtype``. Under autocast this differs from ``F.layer_norm`` (which returns
     float32) in dtype only: the values are exactly what an ``nn.Linear`` after it would see once it has
-    cast its input to the autocast dtype. ``backend``: "auto", "reference", "triton".
+    cast its input to the autocast dtype. ``backend``: "auto", "reference", "triton", "cuda" (the forward).
     """
     if not (x.is_floating_point() and x.dim() >= 1):
         raise ValueError(f"layer_norm: expected a floating-point tensor of at least one dimension, "

@@ -78,14 +78,26 @@ def test_cuda_eager_node_equals_the_custom_op_and_the_function(cuda_on_cpu, monk
             assert a.dtype == b.dtype and torch.equal(a, b), path
 
 
-def test_cuda_layer_norm_is_chosen_by_name_only(cuda_on_cpu, monkeypatch):
-    """Auto mode keeps torch's (or Triton's) forward until the kernel is timed on a GPU; the environment variable picks
-    it; parameters other than float32 fall back to auto with a warning."""
+def test_cuda_layer_norm_auto_choice(cuda_on_cpu, monkeypatch):
+    """Auto mode: the custom op (what torch.compile runs) keeps torch's (or Triton's) forward; the plain eager path
+    runs the CUDA forward, as the C++ node with gradients and alone without; an environment variable or a backend
+    argument naming another backend wins; parameters other than float32 are not supported."""
     x = torch.randn(4, 8)
-    weight = torch.ones(8)
+    weight, bias = torch.randn(2, 8).unbind(0)
     assert resolve("layer_norm_fwd", "auto", (x, weight)) is LN.reference_layer_norm_fwd
-    monkeypatch.setenv("VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND", "cuda")
-    assert resolve("layer_norm_fwd", "auto", (x, weight)) is cuda_backend.layer_norm_fwd
+    calls, forward = [], LN._forward
+    monkeypatch.setattr(LN, "_forward", lambda *args: calls.append(args[-1]) or forward(*args))  # records the backend
+    leaf = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert "LayerNormEager" in layer_norm(leaf, weight, bias).grad_fn.name()
+        assert layer_norm(x, weight, bias).grad_fn is None and calls == ["cuda"]  # no gradients: the forward alone
+        assert "LayerNormEager" not in layer_norm(leaf, weight, bias, backend="reference").grad_fn.name()
+        monkeypatch.setenv("VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND", "reference")
+        assert "LayerNormEager" not in layer_norm(leaf, weight, bias).grad_fn.name()
+        layer_norm(x, weight, bias)
+        assert calls == ["cuda", "auto"]
+        monkeypatch.setenv("VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND", "cuda")
+        assert resolve("layer_norm_fwd", "auto", (x, weight)) is not LN.reference_layer_norm_fwd
     assert not cuda_backend.layer_norm_supports((x, weight.double()))
     assert not cuda_backend.layer_norm_supports((x.double(),))
 

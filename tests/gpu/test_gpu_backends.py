@@ -167,11 +167,13 @@ def _check_ss2d(backend, dtype, directions, channels_last, hw, channels, d_state
         assert _rel(a, b) < TOL[dtype] * 10, name
 
 
+@pytest.mark.parametrize("norm_forward", ["reference", "cuda"])
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "fp16_autocast"])
-def test_model_eager_path_equals_the_custom_ops(monkeypatch, autocast):
+def test_model_eager_path_equals_the_custom_ops(monkeypatch, autocast, norm_forward):
     """Eager VMamba-T training step on the GPU: the ops' eager path (one autograd node per SS2D scan and LayerNorm,
     the projection reordered by gathers) gives the custom ops' logits and every gradient, bit for bit (the forward
-    by segments, VMAMBA_ZOO_SS2D_FWD_KERNEL=segments: no atomics)."""
+    by segments, VMAMBA_ZOO_SS2D_FWD_KERNEL=segments: no atomics), with torch's LayerNorm forward and with the CUDA
+    one (auto mode's eager choice) on both sides."""
     import importlib
 
     import timm
@@ -180,6 +182,7 @@ def test_model_eager_path_equals_the_custom_ops(monkeypatch, autocast):
     ss2d_module = importlib.import_module("vmamba_zoo.ops.ss2d")
 
     monkeypatch.setenv("VMAMBA_ZOO_SS2D_FWD_KERNEL", "segments")
+    monkeypatch.setenv("VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND", norm_forward)
     torch.manual_seed(0)
     model = timm.create_model("vmamba_tiny", drop_path_rate=0.0).cuda()
     x = torch.randn(2, 3, 97, 75, device="cuda")

@@ -107,6 +107,16 @@ def test_triton_is_chosen_automatically_on_cuda_for_large_maps():
     assert resolve("layer_norm_fwd", "triton", (small,)) is fn
 
 
+def test_plain_eager_auto_mode_runs_the_cuda_node():
+    """Plain eager auto mode on CUDA runs the CUDA forward as the C++ node (no Python launch, no cast kernel), with the
+    autocast dtype out; the custom op's own auto choice (torch.compile's) is the test above's."""
+    x = torch.randn(4, 7, 96, device="cuda", requires_grad=True)
+    norm = LayerNorm(96).cuda()
+    with torch.autocast("cuda", dtype=torch.float16):
+        y = norm(x)
+    assert "LayerNormEager" in y.grad_fn.name() and y.dtype == torch.float16
+
+
 @pytest.mark.parametrize("autocast_dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", VMAMBA_SHAPES)
 def test_autocast_output_is_the_rounded_float32_result(autocast_dtype, shape):

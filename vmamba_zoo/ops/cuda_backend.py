@@ -507,8 +507,9 @@ def _never(_tensors) -> bool:
     return False
 
 
-# not picked in auto mode until it is timed against torch's and the Triton kernel on a GPU: run it by name
-# (backend="cuda", VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND=cuda or VMAMBA_ZOO_BACKEND=cuda)
+# not picked by the custom op in auto mode: under torch.compile (no host cost per launch) the Triton kernel is faster
+# on the largest maps and torch's as fast on the rest. layer_norm's plain eager path picks it in auto mode instead
+# (layer_norm._eager_forward_backend), where launching from C++ without a cast kernel wins.
 register_backend("layer_norm_fwd", "cuda", layer_norm_fwd, priority=CUDA_PRIORITY, supports=layer_norm_supports,
                  auto_supports=_never)
 

@@ -14,8 +14,10 @@ once to the output dtype. The op also returns the per-row mean and 1/std (float3
 
 Backends: ``reference`` (torch's own ``native_layer_norm`` and its backward in the compute dtype, any
 device), ``triton`` (CUDA; on the CPU only under ``TRITON_INTERPRET=1`` and only when asked for by
-name) and, for the forward, ``cuda`` (the extension's kernel, :mod:`vmamba_zoo.ops.cuda_backend`; by name only until
-timed), chosen as :mod:`vmamba_zoo.ops.backends` describes (``VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND`` ...).
+name) and, for the forward, ``cuda`` (the extension's kernel, :mod:`vmamba_zoo.ops.cuda_backend`), chosen as
+:mod:`vmamba_zoo.ops.backends` describes (``VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND`` ...). In auto mode the custom op
+(what torch.compile sees) never picks ``cuda``, while :func:`layer_norm`'s plain eager path picks it wherever it runs
+(see ``_eager_forward_backend``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from . import cuda_backend
-from .backends import autocast_dtype, cast, dense, lazy_backend, plain_eager, register_backend, resolve
+from .backends import _requested, autocast_dtype, cast, dense, lazy_backend, plain_eager, register_backend, resolve
 
 __all__ = ["LayerNorm", "layer_norm"]
 
@@ -210,11 +212,23 @@ def _torch_path(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], bac
             and resolve("layer_norm_bwd", backend, (x, *present)) is reference_layer_norm_bwd)
 
 
-def _cuda_eager_node(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], backend: str):
+def _eager_forward_backend(present: Sequence[Tensor], backend: str) -> str:
+    """The forward backend of the plain eager path: in auto mode the CUDA kernel wherever it runs, unlike the custom op
+    (torch.compile), which keeps the registry's choice. Eager steps are bound by the host launching kernels, and the
+    CUDA forward is launched from C++ and writes the autocast dtype itself (no cast kernel): VMamba-T training 1710 ->
+    1817 img/s, inference 5918 -> 6679 (nvidia-h200, benchmarks/layer_norm_cuda_h200_2026-12-06_session19.md), even
+    where the Triton kernel alone is faster (56x56x96: 0.10 against 0.19 ms)."""
+    if _requested("layer_norm_fwd", backend) == "auto" and cuda_backend.layer_norm_supports(present):
+        return "cuda"
+    return backend
+
+
+def _cuda_eager_node(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], forward_backend: str,
+                     backend: str):
     """The CUDA extension's eager path (csrc/selective_scan/layer_norm.cpp: the CUDA forward and the reference
     backward as one C++ autograd node) where those are the backends chosen; else None."""
     present = _present(x, weight, bias)
-    if (resolve("layer_norm_fwd", backend, present) is not cuda_backend.layer_norm_fwd
+    if (resolve("layer_norm_fwd", forward_backend, present) is not cuda_backend.layer_norm_fwd
             or resolve("layer_norm_bwd", backend, (x, *present)) is not reference_layer_norm_bwd):
         return None
     return getattr(getattr(torch.ops, cuda_backend.OPS_NAMESPACE), "layer_norm_eager", None)  # None: an older build
@@ -284,12 +298,13 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     if out_dtype is None:
         out_dtype = autocast_dtype(x) or x.dtype
     if plain_eager((x, weight, bias)):
+        forward_backend = _eager_forward_backend(_present(x, weight, bias), backend)
         if not (torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad
                                                                     for t in (weight, bias)))):
-            return _forward(x, weight, bias, float(eps), out_dtype, backend)[0]  # nothing to differentiate: no node
-        if _torch_path(x, weight, bias, backend):
+            return _forward(x, weight, bias, float(eps), out_dtype, forward_backend)[0]  # nothing to differentiate
+        if forward_backend == backend and _torch_path(x, weight, bias, backend):
             return _torch_layer_norm(x, weight, bias, float(eps), out_dtype)
-        node = _cuda_eager_node(x, weight, bias, backend)
+        node = _cuda_eager_node(x, weight, bias, forward_backend, backend)
         if node is not None:
             return node(x, weight, bias, float(eps), out_dtype)
         return _EagerLayerNorm.apply(x, weight, bias, float(eps), out_dtype, backend)

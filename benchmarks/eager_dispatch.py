@@ -1,6 +1,6 @@
 """Eager VMamba steps with the ops' eager path (no custom-op dispatch: backends.plain_eager), the same with its Python
-autograd.Functions instead of the C++ nodes, the same with the CUDA LayerNorm forward (the extension's C++ node) for
-every LayerNorm, and the custom ops, interleaved in one process, with eager Swin-T as the
+autograd.Functions instead of the C++ nodes, the same with torch's or Triton's LayerNorm forward instead of the CUDA
+one (auto mode's eager choice since 014a40e), and the custom ops, interleaved in one process, with eager Swin-T as the
 yardstick; plus the GPU's kernel time per step (torch.profiler), to tell the host's share.
 
     PYTHONPATH=. python benchmarks/eager_dispatch.py [--models vmamba_tiny vmamba_small] [--batch-size 128]
@@ -8,7 +8,6 @@ yardstick; plus the GPU's kernel time per step (torch.profiler), to tell the hos
 Anchor settings: fp16 autocast, train = forward + GradScaler backward (no optimizer step), infer = no_grad."""
 import argparse
 import importlib
-import os
 import statistics
 import sys
 import time
@@ -25,27 +24,25 @@ LAYER_NORM = importlib.import_module("vmamba_zoo.ops.layer_norm")
 SS2D = importlib.import_module("vmamba_zoo.ops.ss2d")
 MODULES = (LAYER_NORM, SS2D)
 ORIGINAL = {(module, name): getattr(module, name) for module in MODULES
-            for name in ("plain_eager", "_no_saved_tensor_hooks", "_cuda_eager_op") if hasattr(module, name)}
-# what each variant changes: "eager path" is the package as it is; "Python nodes" its eager path without the C++ SS2D
-# node and without torch's LayerNorm for half inputs (the Python autograd.Functions instead, as up to 353df3c);
-# "custom ops" no eager path at all
+            for name in ("plain_eager", "_no_saved_tensor_hooks", "_cuda_eager_op", "_eager_forward_backend")
+            if hasattr(module, name)}
+# what each variant changes: "eager path" is the package as it is; "torch LayerNorm" its eager path with the
+# registry's LayerNorm forward (torch's, Triton's on the largest maps) instead of the CUDA node, as up to 182e0b8;
+# "Python nodes" also without the C++ SS2D node and without torch's LayerNorm for half inputs (the Python
+# autograd.Functions instead, as up to 353df3c); "custom ops" no eager path at all
+_REGISTRY_NORM = {(LAYER_NORM, "_eager_forward_backend"): lambda present, backend: backend}
 VARIANTS = {
     "eager path": {},
+    "eager, torch LayerNorm": _REGISTRY_NORM,
     "eager, Python nodes": {(SS2D, "_cuda_eager_op"): lambda *args: None,
-                            (LAYER_NORM, "_no_saved_tensor_hooks"): lambda: False},
-    "eager, CUDA LayerNorm": {},
+                            (LAYER_NORM, "_no_saved_tensor_hooks"): lambda: False, **_REGISTRY_NORM},
     "custom ops": {(module, "plain_eager"): (lambda tensors: False) for module in MODULES},
 }
-ENVIRONMENT = {"eager, CUDA LayerNorm": {"VMAMBA_ZOO_LAYER_NORM_FWD_BACKEND": "cuda"}}  # read at each call
 
 
 def use_variant(name: str) -> None:
     for (module, attr), original in ORIGINAL.items():
         setattr(module, attr, VARIANTS[name].get((module, attr), original))
-    for variables in ENVIRONMENT.values():
-        for key in variables:
-            os.environ.pop(key, None)
-    os.environ.update(ENVIRONMENT.get(name, {}))
 
 
 def step_ms(step, steps: int) -> float:

@@ -216,7 +216,7 @@ def _eager_forward_backend(present: Sequence[Tensor], backend: str) -> str:
     """The forward backend of the plain eager path: in auto mode the CUDA kernel wherever it runs, unlike the custom op
     (torch.compile), which keeps the registry's choice. Eager steps are bound by the host launching kernels, and the
     CUDA forward is launched from C++ and writes the autocast dtype itself (no cast kernel): VMamba-T training 1710 ->
-    1817 img/s, inference 5918 -> 6679 (nvidia-h200, benchmarks/layer_norm_cuda_h200_2026-12-06_session19.md), even
+    1817 img/s, inference 5918 -> 6679 (nvidia-h200, benchmarks/layer_norm_cuda_2026-12-06_session19.md), even
     where the Triton kernel alone is faster (56x56x96: 0.10 against 0.19 ms)."""
     if _requested("layer_norm_fwd", backend) == "auto" and cuda_backend.layer_norm_supports(present):
         return "cuda"

@@ -316,14 +316,15 @@ class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm`` over the last dimension on the ``vmamba_zoo::layer_norm_fwd`` op.
 
     Same constructor, parameters and state_dict keys as ``nn.LayerNorm`` (checkpoints load either way),
-    plus ``backend`` ("auto", "reference", "triton"; also settable as an attribute). Only a single
+    plus ``backend`` ("auto", "reference", "triton", "cuda"; also settable as an attribute). Only a single
     normalised dimension is supported (that is what channel-last maps need).
 
     Output dtype: outside autocast the input's dtype, exactly as ``nn.LayerNorm``. Under autocast on the
     input's device, the autocast dtype (``nn.LayerNorm`` returns float32 there): normalised in float32,
-    rounded once. That is bit for bit what the ``nn.Linear`` that follows each norm in VMamba sees after
-    its own cast, so the model computes the same numbers while the separate float32 -> float16 cast pass
-    (and the float32 write and read) disappears. Use it only where the consumer casts to the autocast
+    rounded once. With torch's forward (the reference, the custom op's choice below 2^24 elements) that is bit for
+    bit what the ``nn.Linear`` that follows each norm in VMamba sees after its own cast; the Triton and CUDA
+    forwards (the eager path's choice where the extension runs) may differ from it in the last bit of the float32
+    statistics. Either way the separate float32 -> float16 cast pass (and the float32 write and read) disappears. Use it only where the consumer casts to the autocast
     dtype anyway (a Linear, a matmul), not where float32 output matters (e.g. a norm feeding a reduction).
     """
 

@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 
 __all__ = ["register_backend", "resolve", "available_backends", "BackendSpec", "lazy_backend", "autocast_dtype",
-           "plain_eager", "cast", "dense"]
+           "plain_eager", "cast", "dense", "requested_backend"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ def available_backends(op: str) -> list[str]:
     return sorted(_REGISTRY.get(op, {}), key=lambda n: -_REGISTRY[op][n].priority)
 
 
-def _requested(op: str, backend: str) -> str:
+def requested_backend(op: str, backend: str) -> str:
+    """The backend asked for: ``backend`` unless "auto", then the environment variables, else "auto"."""
     if backend and backend != "auto":
         return backend
     env_op = os.environ.get(f"VMAMBA_ZOO_{op.upper()}_BACKEND", "")
@@ -78,7 +79,7 @@ def resolve(op: str, backend: str, tensors: Sequence[torch.Tensor]) -> Callable:
     specs = _REGISTRY.get(op)
     if not specs:
         raise RuntimeError(f"no backend registered for op {op!r}")
-    want = _requested(op, backend)
+    want = requested_backend(op, backend)
     if want != "auto":
         spec = specs.get(want)
         if spec is None and not any(want in other for other in _REGISTRY.values()):

@@ -30,7 +30,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from . import cuda_backend
-from .backends import _requested, autocast_dtype, cast, dense, lazy_backend, plain_eager, register_backend, resolve
+from .backends import (autocast_dtype, cast, dense, lazy_backend, plain_eager, register_backend, requested_backend,
+                       resolve)
 
 __all__ = ["LayerNorm", "layer_norm"]
 
@@ -199,7 +200,8 @@ class _EagerLayerNorm(torch.autograd.Function):
         return dx, dweight, dbias, None, None, None
 
 
-def _torch_path(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], backend: str) -> bool:
+def _torch_path(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], forward_backend: str,
+                backend: str) -> bool:
     """Whether the eager path may run torch's own LayerNorm under autograd: the reference backends are the ones chosen
     (autograd through torch's LayerNorm reproduces them exactly), and x is in the compute dtype or is a half x whose
     float32 copy the saved-tensor hooks of :func:`_torch_layer_norm` can keep out of the saved activations (not while
@@ -208,7 +210,7 @@ def _torch_path(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], bac
     if x.dtype != _compute_dtype(x) and not (x.dtype in _HALF_DTYPES and _no_saved_tensor_hooks()):
         return False
     present = _present(x, weight, bias)
-    return (resolve("layer_norm_fwd", backend, present) is reference_layer_norm_fwd
+    return (resolve("layer_norm_fwd", forward_backend, present) is reference_layer_norm_fwd
             and resolve("layer_norm_bwd", backend, (x, *present)) is reference_layer_norm_bwd)
 
 
@@ -218,7 +220,7 @@ def _eager_forward_backend(present: Sequence[Tensor], backend: str) -> str:
     CUDA forward is launched from C++ and writes the autocast dtype itself (no cast kernel): VMamba-T training 1710 ->
     1817 img/s, inference 5918 -> 6679 (nvidia-h200, benchmarks/layer_norm_cuda_2026-12-06_session19.md), even
     where the Triton kernel alone is faster (56x56x96: 0.10 against 0.19 ms)."""
-    if _requested("layer_norm_fwd", backend) == "auto" and cuda_backend.layer_norm_supports(present):
+    if requested_backend("layer_norm_fwd", backend) == "auto" and cuda_backend.layer_norm_supports(present):
         return "cuda"
     return backend
 
@@ -302,7 +304,7 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
         if not (torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad
                                                                     for t in (weight, bias)))):
             return _forward(x, weight, bias, float(eps), out_dtype, forward_backend)[0]  # nothing to differentiate
-        if forward_backend == backend and _torch_path(x, weight, bias, backend):
+        if _torch_path(x, weight, bias, forward_backend, backend):
             return _torch_layer_norm(x, weight, bias, float(eps), out_dtype)
         node = _cuda_eager_node(x, weight, bias, forward_backend, backend)
         if node is not None:

@@ -20,8 +20,11 @@ from _variant_builds import build_all, build_env, child_result, parent_args
 # The first run (cuda_fwd_variants_h200_2026-12-03.txt) compared the code changes themselves, built from macros
 # the kernel had then (that file lists them).
 # The backward's d_state-1 build likewise (VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS blocks of 8 warps).
-VARIANTS = {"shipped": "", **{f"fwd min blocks {b}": f"-DVMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS={b}" for b in (1, 8)},
-            "bwd single mb3": "-DVMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS=3"}
+# name: (extra nvcc flags, source root holding the vmamba_zoo package; None: this checkout). "base": an earlier
+# commit's sources, e.g. git archive bc3a281 vmamba_zoo | tar -x -C build/scan_base
+VARIANTS = {"shipped": ("", None), "base": ("", "build/scan_base"),
+            **{f"fwd min blocks {b}": (f"-DVMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS={b}", None) for b in (1, 8)},
+            "bwd single mb3": ("-DVMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS=3", None)}
 SPEED_CASES = {"T stage0 N=1 b128": (128, 4, 96, 1, 3136), "vanilla stage0 N=16 b32": (32, 4, 192, 16, 3136)}
 CHECK_CASES = [((2, 4, 8, 1, 1000), "float32", True), ((2, 4, 96, 1, 3136), "float32", False),
                ((1, 4, 6, 16, 130), "float32", True), ((2, 2, 3, 4, 4097), "float32", True),
@@ -69,7 +72,8 @@ def main() -> int:
     root = Path(args.cache)
 
     def run(name: str, child: str) -> dict:
-        return child_result(__file__, child, build_env(VARIANTS[name], root / name))
+        flags, source = VARIANTS[name]
+        return child_result(__file__, child, build_env(flags, root / name, source or "."))
 
     built = build_all(names, run)
     import torch

@@ -113,11 +113,8 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
       to_floats(delta_next, dt);
       u_next = fetch_items(u_row, pos0 + kChunk, pass_end);
       delta_next = fetch_items(delta_row, pos0 + kChunk, pass_end);
-#pragma unroll
-      for (int i = 0; i < kItems; ++i) {
-        const float raw = dt[i] + bias;
-        dt[i] = pos0 + i < seq_length ? (p.delta_softplus ? fast_softplus(raw) : raw) : 0.f;
-      }
+      float unused_slope[kItems];
+      delta_to_dt(dt, unused_slope, bias, p.delta_softplus, pos0, seq_length);
       for (int n = 0; n < d_state; ++n) {
         float B_vals[kItems];
         to_floats(B_next, B_vals);
@@ -180,12 +177,9 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
         dy[i] *= z_vals[i] * sig;
       }
     }
+    delta_to_dt(dt, slope, bias, p.delta_softplus, pos0, seq_length);
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
-      const float raw = dt[i] + bias;
-      const bool inside = pos0 + i < seq_length;
-      slope[i] = 1.f;
-      dt[i] = inside ? (p.delta_softplus ? fast_softplus(raw, slope[i]) : raw) : 0.f;
       y[i] = 0.f;
       ddt[i] = 0.f;
       du[i] = 0.f;

@@ -175,6 +175,28 @@ __device__ __forceinline__ float fast_softplus(float x) {
   return fast_softplus(x, slope);
 }
 
+// A lane's dt from its raw delta items: softplus(delta + bias) (or delta + bias), with its slope d dt / d delta, and
+// dt = 0 past the sequence's end (a step that changes nothing: a = 1, b = 0). The softplus is taken of every item
+// and the end masked after it: choosing per item whether to take it made nvcc branch around each softplus (the
+// forward's loop: 75 instructions an item, spills). An unused slope costs nothing (the compiler drops it).
+__device__ __forceinline__ void delta_to_dt(float (&dt)[kItems], float (&slope)[kItems], float bias, bool softplus,
+                                            int pos0, int length) {
+  if (softplus) {
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) dt[i] = fast_softplus(dt[i] + bias, slope[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      dt[i] += bias;
+      slope[i] = 1.f;
+    }
+  }
+  if (pos0 + kItems > length) {  // only a sequence's last chunk, or a spare warp's
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) dt[i] = pos0 + i < length ? dt[i] : 0.f;
+  }
+}
+
 // Inclusive scan over the warp's lanes of affine maps f_l(h) = a*h + b, lane 0 applied first:
 // afterwards lane l holds f_l o ... o f_0.
 __device__ __forceinline__ void warp_scan_forward(float& a, float& b, int lane) {

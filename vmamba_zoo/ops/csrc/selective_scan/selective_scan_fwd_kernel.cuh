@@ -57,6 +57,7 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
   const float* A_row = p.A + static_cast<int64_t>(w.channel) * d_state;
   const float D_value = p.D != nullptr ? p.D[w.channel] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[w.channel] : 0.f;
+  const float A_first_log2e = A_row[0] * kLog2e;
 
   float* carry = shared + w.warp * d_state;  // state at the current chunk's start, per state row
   float carry_single = 0.f;  // kSingleState's carry
@@ -80,11 +81,10 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
     float u[kItems], dt[kItems], y[kItems];
     to_floats(u_raw, u);
     to_floats(delta_raw, dt);
+    float unused_slope[kItems];
+    delta_to_dt(dt, unused_slope, bias, p.delta_softplus, pos0, length);
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
-      const float raw = dt[i] + bias;
-      // past the end: dt = 0 makes the step the identity (a = 1, b = 0), so the carry is unaffected
-      dt[i] = pos0 + i < length ? (p.delta_softplus ? fast_softplus(raw) : raw) : 0.f;
       y[i] = D_value * u[i];
       u[i] *= dt[i];  // from here on u holds dt*u, the drive's common factor
     }
@@ -98,12 +98,14 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
       const int next_pos = last_row ? pos0 + kChunk : pos0;
       B_next = fetch_items(B_rows + next_row, next_pos, length);
       C_next = fetch_items(C_rows + next_row, next_pos, length);
-      const float A_n = A_row[n];
+      // A_n log2(e) once per row: exp(dt A) = 2^(dt A log2 e). kSingleState's from before the loop (read here, the
+      // load would repeat every chunk: the compiler cannot tell A from the output it writes)
+      const float A_n_log2e = kSingleState ? A_first_log2e : A_row[n] * kLog2e;
       float decay[kItems], drive[kItems];
       float lane_a = 1.f, lane_b = 0.f;  // the lane's steps composed: h -> lane_a*h + lane_b
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        decay[i] = fast_exp(dt[i] * A_n);
+        decay[i] = fast_exp2(dt[i] * A_n_log2e);
         drive[i] = B_vals[i] * u[i];
         lane_b = fmaf(decay[i], lane_b, drive[i]);
         lane_a *= decay[i];
@@ -133,13 +135,11 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
       }
     }
 
-    float z_vals[kItems];
-    if (z_row != nullptr) to_floats(z_raw, z_vals);
+    if (z_row != nullptr) {  // one branch, not one per item (nvcc does not hoist the test out of the loop)
+      float z_vals[kItems];
+      to_floats(z_raw, z_vals);
 #pragma unroll
-    for (int i = 0; i < kItems; ++i) {
-      float value = y[i];
-      if (z_row != nullptr) value *= z_vals[i] * sigmoid(z_vals[i]);
-      y[i] = value;
+      for (int i = 0; i < kItems; ++i) y[i] *= z_vals[i] * sigmoid(z_vals[i]);
     }
     store_items(out_row, pos0, length, y);
   }

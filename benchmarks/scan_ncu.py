@@ -1,0 +1,13 @@
+"""Run the plain selective-scan forward op at VMamba-T's stage-0 shape (d_state 1, batch 128, fp16 activations) a
+few times, for Nsight Compute to profile one launch (benchmarks/scan_ncu.sh)."""
+import torch
+
+from vmamba_zoo.analysis.benchmark import scan_speed_inputs
+from vmamba_zoo.ops import cuda_backend
+
+assert cuda_backend.load_extension(), cuda_backend.extension_status()
+u, delta, A, B, C, D, bias = [t.detach() for t in scan_speed_inputs(128, 4, 96, 1, 3136)]
+with torch.no_grad():
+    for _ in range(4):
+        torch.ops.vmamba_zoo_cuda.selective_scan_fwd(u, delta, A, B, C, D, None, bias, True, True)
+torch.cuda.synchronize()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -200,18 +200,15 @@ class _EagerLayerNorm(torch.autograd.Function):
         return dx, dweight, dbias, None, None, None
 
 
-def _torch_path(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], forward_backend: str,
-                backend: str) -> bool:
+def _torch_path(x: Tensor, fwd: Callable, bwd: Callable) -> bool:
     """Whether the eager path may run torch's own LayerNorm under autograd: the reference backends are the ones chosen
-    (autograd through torch's LayerNorm reproduces them exactly), and x is in the compute dtype or is a half x whose
-    float32 copy the saved-tensor hooks of :func:`_torch_layer_norm` can keep out of the saved activations (not while
-    the caller's own hooks are active, e.g. activation checkpointing or offloading: theirs must see every saved
-    tensor)."""
-    if x.dtype != _compute_dtype(x) and not (x.dtype in _HALF_DTYPES and _no_saved_tensor_hooks()):
+    (``fwd``, ``bwd``: the resolved kernels; autograd through torch's LayerNorm reproduces them exactly), and x is in
+    the compute dtype or is a half x whose float32 copy the saved-tensor hooks of :func:`_torch_layer_norm` can keep
+    out of the saved activations (not while the caller's own hooks are active, e.g. activation checkpointing or
+    offloading: theirs must see every saved tensor)."""
+    if fwd is not reference_layer_norm_fwd or bwd is not reference_layer_norm_bwd:
         return False
-    present = _present(x, weight, bias)
-    return (resolve("layer_norm_fwd", forward_backend, present) is reference_layer_norm_fwd
-            and resolve("layer_norm_bwd", backend, (x, *present)) is reference_layer_norm_bwd)
+    return x.dtype == _compute_dtype(x) or (x.dtype in _HALF_DTYPES and _no_saved_tensor_hooks())
 
 
 def _eager_forward_backend(present: Sequence[Tensor], backend: str) -> str:
@@ -225,13 +222,10 @@ def _eager_forward_backend(present: Sequence[Tensor], backend: str) -> str:
     return backend
 
 
-def _cuda_eager_node(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], forward_backend: str,
-                     backend: str):
+def _cuda_eager_node(fwd: Callable, bwd: Callable):
     """The CUDA extension's eager path (csrc/selective_scan/layer_norm.cpp: the CUDA forward and the reference
-    backward as one C++ autograd node) where those are the backends chosen; else None."""
-    present = _present(x, weight, bias)
-    if (resolve("layer_norm_fwd", forward_backend, present) is not cuda_backend.layer_norm_fwd
-            or resolve("layer_norm_bwd", backend, (x, *present)) is not reference_layer_norm_bwd):
+    backward as one C++ autograd node) where those are the kernels chosen (``fwd``, ``bwd``); else None."""
+    if fwd is not cuda_backend.layer_norm_fwd or bwd is not reference_layer_norm_bwd:
         return None
     return getattr(getattr(torch.ops, cuda_backend.OPS_NAMESPACE), "layer_norm_eager", None)  # None: an older build
 
@@ -300,13 +294,17 @@ def layer_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor
     if out_dtype is None:
         out_dtype = autocast_dtype(x) or x.dtype
     if plain_eager((x, weight, bias)):
-        forward_backend = _eager_forward_backend(_present(x, weight, bias), backend)
+        present = _present(x, weight, bias)
+        forward_backend = _eager_forward_backend(present, backend)
         if not (torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad
                                                                     for t in (weight, bias)))):
             return _forward(x, weight, bias, float(eps), out_dtype, forward_backend)[0]  # nothing to differentiate
-        if _torch_path(x, weight, bias, forward_backend, backend):
+        # resolved once here (host time: eager steps are bound by the host launching kernels)
+        fwd = resolve("layer_norm_fwd", forward_backend, present)
+        bwd = resolve("layer_norm_bwd", backend, (x, *present))
+        if _torch_path(x, fwd, bwd):
             return _torch_layer_norm(x, weight, bias, float(eps), out_dtype)
-        node = _cuda_eager_node(x, weight, bias, forward_backend, backend)
+        node = _cuda_eager_node(fwd, bwd)
         if node is not None:
             return node(x, weight, bias, float(eps), out_dtype)
         return _EagerLayerNorm.apply(x, weight, bias, float(eps), out_dtype, backend)

@@ -41,9 +41,11 @@ SHAPES = [(1, 1, 1, 1, 1), (2, 2, 3, 4, 33), (2, 4, 8, 1, 257), (1, 2, 20, 2, 10
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("options", ["all", "none"])
+@pytest.mark.parametrize("options", ["all", "none", "no softplus"])
 def test_emulated_kernels_match_oracle_fp32(lib, shape, options):
-    _check(lib, shape, torch.float32, with_optionals=options == "all", softplus=options == "all")
+    """'no softplus': D, z and a delta bias with dt = delta + bias (the kernels' path without the softplus, which
+    'none', without a bias, leaves out)."""
+    _check(lib, shape, torch.float32, with_optionals=options != "none", softplus=options == "all")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -58,6 +60,8 @@ def _check(lib, shape, dtype, with_optionals=True, softplus=True, fp32_output=Tr
         data.update(D=None, z=None, delta_bias=None)
     if not softplus:  # dt > 0 as in use: a negative one grows the state past float32 (the oracle reaches 1e72)
         data["delta"] = data["delta"].abs()
+        if data["delta_bias"] is not None:
+            data["delta_bias"] = data["delta_bias"].abs()
     ours = {k: None if v is None else v.to(torch.float32 if k in PARAMS else dtype) for k, v in data.items()}
     ref = {k: None if v is None else ours[k].double().requires_grad_() for k, v in data.items()}
     y = forward(lib, **ours, delta_softplus=softplus, fp32_output=fp32_output)

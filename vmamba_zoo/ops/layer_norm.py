@@ -324,8 +324,9 @@ class LayerNorm(nn.LayerNorm):
     rounded once. With torch's forward (the reference, the custom op's choice below 2^24 elements) that is bit for
     bit what the ``nn.Linear`` that follows each norm in VMamba sees after its own cast; the Triton and CUDA
     forwards (the eager path's choice where the extension runs) may differ from it in the last bit of the float32
-    statistics. Either way the separate float32 -> float16 cast pass (and the float32 write and read) disappears. Use it only where the consumer casts to the autocast
-    dtype anyway (a Linear, a matmul), not where float32 output matters (e.g. a norm feeding a reduction).
+    statistics. Either way the separate float32 -> float16 cast pass (and the float32 write and read) disappears.
+    Use it only where the consumer casts to the autocast dtype anyway (a Linear, a matmul), not where float32 output
+    matters (e.g. a norm feeding a reduction).
     """
 
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,

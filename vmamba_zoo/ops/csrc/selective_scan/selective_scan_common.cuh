@@ -176,12 +176,13 @@ __device__ __forceinline__ float fast_softplus(float x) {
 }
 
 // A lane's dt from its raw delta items: softplus(delta + bias) (or delta + bias), with its slope d dt / d delta, and
-// dt = 0 past the sequence's end (a step that changes nothing: a = 1, b = 0). The zero-filled loads there already
-// keep such steps out of every result, unless a decay exp(dt A) overflows (A > 0 without softplus) and its inf
-// meets a 0 in the backward's reverse warp scan (NaN); the mask costs a few selects in the last chunk only. The softplus is taken of every item
-// and the end masked after it: choosing per item whether to take it made nvcc branch around each softplus and spill
-// (sm_90 SASS of the forward's d_state-1 loop: 501 instructions a chunk before, 379 after this, A*log2(e) taken once
-// per row and one branch for the z gate). An unused slope costs nothing (the compiler drops it).
+// dt = 0 past the sequence's end (a step that changes nothing: a = 1, b = 0). An unused slope costs nothing (the
+// compiler drops it). The softplus is taken of every item and the end masked after it: choosing per item whether to
+// take it made nvcc branch around each softplus and spill (sm_90 SASS of the forward's d_state-1 loop: 501
+// instructions a chunk before, 379 after this, A*log2(e) taken once per row and one branch for the z gate).
+// The mask is defensive: the zero-filled loads past the end already keep those steps out of every result, unless a
+// decay exp(dt A) overflows (A > 0 without softplus) and its inf meets a 0 in the backward's reverse warp scan (NaN);
+// it costs a few selects in the last chunk only.
 __device__ __forceinline__ void delta_to_dt(float (&dt)[kItems], float (&slope)[kItems], float bias, bool softplus,
                                             int pos0, int length) {
   if (softplus) {

@@ -21,8 +21,8 @@ from _variant_builds import build_all, build_env, child_result, parent_args
 # the kernel had then (that file lists them).
 # The backward's d_state-1 build likewise (VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS blocks of 8 warps).
 # name: (extra nvcc flags, source root holding the vmamba_zoo package; None: this checkout). "base": an earlier
-# commit's sources, e.g. git archive bc3a281 vmamba_zoo | tar -x -C build/scan_base
-VARIANTS = {"shipped": ("", None), "base": ("", "build/scan_base"),
+# commit's sources, e.g. git archive bc3a281 vmamba_zoo | tar -x -C build/scan_base; "prev" likewise, build/scan_prev
+VARIANTS = {"shipped": ("", None), "base": ("", "build/scan_base"), "prev": ("", "build/scan_prev"),
             **{f"fwd min blocks {b}": (f"-DVMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS={b}", None) for b in (1, 8)},
             "bwd single mb3": ("-DVMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS=3", None)}
 SPEED_CASES = {"T stage0 N=1 b128": (128, 4, 96, 1, 3136), "vanilla stage0 N=16 b32": (32, 4, 192, 16, 3136)}

@@ -46,12 +46,10 @@ inline bool bwd_single_state(const SelectiveScanParams& p) {
   return p.d_state == 1 && p.warps_per_block <= kMaxWarpsBwdSingle;
 }
 
-template <typename input_t, typename dout_t, bool kSingleState = false>
-__global__ void __launch_bounds__(kSingleState ? kMaxWarpsBwdSingle * 32 : kMaxWarpsBwd * 32,
-                                  kSingleState ? VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS : 1)
-selective_scan_bwd_kernel(const SelectiveScanParams p) {
-  float* const shared = dynamic_shared_memory();
-  const WarpChannel w = locate_warp(p);
+// One warp's row (the kernel's body); kWholeSpans: whole_aligned_spans holds for its rows
+template <typename input_t, typename dout_t, bool kSingleState, bool kWholeSpans>
+__device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams& p, const WarpChannel& w,
+                                                       float* shared) {
   const int lane = w.lane, warp = w.warp, warps = p.warps_per_block;
   const int d_state = kSingleState ? 1 : p.d_state;
   const int length = p.length;
@@ -103,23 +101,23 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
   {
     // pass 1 covers the chunks before the last; fetches past their end read nothing
     const int pass_end = seq_length < (p.n_chunks - 1) * kChunk ? seq_length : (p.n_chunks - 1) * kChunk;
-    RawItems<input_t> u_next = fetch_items(u_row, lane * kItems, pass_end);
-    RawItems<input_t> delta_next = fetch_items(delta_row, lane * kItems, pass_end);
-    RawItems<input_t> B_next = fetch_items(B_rows, lane * kItems, pass_end);
+    RawItems<input_t> u_next = fetch_items<kWholeSpans>(u_row, lane * kItems, pass_end);
+    RawItems<input_t> delta_next = fetch_items<kWholeSpans>(delta_row, lane * kItems, pass_end);
+    RawItems<input_t> B_next = fetch_items<kWholeSpans>(B_rows, lane * kItems, pass_end);
     for (int chunk = 0; chunk + 1 < p.n_chunks; ++chunk) {
       const int pos0 = chunk * kChunk + lane * kItems;
       float u[kItems], dt[kItems];
       to_floats(u_next, u);
       to_floats(delta_next, dt);
-      u_next = fetch_items(u_row, pos0 + kChunk, pass_end);
-      delta_next = fetch_items(delta_row, pos0 + kChunk, pass_end);
+      u_next = fetch_items<kWholeSpans>(u_row, pos0 + kChunk, pass_end);
+      delta_next = fetch_items<kWholeSpans>(delta_row, pos0 + kChunk, pass_end);
       float unused_slope[kItems];
       delta_to_dt(dt, unused_slope, bias, p.delta_softplus, pos0, seq_length);
       for (int n = 0; n < d_state; ++n) {
         float B_vals[kItems];
         to_floats(B_next, B_vals);
         const bool last_row = n + 1 == d_state;  // then the next pair is the next chunk's first row
-        B_next = fetch_items(B_rows + (last_row ? 0 : static_cast<int64_t>(n + 1) * length),
+        B_next = fetch_items<kWholeSpans>(B_rows + (last_row ? 0 : static_cast<int64_t>(n + 1) * length),
                              last_row ? pos0 + kChunk : pos0, pass_end);
         const float A_n = A_row[n];
         float lane_a = 1.f, lane_b = 0.f;
@@ -145,13 +143,13 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
   // ---- pass 2: chunks from last to first
   float dD_lane = 0.f, dbias_lane = 0.f;  // this lane's share of the channel's dD / ddelta_bias
   const int last_pos0 = (p.n_chunks - 1) * kChunk + lane * kItems;
-  RawItems<input_t> u_next = fetch_items(u_row, last_pos0, seq_length);
-  RawItems<input_t> delta_next = fetch_items(delta_row, last_pos0, seq_length);
-  RawItems<dout_t> dout_next = fetch_items(dout_row, last_pos0, seq_length);  // 0 past the end: no adjoint
+  RawItems<input_t> u_next = fetch_items<kWholeSpans>(u_row, last_pos0, seq_length);
+  RawItems<input_t> delta_next = fetch_items<kWholeSpans>(delta_row, last_pos0, seq_length);
+  RawItems<dout_t> dout_next = fetch_items<kWholeSpans>(dout_row, last_pos0, seq_length);  // 0 past the end: no adjoint
   RawItems<input_t> z_next;
-  if (z_row != nullptr) z_next = fetch_items(z_row, last_pos0, seq_length);
-  RawItems<input_t> B_next = fetch_items(B_rows, last_pos0, seq_length);
-  RawItems<input_t> C_next = fetch_items(C_rows, last_pos0, seq_length);
+  if (z_row != nullptr) z_next = fetch_items<kWholeSpans>(z_row, last_pos0, seq_length);
+  RawItems<input_t> B_next = fetch_items<kWholeSpans>(B_rows, last_pos0, seq_length);
+  RawItems<input_t> C_next = fetch_items<kWholeSpans>(C_rows, last_pos0, seq_length);
   for (int chunk = p.n_chunks - 1; chunk >= 0; --chunk) {
     const int pos0 = chunk * kChunk + lane * kItems;
     const int prev_pos0 = chunk > 0 ? pos0 - kChunk : seq_length;  // the next chunk walked; none after chunk 0
@@ -163,13 +161,13 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
     to_floats(u_next, u);
     to_floats(delta_next, dt);
     to_floats(dout_next, dy);
-    u_next = fetch_items(u_row, prev_pos0, seq_length);
-    delta_next = fetch_items(delta_row, prev_pos0, seq_length);
-    dout_next = fetch_items(dout_row, prev_pos0, seq_length);
+    u_next = fetch_items<kWholeSpans>(u_row, prev_pos0, seq_length);
+    delta_next = fetch_items<kWholeSpans>(delta_row, prev_pos0, seq_length);
+    dout_next = fetch_items<kWholeSpans>(dout_row, prev_pos0, seq_length);
     if (z_row != nullptr) {
       float z_vals[kItems];
       to_floats(z_next, z_vals);
-      z_next = fetch_items(z_row, prev_pos0, seq_length);
+      z_next = fetch_items<kWholeSpans>(z_row, prev_pos0, seq_length);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         const float sig = sigmoid(z_vals[i]);
@@ -191,8 +189,8 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
       to_floats(C_next, C_vals);
       const bool last_row = n + 1 == d_state;  // then the next pair is the previous chunk's first row
       const int64_t next_row = last_row ? 0 : static_cast<int64_t>(n + 1) * length;
-      B_next = fetch_items(B_rows + next_row, last_row ? prev_pos0 : pos0, seq_length);
-      C_next = fetch_items(C_rows + next_row, last_row ? prev_pos0 : pos0, seq_length);
+      B_next = fetch_items<kWholeSpans>(B_rows + next_row, last_row ? prev_pos0 : pos0, seq_length);
+      C_next = fetch_items<kWholeSpans>(C_rows + next_row, last_row ? prev_pos0 : pos0, seq_length);
       const float A_n = A_row[n];
 
       // forward: rebuild h over the chunk (as the forward kernel), keeping h_{t-1} of each item
@@ -288,9 +286,9 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
       if (pos0 + i < seq_length) dbias_lane += ddt[i];
     }
     if (w.valid) {
-      store_items(du_row, pos0, length, du);
-      store_items(ddelta_row, pos0, length, ddt);
-      if (dz_row != nullptr) store_items(dz_row, pos0, length, dz_vals);
+      store_items<kWholeSpans>(du_row, pos0, length, du);
+      store_items<kWholeSpans>(ddelta_row, pos0, length, ddt);
+      if (dz_row != nullptr) store_items<kWholeSpans>(dz_row, pos0, length, dz_vals);
     }
   }
 
@@ -304,6 +302,19 @@ selective_scan_bwd_kernel(const SelectiveScanParams p) {
       if (p.dD_part != nullptr) p.dD_part[channel_index] = dD_total;
       if (p.dbias_part != nullptr) p.dbias_part[channel_index] = dbias_total;
     }
+  }
+}
+
+template <typename input_t, typename dout_t, bool kSingleState = false>
+__global__ void __launch_bounds__(kSingleState ? kMaxWarpsBwdSingle * 32 : kMaxWarpsBwd * 32,
+                                  kSingleState ? VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS : 1)
+selective_scan_bwd_kernel(const SelectiveScanParams p) {
+  const WarpChannel w = locate_warp(p);
+  // the same branch in every block (it reads only the launch's pointers): the body's block barriers stay aligned
+  if (whole_aligned_spans(p.length, p.u, p.delta, p.z, p.dout, p.du, p.ddelta, p.dz, p.B, p.C)) {
+    selective_scan_bwd_row<input_t, dout_t, kSingleState, true>(p, w, dynamic_shared_memory());
+  } else {
+    selective_scan_bwd_row<input_t, dout_t, kSingleState, false>(p, w, dynamic_shared_memory());
   }
 }
 

@@ -36,12 +36,10 @@ inline size_t fwd_smem_floats(const SelectiveScanParams& p) {
   return fwd_single_state(p) ? 0 : static_cast<size_t>(p.warps_per_block) * p.d_state;  // <= 4 * 256: under 48 KB
 }
 
-template <typename input_t, typename output_t, bool kSingleState = false>
-__global__ void __launch_bounds__(kMaxWarpsFwd * 32, VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS)
-selective_scan_fwd_kernel(const SelectiveScanParams p) {
-  float* const shared = dynamic_shared_memory();
-  const WarpChannel w = locate_warp(p);
-  if (!w.valid) return;  // no block-wide barriers in the forward: spare warps can leave
+// One warp's row; kWholeSpans: whole_aligned_spans holds for its rows (loads and stores without per-lane tests)
+template <typename input_t, typename output_t, bool kSingleState, bool kWholeSpans>
+__device__ __forceinline__ void selective_scan_fwd_row(const SelectiveScanParams& p, const WarpChannel& w,
+                                                       float* shared) {
   const int lane = w.lane;
   const int length = p.length, d_state = kSingleState ? 1 : p.d_state;
 
@@ -67,17 +65,17 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
   }
 
   // one step ahead: past the sequence's end a fetch reads nothing and gives zeros
-  RawItems<input_t> u_next = fetch_items(u_row, lane * kItems, length);
-  RawItems<input_t> delta_next = fetch_items(delta_row, lane * kItems, length);
-  RawItems<input_t> B_next = fetch_items(B_rows, lane * kItems, length);
-  RawItems<input_t> C_next = fetch_items(C_rows, lane * kItems, length);
+  RawItems<input_t> u_next = fetch_items<kWholeSpans>(u_row, lane * kItems, length);
+  RawItems<input_t> delta_next = fetch_items<kWholeSpans>(delta_row, lane * kItems, length);
+  RawItems<input_t> B_next = fetch_items<kWholeSpans>(B_rows, lane * kItems, length);
+  RawItems<input_t> C_next = fetch_items<kWholeSpans>(C_rows, lane * kItems, length);
   for (int chunk = 0; chunk < p.n_chunks; ++chunk) {
     const int pos0 = chunk * kChunk + lane * kItems;
     const RawItems<input_t> u_raw = u_next, delta_raw = delta_next;
     RawItems<input_t> z_raw;  // used at the chunk's end
-    if (z_row != nullptr) z_raw = fetch_items(z_row, pos0, length);
-    u_next = fetch_items(u_row, pos0 + kChunk, length);
-    delta_next = fetch_items(delta_row, pos0 + kChunk, length);
+    if (z_row != nullptr) z_raw = fetch_items<kWholeSpans>(z_row, pos0, length);
+    u_next = fetch_items<kWholeSpans>(u_row, pos0 + kChunk, length);
+    delta_next = fetch_items<kWholeSpans>(delta_row, pos0 + kChunk, length);
     float u[kItems], dt[kItems], y[kItems];
     to_floats(u_raw, u);
     to_floats(delta_raw, dt);
@@ -96,8 +94,8 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
       const bool last_row = n + 1 == d_state;  // then the next pair is the next chunk's first row
       const int64_t next_row = last_row ? 0 : static_cast<int64_t>(n + 1) * length;
       const int next_pos = last_row ? pos0 + kChunk : pos0;
-      B_next = fetch_items(B_rows + next_row, next_pos, length);
-      C_next = fetch_items(C_rows + next_row, next_pos, length);
+      B_next = fetch_items<kWholeSpans>(B_rows + next_row, next_pos, length);
+      C_next = fetch_items<kWholeSpans>(C_rows + next_row, next_pos, length);
       // A_n log2(e) once per row: exp(dt A) = 2^(dt A log2 e). kSingleState's from before the loop (read here, the
       // load would repeat every chunk: the compiler cannot tell A from the output it writes)
       const float A_n_log2e = kSingleState ? A_first_log2e : A_row[n] * kLog2e;
@@ -141,7 +139,19 @@ selective_scan_fwd_kernel(const SelectiveScanParams p) {
 #pragma unroll
       for (int i = 0; i < kItems; ++i) y[i] *= z_vals[i] * sigmoid(z_vals[i]);
     }
-    store_items(out_row, pos0, length, y);
+    store_items<kWholeSpans>(out_row, pos0, length, y);
+  }
+}
+
+template <typename input_t, typename output_t, bool kSingleState = false>
+__global__ void __launch_bounds__(kMaxWarpsFwd * 32, VMAMBA_ZOO_CUDA_FWD_MIN_BLOCKS)
+selective_scan_fwd_kernel(const SelectiveScanParams p) {
+  const WarpChannel w = locate_warp(p);
+  if (!w.valid) return;  // no block-wide barriers in the forward: spare warps can leave
+  if (whole_aligned_spans(p.length, p.u, p.delta, p.z, p.out, p.B, p.C)) {
+    selective_scan_fwd_row<input_t, output_t, kSingleState, true>(p, w, dynamic_shared_memory());
+  } else {
+    selective_scan_fwd_row<input_t, output_t, kSingleState, false>(p, w, dynamic_shared_memory());
   }
 }
 

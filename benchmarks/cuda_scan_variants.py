@@ -1,7 +1,8 @@
 """Build variants of the CUDA selective-scan kernels (their tuning macros, via VMAMBA_ZOO_CUDA_NVCC_FLAGS) and
 compare them in one run: forward and gradient errors against the float64 oracle (cuda_scan_check.check_case),
 and the forward and backward ops timed at the VMamba-T stage-0 shape (d_state 1) and the vanilla-T one
-(d_state 16), as % of a measured copy.
+(d_state 16), as % of a measured copy; for builds with selective_scan_fwd_states, also the training pair (forward
+keeping its chunk states, backward reading them).
 
     PYTHONPATH=. python benchmarks/cuda_scan_variants.py                 # all variants (builds in parallel)
     PYTHONPATH=. python benchmarks/cuda_scan_variants.py --only shipped  # one
@@ -49,6 +50,7 @@ def measure(build_only: bool) -> dict:
     copy = copy_bandwidth()
     out["copy_gbs"] = copy
     fwd_op, bwd_op = torch.ops.vmamba_zoo_cuda.selective_scan_fwd, torch.ops.vmamba_zoo_cuda.selective_scan_bwd
+    states_op = getattr(torch.ops.vmamba_zoo_cuda, "selective_scan_fwd_states", None)  # builds since session 21
     for name, shape in SPEED_CASES.items():
         u, delta, A, B, C, D, bias = [t.detach() for t in scan_speed_inputs(*shape)]
         bc = 2 * B.numel() * B.element_size()
@@ -58,7 +60,13 @@ def measure(build_only: bool) -> dict:
         with torch.no_grad():
             tf = cuda_time(lambda: fwd_op(u, delta, A, B, C, D, None, bias, True, True), repeats=20)
             tb = cuda_time(lambda: bwd_op(dout, u, delta, A, B, C, D, None, bias, True), repeats=20)
-        out["ms"][name] = (tf * 1e3, 100 * fwd_bytes / tf / 1e9 / copy, tb * 1e3, 100 * bwd_bytes / tb / 1e9 / copy)
+            cells = [tf * 1e3, 100 * fwd_bytes / tf / 1e9 / copy, tb * 1e3, 100 * bwd_bytes / tb / 1e9 / copy]
+            if states_op is not None:  # the training pair: forward keeping its chunk states, backward reading them
+                _, states = states_op(u, delta, A, B, C, D, None, bias, True, True)
+                tfs = cuda_time(lambda: states_op(u, delta, A, B, C, D, None, bias, True, True), repeats=20)
+                tbs = cuda_time(lambda: bwd_op(dout, u, delta, A, B, C, D, None, bias, True, states), repeats=20)
+                cells += [tfs * 1e3, 100 * fwd_bytes / tfs / 1e9 / copy, tbs * 1e3, 100 * bwd_bytes / tbs / 1e9 / copy]
+        out["ms"][name] = cells
         del u, delta, A, B, C, D, bias, dout
         torch.cuda.empty_cache()
     return out
@@ -90,12 +98,16 @@ def main() -> int:
         if "error" in res:
             print(f"{name:<20} FAILED: {res['error']}")
             continue
-        cells = "".join(f"{f'{tf:.3f} ({pf:.0f}%)':>30}{f'{tb:.3f} ({pb:.0f}%)':>18}"
-                        for tf, pf, tb, pb in res["ms"].values())
+        cells = "".join(f"{f'{t[0]:.3f} ({t[1]:.0f}%)':>30}{f'{t[2]:.3f} ({t[3]:.0f}%)':>18}"
+                        for t in res["ms"].values())
         worst = {kind: [max(v[i] for k, v in res["errors"].items() if k.endswith("float32") == (kind == 32))
                         for i in (0, 1)] for kind in (32, 16)}  # nan grad error: a backward not deterministic
         errors = " | ".join(f"{f:.1e}/{g:.1e}" for f, g in worst.values())
         print(f"{name:<20}{cells}   {errors}   (copy {res['copy_gbs']:.0f} GB/s)", flush=True)
+        saved = "".join(f"{f'{t[4]:.3f} ({t[5]:.0f}%)':>30}{f'{t[6]:.3f} ({t[7]:.0f}%)':>18}"
+                        for t in res["ms"].values() if len(t) > 4)
+        if saved:  # the same ops as a training step runs them: forward with states, backward from them
+            print(f"{'  + saved states':<20}{saved}", flush=True)
     return 0
 
 

@@ -67,6 +67,11 @@ def test_emulated_empty_length(suite):
     suite.test_cuda_empty_length()
 
 
+@pytest.mark.parametrize("shape", [(2, 2, 3, 4, 600), (1, 2, 20, 2, 257)], ids=lambda s: "x".join(map(str, s)))
+def test_emulated_saved_states(suite, shape):
+    suite.test_cuda_saved_states(shape)
+
+
 def test_emulated_backward_is_deterministic(suite):
     suite.test_cuda_backward_is_deterministic((1, 2, 12, 2, 270))
 

@@ -310,6 +310,61 @@ def test_opcheck_selective_scan_fwd(case):
     torch.library.opcheck(torch.ops.vmamba_zoo.selective_scan_fwd, args)
 
 
+@pytest.mark.parametrize("case", ["f64_all", "f32_bare", "bf16_out_bf16", "strided"])
+def test_opcheck_selective_scan_fwd_states(case):
+    """opcheck on the training forward (two outputs: y and the chunk-start states, not differentiable)."""
+    args = _opcheck_ss_fwd_cases()[case]
+    args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    torch.library.opcheck(torch.ops.vmamba_zoo.selective_scan_fwd_states, args)
+
+
+@pytest.mark.parametrize("length", [1, 255, 256, 257, 600])
+def test_fwd_states_are_the_chunk_start_states(length):
+    """The training forward's states are h before positions 0, 256, 512 ... (a step-by-step loop's), its y the
+    plain forward's, and a backward given them returns what one without them does."""
+    t = make_inputs(length=length, softplus=True, d_state=3)
+    y, states = torch.ops.vmamba_zoo.selective_scan_fwd_states(*ss_op_args(t, True))
+    torch.testing.assert_close(y, torch.ops.vmamba_zoo.selective_scan_fwd(*ss_op_args(t, True)), rtol=0, atol=0)
+    dt = torch.nn.functional.softplus(t["delta"] + t["delta_bias"][:, None])
+    B, groups = t["B"].repeat_interleave(3, dim=1), t["B"].shape[1]  # (batch, K*D, N, L): 3 channels a group
+    assert groups * 3 == t["u"].shape[1]
+    h, want = torch.zeros(states.shape[0], states.shape[1], states.shape[3], dtype=torch.float64), []
+    for pos in range(length):
+        if pos % reference.STATES_CHUNK == 0:
+            want.append(h.clone())
+        h = torch.exp(dt[..., pos, None] * t["A"]) * h + (dt[..., pos] * t["u"][..., pos])[..., None] * B[..., pos]
+    assert states.shape == (2, 6, -(-length // 256), 3) and states.dtype == torch.float64
+    torch.testing.assert_close(states, torch.stack(want, dim=2), rtol=1e-12, atol=1e-12)
+    dout = torch.randn_like(y)
+    plain = torch.ops.vmamba_zoo.selective_scan_bwd(dout, *ss_op_args(t, True)[:-2], "auto")
+    saved = torch.ops.vmamba_zoo.selective_scan_bwd(dout, *ss_op_args(t, True)[:-2], "auto", states)
+    for a, b in zip(saved, plain):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_training_calls_take_the_states_forward():
+    """selective_scan runs the training forward when a gradient is wanted (its states reach the backward), the
+    plain one under no_grad or for inputs that need none."""
+    seen = []
+
+    def record(name):
+        def fn(*args, **kwargs):
+            seen.append(name)
+            return getattr(reference, name)(*args, **kwargs)
+        return fn
+
+    for name in ("selective_scan_fwd", "selective_scan_fwd_states", "selective_scan_bwd"):
+        register_backend(name, "recording", record(name), priority=5)
+    t = make_inputs(length=300)
+    run_with_grads(selective_scan, t, torch.ones_like(t["u"]))
+    assert seen == ["selective_scan_fwd_states", "selective_scan_bwd"]
+    seen.clear()
+    selective_scan(**t)
+    with torch.no_grad():
+        selective_scan(**{k: None if v is None else v.requires_grad_() for k, v in t.items()})
+    assert seen == ["selective_scan_fwd", "selective_scan_fwd"]
+
+
 @pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
 @pytest.mark.parametrize("with_optional", [False, True], ids=["bare", "D_z_bias"])
 def test_opcheck_selective_scan_bwd(with_optional, strided):
@@ -383,8 +438,9 @@ def test_torch_compile_fullgraph_aot_eager_matches_eager():
     compiled = torch.compile(_pipeline, fullgraph=True, backend=aot_eager_recording, dynamic=False)
     actual = compiled(*compiled_args)
     assert len(graphs) == 1
+    # inputs that require grad: the training forward, which keeps its chunk states for the backward
     assert [t for t in graphs[0] if "vmamba_zoo" in t] == [
-        "vmamba_zoo.cross_scan", "vmamba_zoo.selective_scan_fwd", "vmamba_zoo.cross_merge"]
+        "vmamba_zoo.cross_scan", "vmamba_zoo.selective_scan_fwd_states", "vmamba_zoo.cross_merge"]
     torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6)
     dout = torch.randn(expected.shape, generator=g)
     for a, b in zip(torch.autograd.grad(actual, compiled_args, dout), torch.autograd.grad(expected, eager_args, dout)):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vmamba_zoo.analysis.benchmark import scan_inputs
-from vmamba_zoo.ops import selective_scan
+from vmamba_zoo.ops import reference, selective_scan
 from vmamba_zoo.ops.reference import selective_scan_naive
 
 KERNELS = "vmamba_zoo.ops.kernels.triton_selective_scan"
@@ -50,6 +50,19 @@ def test_triton_matches_oracle_fwd_bwd(interpreter, batch, groups, group_size, d
     want = torch.autograd.grad(y_ref, [ref[k] for k in names], grad)
     for name, a, b in zip(names, got, want):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5 * b.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("length", [200, 600])
+def test_triton_fwd_states_are_the_reference_chunk_states(interpreter, length):
+    """The Triton training forward's states (every 256th of its own chunk starts) equal the reference's."""
+    data = {k: None if v is None else v.float() for k, v in _inputs(1, 2, 2, 2, length, seed=length).items()}
+    args = [data[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")] + [True, True]
+    y, states = interpreter.selective_scan_fwd_states(*args)
+    y_ref, states_ref = reference.selective_scan_fwd_states(*[None if a is None else a.double() for a in args[:8]],
+                                                            True, True)
+    assert states.shape == states_ref.shape == (1, 4, -(-length // 256), 2) and states.dtype == torch.float32
+    torch.testing.assert_close(states.double(), states_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-5 * y_ref.abs().max().item())
 
 
 def test_non_power_of_two_state_falls_back_to_reference(interpreter):

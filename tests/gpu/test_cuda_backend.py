@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vmamba_zoo.analysis.benchmark import scan_inputs
-from vmamba_zoo.ops import cuda_backend, selective_scan
+from vmamba_zoo.ops import cuda_backend, reference, selective_scan
 from vmamba_zoo.ops.reference import selective_scan_naive
 
 pytestmark = pytest.mark.gpu
@@ -179,6 +179,30 @@ def test_cuda_empty_length():
     assert y.shape == (2, 4, 0)
     (dA,) = torch.autograd.grad(y.sum(), [A], allow_unused=True)
     assert dA is None or torch.count_nonzero(dA) == 0
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 3, 4, 600), (1, 4, 8, 1, 1000), (1, 2, 20, 2, 257)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_cuda_saved_states(shape):
+    """The training forward's chunk-start states equal the reference's, and the backward from them equals the one
+    that recomputes them (the kernels' first pass) to float32 rounding."""
+    data = {k: None if v is None else v.to(DEVICE, torch.float32)
+            for k, v in _inputs(*shape, seed=shape[-1]).items()}
+    args = [data[k] for k in GRAD_ORDER] + [True, True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        y, states = cuda_backend.selective_scan_fwd_states(*args)
+        y_ref, states_ref = reference.selective_scan_fwd_states(
+            *[None if a is None else a.double().cpu() for a in args[:8]], True, True)
+        assert states.dtype == torch.float32 and states.shape == states_ref.shape
+        assert _rel(y, y_ref) < 1e-5 and _rel(states, states_ref) < 1e-5
+        dout = torch.randn_like(y)
+        recomputed = cuda_backend.selective_scan_bwd(dout, *args[:9])
+        saved = cuda_backend.selective_scan_bwd(dout, *args[:9], saved_states=states)
+    for name, a, b in zip(GRAD_ORDER, saved, recomputed):
+        assert _rel(a, b.double().cpu()) < 1e-5, name
+    with pytest.raises(RuntimeError, match="saved_states must have shape"):
+        cuda_backend.selective_scan_bwd(dout, *args[:9], saved_states=states[:, :, :1].contiguous())
 
 
 @pytest.mark.skipif(os.environ.get("VMAMBA_ZOO_GPU_LARGE") != "1", reason="set VMAMBA_ZOO_GPU_LARGE=1 (several GiB)")

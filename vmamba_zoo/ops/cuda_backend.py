@@ -44,7 +44,7 @@ from .backends import cast, dense, register_backend
 
 __all__ = ["CUDA_PRIORITY", "DEFAULT_ARCH_LIST", "MAX_D_STATE", "arch_list", "cache_dir", "cache_key",
            "extension_status", "layer_norm_fwd", "load_extension", "selective_scan_bwd", "selective_scan_fwd",
-           "ss2d_scan_bwd", "ss2d_scan_fwd"]
+           "selective_scan_fwd_states", "ss2d_scan_bwd", "ss2d_scan_fwd"]
 
 logger = logging.getLogger(__name__)
 
@@ -409,14 +409,27 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32
     return y if fp32_output else cast(y, u.dtype)
 
 
-def selective_scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+def selective_scan_fwd_states(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output):
+    """The forward and the states at its 256-position chunk starts (float32), which the backward reads instead of
+    recomputing them: the kernels' own chunks, so this costs one store per chunk and state row."""
+    act = _common_dtype(u, delta, B, C, z)
+    y, states = getattr(torch.ops, OPS_NAMESPACE).selective_scan_fwd_states(
+        dense(u, act), dense(delta, act), dense(A, torch.float32), dense(B, act), dense(C, act),
+        dense(D, torch.float32), dense(z, act), dense(delta_bias, torch.float32), bool(delta_softplus),
+        bool(fp32_output))
+    return (y if fp32_output else cast(y, u.dtype)), states
+
+
+def selective_scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, saved_states=None):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), each in its input's dtype; None for absent
-    optional inputs."""
+    optional inputs. ``saved_states``: selective_scan_fwd_states's, which spare the kernel a pass over u, delta
+    and B."""
     act = _common_dtype(u, delta, B, C, z)
     dout = dense(dout) if dout.dtype in (torch.float32, act) else dense(dout, torch.float32)
     grads = getattr(torch.ops, OPS_NAMESPACE).selective_scan_bwd(
         dout, dense(u, act), dense(delta, act), dense(A, torch.float32), dense(B, act), dense(C, act),
-        dense(D, torch.float32), dense(z, act), dense(delta_bias, torch.float32), bool(delta_softplus))
+        dense(D, torch.float32), dense(z, act), dense(delta_bias, torch.float32), bool(delta_softplus),
+        dense(saved_states, torch.float32))
     inputs = (u, delta, A, B, C, D, z, delta_bias)
     return tuple(None if t is None else cast(g, t.dtype) for g, t in zip(grads, inputs))
 
@@ -514,6 +527,7 @@ register_backend("layer_norm_fwd", "cuda", layer_norm_fwd, priority=CUDA_PRIORIT
                  auto_supports=_never)
 
 for _op, _fn, _supports, _auto in (("selective_scan_fwd", selective_scan_fwd, supports, None),
+                                   ("selective_scan_fwd_states", selective_scan_fwd_states, supports, None),
                                    ("selective_scan_bwd", selective_scan_bwd, supports, None),
                                    ("ss2d_scan_fwd", ss2d_scan_fwd, ss2d_supports, ss2d_fwd_auto),
                                    ("ss2d_scan_bwd", ss2d_scan_bwd, ss2d_supports, None)):

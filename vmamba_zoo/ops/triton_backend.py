@@ -69,7 +69,7 @@ def _ss2d_bwd_auto(tensors):  # (dy, x, dts, Bs, Cs)
 
 
 if triton_available():
-    for _op in ("selective_scan_fwd", "selective_scan_bwd"):
+    for _op in ("selective_scan_fwd", "selective_scan_fwd_states", "selective_scan_bwd"):
         register_backend(_op, "triton", lazy_backend(_KERNELS, _op), priority=TRITON_PRIORITY,
                          supports=_scan_supports, auto_supports=_scan_auto)
     for _op, _kernel, _auto in (("ss2d_scan_fwd", "ss2d_scan_fwd", _ss2d_auto),

@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..reference.selective_scan import STATES_CHUNK
+
 
 @triton.jit
 def _first_order(a1, b1, a2, b2):
@@ -239,21 +241,39 @@ def _compute_dtype(*tensors):
 
 
 def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output):
+    return _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, False)[0]
+
+
+def selective_scan_fwd_states(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output):
+    """The forward and its states at every STATES_CHUNK-position chunk start (the op's layout: (batch, K*D,
+    chunks, N) float32), taken from this kernel's own chunk starts (BLOCK_L divides STATES_CHUNK)."""
+    return _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, True)
+
+
+def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, keep_states):
     (u, delta, A, B, C, D, z, delta_bias), dummy, dims = _prepare(u, delta, A, B, C, D, z, delta_bias)
     batch, channels, length, groups, d_state, group_size, block_d, block_l, n_chunks = dims
     out_dtype = _compute_dtype(u, delta, A, B, C) if fp32_output else u.dtype
     out = torch.empty(u.shape, dtype=out_dtype, device=u.device)
+    states = (torch.empty(batch, channels * d_state, n_chunks, device=u.device, dtype=torch.float32)
+              if keep_states else dummy)
     grid = (batch, channels // block_d)
     _ss_fwd_kernel[grid](u, delta, A, B, C, D if D is not None else dummy, z if z is not None else dummy,
-                         delta_bias if delta_bias is not None else dummy, out, dummy,
+                         delta_bias if delta_bias is not None else dummy, out, states,
                          length, channels, group_size, n_chunks,
                          N=d_state, BLOCK_D=block_d, BLOCK_L=block_l, HAS_D=D is not None, HAS_Z=z is not None,
                          HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, WRITE_OUT=True,
-                         WRITE_STATES=False, num_warps=_num_warps(d_state))
-    return out
+                         WRITE_STATES=keep_states, num_warps=_num_warps(d_state))
+    if not keep_states:
+        return out, None
+    assert STATES_CHUNK % block_l == 0, (STATES_CHUNK, block_l)
+    every = STATES_CHUNK // block_l
+    return out, states.view(batch, channels, d_state, n_chunks)[..., ::every].transpose(-1, -2).contiguous()
 
 
-def selective_scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+def selective_scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus, saved_states=None):
+    """Gradients as the reference's. ``saved_states`` goes unused: this kernel needs the states at its own, shorter
+    chunks (BLOCK_L), which its first pass recomputes."""
     (u, delta, A, B, C, D, z, delta_bias), dummy, dims = _prepare(u, delta, A, B, C, D, z, delta_bias)
     batch, channels, length, groups, d_state, group_size, block_d, block_l, n_chunks = dims
     dout = dout.contiguous()

@@ -71,9 +71,29 @@ def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
     return dtype, u_f, delta_raw, delta_f, B_x, C_x, decay, drive
 
 
+# Positions per saved state of selective_scan_fwd_states: the state at every STATES_CHUNK-th position is what the
+# CUDA backward needs (its kernels' chunk); every backend gives the same states, so any backward may take them.
+STATES_CHUNK = 256
+
+
+def chunk_starts(states: Tensor) -> Tensor:
+    """(batch, KD, N, L) states h_t -> (batch, KD, ceil(L / STATES_CHUNK), N): the state before each chunk's first
+    position (0 for the first chunk)."""
+    ends = states[..., STATES_CHUNK - 1:-1:STATES_CHUNK]  # h at the last position of every chunk but the last
+    return torch.cat([torch.zeros_like(states[..., :1]), ends], dim=-1).transpose(-1, -2).contiguous()
+
+
 def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
                        fp32_output: bool) -> Tensor:
+    return selective_scan_fwd_states(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output,
+                                     keep_states=False)[0]
+
+
+def selective_scan_fwd_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                              z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
+                              fp32_output: bool, keep_states: bool = True) -> tuple[Tensor, Optional[Tensor]]:
+    """(y, the states at the chunk starts (see chunk_starts), in the state precision; None unless keep_states)."""
     dtype, u_f, _, _, _, C_x, decay, drive = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     states = linear_scan(decay, drive)
     y = (states * C_x).sum(2)
@@ -82,15 +102,15 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     if z is not None:
         y = y * F.silu(z.to(dtype))
     # fp32_output: keep the state precision (float32, float64 for float64 inputs) instead of u's dtype
-    return y.to(dtype if fp32_output else u.dtype)
+    return y.to(dtype if fp32_output else u.dtype), chunk_starts(states) if keep_states else None
 
 
 def selective_scan_bwd(dout: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                        D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
-                       delta_softplus: bool):
+                       delta_softplus: bool, saved_states: Optional[Tensor] = None):
     """Gradients of ``selective_scan_fwd``: (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias).
 
-    The states are recomputed (cheap) instead of being saved by the forward. The adjoint state
+    The states are recomputed (cheap), ``saved_states`` (the forward's chunk starts) unused. The adjoint state
     g_t = dy_t C_t + decay_{t+1} g_{t+1} is the same linear scan run backwards in time.
     ``dD``/``dz``/``ddelta_bias`` are None when the input was None.
     """

@@ -1,11 +1,13 @@
 // Host side of the CUDA selective scan: input checks, output / scratch allocation, the fixed-order sums
 // of the kernels' partial results, and registration as torch ops:
-//   torch.ops.vmamba_zoo_cuda.selective_scan_fwd / selective_scan_bwd / kernels_available
+//   torch.ops.vmamba_zoo_cuda.selective_scan_fwd / selective_scan_fwd_states / selective_scan_bwd /
+//   kernels_available
 // The Python backend (vmamba_zoo/ops/cuda_backend.py) calls these from behind the package's own
 // custom ops (torch.ops.vmamba_zoo.selective_scan_*), which stay the public interface.
 #include <cstdlib>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -125,25 +127,47 @@ int bwd_max_warps(int64_t d_state) {
 
 void check_launch(cudaError_t status, const char* kernel) { vmamba_zoo_cuda::check_launch(status, kWhat, kernel); }
 
-Tensor selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
-                          const std::optional<Tensor>& D, const std::optional<Tensor>& z,
-                          const std::optional<Tensor>& delta_bias, bool delta_softplus, bool fp32_output) {
+// The forward, and with save_states the state at every chunk start as well, (batch, K*D, n_chunks, N) fp32, for
+// a backward that then skips its recomputation (an empty tensor without save_states)
+std::tuple<Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
+                                   const Tensor& C, const std::optional<Tensor>& D, const std::optional<Tensor>& z,
+                                   const std::optional<Tensor>& delta_bias, bool delta_softplus, bool fp32_output,
+                                   bool save_states) {
   check_cuda(u, "u", u);
   const OnDeviceOf device_guard(u);
   SelectiveScanParams params;
   const Inputs in = prepare(params, kMaxWarpsFwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
   Tensor out = at::empty(u.sizes(), u.options().dtype(fp32_output ? at::kFloat : u.scalar_type()));
-  if (out.numel() == 0) return out;
+  const std::vector<int64_t> states_shape =
+      save_states ? std::vector<int64_t>{params.batch, params.channels, params.n_chunks, params.d_state}
+                  : std::vector<int64_t>{0};
+  Tensor states = at::empty(states_shape, u.options().dtype(at::kFloat));
+  if (out.numel() == 0) return {out, states.zero_()};
   params.out = out.data_ptr();
+  params.chunk_states = save_states ? states.data_ptr<float>() : nullptr;
   check_launch(launch_selective_scan_fwd(params, scalar_kind(u), fp32_output, current_stream()),
                "forward");
-  return out;
+  return {out, states};
+}
+
+Tensor selective_scan_fwd(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
+                          const std::optional<Tensor>& D, const std::optional<Tensor>& z,
+                          const std::optional<Tensor>& delta_bias, bool delta_softplus, bool fp32_output) {
+  return std::get<0>(forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, false));
+}
+
+std::tuple<Tensor, Tensor> selective_scan_fwd_states(const Tensor& u, const Tensor& delta, const Tensor& A,
+                                                     const Tensor& B, const Tensor& C, const std::optional<Tensor>& D,
+                                                     const std::optional<Tensor>& z,
+                                                     const std::optional<Tensor>& delta_bias, bool delta_softplus,
+                                                     bool fp32_output) {
+  return forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, true);
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selective_scan_bwd(
     const Tensor& dout, const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B, const Tensor& C,
     const std::optional<Tensor>& D, const std::optional<Tensor>& z, const std::optional<Tensor>& delta_bias,
-    bool delta_softplus) {
+    bool delta_softplus, const std::optional<Tensor>& saved_states) {
   check_cuda(u, "u", u);
   const OnDeviceOf device_guard(u);
   SelectiveScanParams params;
@@ -167,8 +191,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   Tensor dC_part = at::empty_like(dB_part);
   Tensor dD_part = at::empty({in.D.has_value() ? batch : 0, channels}, f32);
   Tensor dbias_part = at::empty({in.delta_bias.has_value() ? batch : 0, channels}, f32);
-  Tensor chunk_states = params.n_chunks > 1 ? at::empty({batch, channels, params.n_chunks, d_state}, f32)
-                                            : at::empty({0}, f32);
+  if (saved_states.has_value()) {  // from selective_scan_fwd_states on these inputs
+    check_cuda(*saved_states, "saved_states", u);
+    check_shape(*saved_states, "saved_states", {batch, channels, params.n_chunks, d_state});
+    TORCH_CHECK(saved_states->scalar_type() == at::kFloat,
+                "vmamba_zoo CUDA selective scan: saved_states must be float32, got ", saved_states->scalar_type());
+  }
+  const bool states_saved = saved_states.has_value() && params.n_chunks > 1;
+  Tensor chunk_states = states_saved           ? saved_states->contiguous()
+                        : params.n_chunks > 1 ? at::empty({batch, channels, params.n_chunks, d_state}, f32)
+                                              : at::empty({0}, f32);
 
   if (u.numel() > 0) {
     params.dout = dout_c.data_ptr();
@@ -181,6 +213,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     params.dD_part = D.has_value() ? dD_part.data_ptr<float>() : nullptr;
     params.dbias_part = delta_bias.has_value() ? dbias_part.data_ptr<float>() : nullptr;
     params.chunk_states = params.n_chunks > 1 ? chunk_states.data_ptr<float>() : nullptr;
+    params.states_saved = states_saved;
     check_launch(launch_selective_scan_bwd(params, scalar_kind(u), dout.scalar_type() == at::kFloat,
                                            current_stream()),
                  "backward");
@@ -220,16 +253,22 @@ void define_ops(torch::Library& m) {
   m.def(
       "selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
       "Tensor? delta_bias, bool delta_softplus, bool fp32_output) -> Tensor");
-  // gradients of (u, delta, A, B, C, D, z, delta_bias); absent optional inputs get an empty tensor
+  // the forward and the states at its chunk starts, (batch, K*D, ceil(L / 256), N) float32, for the backward
+  m.def(
+      "selective_scan_fwd_states(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
+      "Tensor? delta_bias, bool delta_softplus, bool fp32_output) -> (Tensor, Tensor)");
+  // gradients of (u, delta, A, B, C, D, z, delta_bias); absent optional inputs get an empty tensor.
+  // saved_states: selective_scan_fwd_states's second output (else the backward recomputes those states)
   m.def(
       "selective_scan_bwd(Tensor dout, Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, "
-      "Tensor? z, Tensor? delta_bias, bool delta_softplus) -> "
+      "Tensor? z, Tensor? delta_bias, bool delta_softplus, Tensor? saved_states=None) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("kernels_available(int device) -> bool", &kernels_available);
 }
 
 void implement_ops(torch::Library& m) {
   m.impl("selective_scan_fwd", &selective_scan_fwd);
+  m.impl("selective_scan_fwd_states", &selective_scan_fwd_states);
   m.impl("selective_scan_bwd", &selective_scan_bwd);
 }
 

@@ -77,9 +77,11 @@ struct SelectiveScanParams {
   float* dC_part = nullptr;
   float* dD_part = nullptr;
   float* dbias_part = nullptr;
-  // scratch (batch, K*D, n_chunks, N): the state at the start of every chunk, recomputed by the backward
-  // (null when there is one chunk)
+  // (batch, K*D, n_chunks, N): the state at the start of every chunk (chunk 0's is 0). A training forward writes
+  // it when non-null and the backward then reads it (states_saved); otherwise the backward recomputes it here, a
+  // pass over u, delta and B of its own (null when there is one chunk).
   float* chunk_states = nullptr;
+  bool states_saved = false;
 };
 
 // Launchers (selective_scan_fwd.cu / selective_scan_bwd.cu). input_kind: dtype of u, delta, B, C, z (and of

@@ -5,8 +5,8 @@
 //   g_t = a_{t+1} g_{t+1} + dy_t C_t          (dy = dout * silu(z), or dout)
 //   ddt_t += g_t (A_n a_t h_{t-1} + B_t u_t)  du_t += g_t dt_t B_t     dA_n += g_t h_{t-1} a_t dt_t
 //   dB_t[n] += g_t dt_t u_t                   dC_t[n] += dy_t h_t      summed over the group's channels
-// Pass 1 walks the sequence forwards and stores the state at every chunk start (the forward does not
-// save its states). Pass 2 walks the chunks from last to first; in each it rebuilds h by the forward
+// Pass 1 walks the sequence forwards and stores the state at every chunk start, unless a training forward
+// saved them (states_saved: the backward then reads u, delta and B once, not twice). Pass 2 walks the chunks from last to first; in each it rebuilds h by the forward
 // warp scan from that chunk's stored start, runs the adjoint recurrence by the mirrored warp scan
 // (carrying a_s g_s of the chunk's first position s back to the previous chunk), and accumulates.
 // Per-channel sums over positions (dA, dD, ddelta_bias) stay in the warp; dB/dC are summed over the
@@ -97,8 +97,9 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
   }
   __syncwarp();
 
-  // ---- pass 1: states at the chunk starts (the last chunk's end state is never needed)
-  {
+  // ---- pass 1: states at the chunk starts (the last chunk's end state is never needed), unless the forward
+  // kept them
+  if (!p.states_saved) {
     // pass 1 covers the chunks before the last; fetches past their end read nothing
     const int pass_end = seq_length < (p.n_chunks - 1) * kChunk ? seq_length : (p.n_chunks - 1) * kChunk;
     RawItems<input_t> u_next = fetch_items<kWholeSpans>(u_row, lane * kItems, pass_end);

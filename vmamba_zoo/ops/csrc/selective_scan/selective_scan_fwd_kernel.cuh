@@ -57,6 +57,14 @@ __device__ __forceinline__ void selective_scan_fwd_row(const SelectiveScanParams
   const float bias = p.delta_bias != nullptr ? p.delta_bias[w.channel] : 0.f;
   const float A_first_log2e = A_row[0] * kLog2e;
 
+  // the chunk-start states a training forward keeps for the backward ([chunk][n] of this row), or null
+  float* const states =
+      p.chunk_states != nullptr
+          ? p.chunk_states + (static_cast<int64_t>(w.batch) * p.channels + w.channel) * p.n_chunks * d_state
+          : nullptr;
+  if (states != nullptr) {
+    for (int n = lane; n < d_state; n += 32) states[n] = 0.f;  // chunk 0 starts from 0
+  }
   float* carry = shared + w.warp * d_state;  // state at the current chunk's start, per state row
   float carry_single = 0.f;  // kSingleState's carry
   if (!kSingleState) {
@@ -124,6 +132,9 @@ __device__ __forceinline__ void selective_scan_fwd_row(const SelectiveScanParams
         y[i] = fmaf(C_vals[i], h, y[i]);
       }
       const float h_out = __shfl_sync(kFullMask, apply_affine(lane_a, lane_b, h_in), 31);
+      if (states != nullptr && lane == 0 && chunk + 1 < p.n_chunks) {
+        states[static_cast<int64_t>(chunk + 1) * d_state + n] = h_out;
+      }
       if (kSingleState) {
         carry_single = h_out;
       } else {

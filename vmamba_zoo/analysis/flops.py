@@ -46,6 +46,7 @@ __all__ = ["selective_scan_macs", "count_params", "count_macs_fvcore", "count_ma
            "model_complexity", "complexity_table", "plot_sweep", "FVCORE_OP_NAMES"]
 
 SCAN_OP = "vmamba_zoo::selective_scan_fwd"
+SCAN_STATES_OP = "vmamba_zoo::selective_scan_fwd_states"  # the same scan, run when a gradient is wanted
 SS2D_OP = "vmamba_zoo::ss2d_scan_fwd"
 FVCORE_OP_NAMES = {"selective_scan": SCAN_OP, "ss2d_scan": SS2D_OP, "cross_scan": "vmamba_zoo::cross_scan",
                    "cross_merge": "vmamba_zoo::cross_merge"}
@@ -136,6 +137,7 @@ def _fvcore_slstm(inputs: List[Any], outputs: List[Any]) -> int:
 FVCORE_HANDLES = {
     "aten::einsum": _fvcore_einsum,
     SCAN_OP: _fvcore_scan,
+    SCAN_STATES_OP: _fvcore_scan,
     SS2D_OP: _fvcore_ss2d,
     "vmamba_zoo::cross_scan": _fvcore_zero,
     "vmamba_zoo::cross_merge": _fvcore_zero,
@@ -196,7 +198,7 @@ def _ensure_torch_scan_formula() -> None:
         batch, directions, dt_rank, length = dts
         return 2 * ss2d_scan_macs(batch, directions, dt_weight[1], length, A[1], dt_rank)
 
-    @register_flop_formula(target)
+    @register_flop_formula([target, torch.ops.vmamba_zoo.selective_scan_fwd_states])
     def _scan_flop(u, delta, A, B, C, D=None, z=None, delta_bias=None, *args, out_shape=None, **kwargs) -> int:
         batch, channels, length = u
         return 2 * selective_scan_macs(batch, channels, length, A[1], with_D=D is not None, with_Z=z is not None)

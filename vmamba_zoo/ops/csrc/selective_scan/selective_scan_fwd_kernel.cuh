@@ -13,6 +13,10 @@
 // next (chunk, state row) pair while this pair is; the walk waits on memory only where it has run out of
 // independent work. nvidia-h200, VMamba-T stage-0 shape, kernel alone, with / without it: 1.76 / 2.05 ms at
 // d_state 16 (the Mamba mixer's), 0.80 / 0.75 at d_state 1 (benchmarks/cuda_scan_check_h200_2026-12-03.txt).
+// Rows of whole 16-byte spans (whole_aligned_spans: lengths that are multiples of 8, as at every VMamba stage) take
+// a copy of the loop whose loads and stores carry no per-lane tests (session 21: the generic loads' register copy
+// waited on the loads issued a chunk ahead).
+// A training forward also stores the state at every chunk start (p.chunk_states) for the backward.
 // kSingleState: a build for d_state 1 (VMamba's), whose carry stays in a register (no shared memory, no warp
 // barriers), and whose one-row loop the compiler can flatten. With it, D*u and dt*u taken once per chunk, and
 // registers capped for 6 blocks (24 warps) per SM instead of 4: 0.81 -> 0.63 ms at d_state 1, 1.70 -> 1.38 at

@@ -6,9 +6,10 @@
 //   ddt_t += g_t (A_n a_t h_{t-1} + B_t u_t)  du_t += g_t dt_t B_t     dA_n += g_t h_{t-1} a_t dt_t
 //   dB_t[n] += g_t dt_t u_t                   dC_t[n] += dy_t h_t      summed over the group's channels
 // Pass 1 walks the sequence forwards and stores the state at every chunk start, unless a training forward
-// saved them (states_saved: the backward then reads u, delta and B once, not twice). Pass 2 walks the chunks from last to first; in each it rebuilds h by the forward
-// warp scan from that chunk's stored start, runs the adjoint recurrence by the mirrored warp scan
-// (carrying a_s g_s of the chunk's first position s back to the previous chunk), and accumulates.
+// saved them (states_saved: the backward then reads u, delta and B once, not twice). Pass 2 walks the chunks
+// from last to first; in each it rebuilds h by the forward warp scan from that chunk's stored start, runs the
+// adjoint recurrence by the mirrored warp scan (carrying a_s g_s of the chunk's first position s back to the
+// previous chunk), and accumulates.
 // Per-channel sums over positions (dA, dD, ddelta_bias) stay in the warp; dB/dC are summed over the
 // block's channels in shared memory, in warp order, one fp32 slice per block (the host adds the slices).
 // Both passes load one step ahead, raw (RawItems): a chunk's u, delta (and dout, z) while the chunk before it

@@ -57,7 +57,7 @@ __device__ __forceinline__ bool whole_aligned_spans(int length, Ptrs... rows) {
 // element by element.
 // kWholeSpans (whole_aligned_spans holds): only the vector loads, under one predicate. The generic form's two
 // paths meet in a register copy of the loaded values, which waits for the load there: a fetch meant to run a
-// chunk ahead stalled on the spot (Nsight: long-scoreboard stalls were 68% of the forward's cycles).
+// chunk ahead stalled on the spot (Nsight, H100: long-scoreboard waits were 68% of the forward's stall cycles).
 template <bool kWholeSpans = false, typename T>
 __device__ __forceinline__ RawItems<T> fetch_items(const T* row, int pos0, int length) {
   constexpr int kBytes = kItems * static_cast<int>(sizeof(T));

@@ -173,6 +173,18 @@ void fill_sizes(SelectiveScanParams& p, int max_warps, int batch, int channels, 
   p.delta_softplus = softplus != 0;
 }
 
+void fill_inputs(SelectiveScanParams& p, const void* u, const void* delta, const float* A, const void* B,
+                 const void* C, const float* D, const void* z, const float* delta_bias) {
+  p.u = u;
+  p.delta = delta;
+  p.A = A;
+  p.B = B;
+  p.C = C;
+  p.D = D;
+  p.z = z;
+  p.delta_bias = delta_bias;
+}
+
 }  // namespace
 
 extern "C" {
@@ -191,14 +203,7 @@ int emu_selective_scan_fwd(int kind, int fp32_out, int batch, int channels, int 
                            const void* C, const float* D, const void* z, const float* delta_bias, void* out) {
   SelectiveScanParams p;
   fill_sizes(p, vmamba_zoo_cuda::kMaxWarpsFwd, batch, channels, length, d_state, groups, softplus);
-  p.u = u;
-  p.delta = delta;
-  p.A = A;
-  p.B = B;
-  p.C = C;
-  p.D = D;
-  p.z = z;
-  p.delta_bias = delta_bias;
+  fill_inputs(p, u, delta, A, B, C, D, z, delta_bias);
   p.out = out;
   return vmamba_zoo_cuda::launch_selective_scan_fwd(p, static_cast<vmamba_zoo_cuda::ScalarKind>(kind), fp32_out != 0,
                                                     nullptr);
@@ -211,14 +216,7 @@ int emu_selective_scan_bwd(int kind, int fp32_dout, int batch, int channels, int
                            float* dD_part, float* dbias_part, float* chunk_states) {
   SelectiveScanParams p;
   fill_sizes(p, vmamba_zoo_cuda::default_bwd_max_warps(d_state), batch, channels, length, d_state, groups, softplus);
-  p.u = u;
-  p.delta = delta;
-  p.A = A;
-  p.B = B;
-  p.C = C;
-  p.D = D;
-  p.z = z;
-  p.delta_bias = delta_bias;
+  fill_inputs(p, u, delta, A, B, C, D, z, delta_bias);
   p.dout = dout;
   p.du = du;
   p.ddelta = ddelta;

@@ -206,13 +206,7 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
       }
       warp_scan_forward(lane_a, lane_b, lane);
       const float h_in = (chunk == 0 || !w.valid) ? 0.f : states[static_cast<int64_t>(chunk) * d_state + n];
-      float before_a = __shfl_up_sync(kFullMask, lane_a, 1);
-      float before_b = __shfl_up_sync(kFullMask, lane_b, 1);
-      if (lane == 0) {
-        before_a = 1.f;
-        before_b = 0.f;
-      }
-      float h = apply_affine(before_a, before_b, h_in);
+      float h = lane_entry_forward(lane_a, lane_b, h_in, lane);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         h_before[i] = h;
@@ -233,15 +227,8 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
         lane_ra *= next_decay;
       }
       warp_scan_backward(lane_ra, lane_rb, lane);  // now: from the chunk's end back to this lane's first item
-      const float g_in = g_carry[n];
       // the adjoint at the next lane's first item (the carried-in value for lane 31)
-      float after_a = __shfl_down_sync(kFullMask, lane_ra, 1);
-      float after_b = __shfl_down_sync(kFullMask, lane_rb, 1);
-      if (lane == 31) {
-        after_a = 1.f;
-        after_b = 0.f;
-      }
-      float g = apply_affine(after_a, after_b, g_in);
+      float g = lane_entry_backward(lane_ra, lane_rb, g_carry[n], lane);
       float dA_lane = 0.f;
 #pragma unroll
       for (int i = kItems - 1; i >= 0; --i) {

@@ -122,14 +122,7 @@ __device__ __forceinline__ void selective_scan_fwd_row(const SelectiveScanParams
       }
       warp_scan_forward(lane_a, lane_b, lane);  // now: chunk start -> end of this lane
       const float h_in = kSingleState ? carry_single : carry[n];
-      // chunk start -> start of this lane = the previous lane's inclusive map (identity for lane 0)
-      float before_a = __shfl_up_sync(kFullMask, lane_a, 1);
-      float before_b = __shfl_up_sync(kFullMask, lane_b, 1);
-      if (lane == 0) {
-        before_a = 1.f;
-        before_b = 0.f;
-      }
-      float h = apply_affine(before_a, before_b, h_in);
+      float h = lane_entry_forward(lane_a, lane_b, h_in, lane);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         h = fmaf(decay[i], h, drive[i]);

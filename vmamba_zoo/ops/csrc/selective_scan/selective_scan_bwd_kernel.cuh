@@ -206,7 +206,7 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
       }
       warp_scan_forward(lane_a, lane_b, lane);
       const float h_in = (chunk == 0 || !w.valid) ? 0.f : states[static_cast<int64_t>(chunk) * d_state + n];
-      float h = lane_entry_forward(lane_a, lane_b, h_in, lane);
+      float h = lane_entry<true>(lane_a, lane_b, h_in, lane);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         h_before[i] = h;
@@ -228,7 +228,7 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
       }
       warp_scan_backward(lane_ra, lane_rb, lane);  // now: from the chunk's end back to this lane's first item
       // the adjoint at the next lane's first item (the carried-in value for lane 31)
-      float g = lane_entry_backward(lane_ra, lane_rb, g_carry[n], lane);
+      float g = lane_entry<false>(lane_ra, lane_rb, g_carry[n], lane);
       float dA_lane = 0.f;
 #pragma unroll
       for (int i = kItems - 1; i >= 0; --i) {

@@ -249,28 +249,19 @@ __device__ __forceinline__ void warp_scan_backward(float& a, float& b, int lane)
 // float32 although the states stay finite, and inf * 0 would poison everything with NaN.
 __device__ __forceinline__ float apply_affine(float a, float b, float x) { return x != 0.f ? fmaf(a, x, b) : b; }
 
-// After warp_scan_forward: the state entering this lane's first item, the previous lane's inclusive map applied to
-// the chunk's starting state h_in (lane 0 starts at h_in itself).
-__device__ __forceinline__ float lane_entry_forward(float a, float b, float h_in, int lane) {
-  float before_a = __shfl_up_sync(kFullMask, a, 1);
-  float before_b = __shfl_up_sync(kFullMask, b, 1);
-  if (lane == 0) {
-    before_a = 1.f;
-    before_b = 0.f;
+// The value entering this lane from its neighbour after a warp scan: kForward (after warp_scan_forward), the state
+// at this lane's first item, the previous lane's inclusive map applied to the chunk's starting state `carry` (lane 0
+// takes carry itself); else (after warp_scan_backward) the adjoint entering this lane's last item, the next lane's
+// map applied to the adjoint carried in after the chunk (lane 31 takes carry itself).
+template <bool kForward>
+__device__ __forceinline__ float lane_entry(float a, float b, float carry, int lane) {
+  float next_a = kForward ? __shfl_up_sync(kFullMask, a, 1) : __shfl_down_sync(kFullMask, a, 1);
+  float next_b = kForward ? __shfl_up_sync(kFullMask, b, 1) : __shfl_down_sync(kFullMask, b, 1);
+  if (lane == (kForward ? 0 : 31)) {
+    next_a = 1.f;
+    next_b = 0.f;
   }
-  return apply_affine(before_a, before_b, h_in);
-}
-
-// After warp_scan_backward: the adjoint entering this lane's last item from the next lane, the next lane's map
-// applied to the adjoint g_in carried in after the chunk (lane 31 takes g_in itself).
-__device__ __forceinline__ float lane_entry_backward(float a, float b, float g_in, int lane) {
-  float after_a = __shfl_down_sync(kFullMask, a, 1);
-  float after_b = __shfl_down_sync(kFullMask, b, 1);
-  if (lane == 31) {
-    after_a = 1.f;
-    after_b = 0.f;
-  }
-  return apply_affine(after_a, after_b, g_in);
+  return apply_affine(next_a, next_b, carry);
 }
 
 // Sum over the warp by an xor butterfly: every lane ends with the same bits (partners add the same

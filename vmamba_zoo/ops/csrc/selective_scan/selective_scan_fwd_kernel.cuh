@@ -122,7 +122,7 @@ __device__ __forceinline__ void selective_scan_fwd_row(const SelectiveScanParams
       }
       warp_scan_forward(lane_a, lane_b, lane);  // now: chunk start -> end of this lane
       const float h_in = kSingleState ? carry_single : carry[n];
-      float h = lane_entry_forward(lane_a, lane_b, h_in, lane);
+      float h = lane_entry<true>(lane_a, lane_b, h_in, lane);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         h = fmaf(decay[i], h, drive[i]);

@@ -54,7 +54,7 @@ def test_triton_matches_oracle_fwd_bwd(interpreter, batch, groups, group_size, d
 
 @pytest.mark.parametrize("length", [200, 600])
 def test_triton_fwd_states_are_the_reference_chunk_states(interpreter, length):
-    """The Triton training forward's states (every 256th of its own chunk starts) equal the reference's."""
+    """The Triton training forward's states (its chunk starts at every 256th position) equal the reference's."""
     data = {k: None if v is None else v.float() for k, v in _inputs(1, 2, 2, 2, length, seed=length).items()}
     args = [data[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")] + [True, True]
     y, states = interpreter.selective_scan_fwd_states(*args)

@@ -65,19 +65,14 @@ __device__ __forceinline__ RawItems<T> fetch_items(const T* row, int pos0, int l
   constexpr int kVectors = kBytes / 16;
   const T* src = row + pos0;
   RawItems<T> items;
-  if (kWholeSpans) {
+  if (kWholeSpans || (pos0 + kItems <= length && (reinterpret_cast<uintptr_t>(src) & 15) == 0)) {
     uint4 raw[kVectors];
 #pragma unroll
-    for (int v = 0; v < kVectors; ++v) raw[v] = uint4{};  // zero bits: 0 in every input type
-    if (pos0 < length) {
+    for (int v = 0; v < kVectors; ++v) raw[v] = uint4{};  // zero bits: 0 in every input type (whole spans' end)
+    if (!kWholeSpans || pos0 < length) {
 #pragma unroll
       for (int v = 0; v < kVectors; ++v) raw[v] = __ldg(reinterpret_cast<const uint4*>(src) + v);
     }
-    memcpy(items.v, raw, kBytes);
-  } else if (pos0 + kItems <= length && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
-    uint4 raw[kVectors];
-#pragma unroll
-    for (int v = 0; v < kVectors; ++v) raw[v] = __ldg(reinterpret_cast<const uint4*>(src) + v);
     memcpy(items.v, raw, kBytes);
   } else {
 #pragma unroll

@@ -47,6 +47,51 @@ inline bool bwd_single_state(const SelectiveScanParams& p) {
   return p.d_state == 1 && p.warps_per_block <= kMaxWarpsBwdSingle;
 }
 
+// threadIdx.x, read where it is used: the compiler does not keep what is derived from it in registers across the
+// chunk loop (the backward is at its 128-register cap; two hoisted offsets cost 16 more bytes of spills)
+__device__ __forceinline__ int thread_index_unhoisted() {
+#ifdef VMAMBA_ZOO_CUDA_EMULATION
+  return static_cast<int>(threadIdx.x);
+#else
+  int index;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(index));
+  return index;
+#endif
+}
+
+// One (chunk, state row)'s dB and dC, summed over the block's warps in warp order (deterministic) from the
+// reduction buffers, into the block's slice rows (dB_row / dC_row: the state row's [length] of the slices).
+template <bool kSingleState>
+__device__ __forceinline__ void sum_block_partials(const float* reduce_B, const float* reduce_C, float* dB_row,
+                                                   float* dC_row, int chunk_start, int length, int warps) {
+  if (kSingleState && warps == kMaxWarpsBwdSingle) {
+    // a full block of the d_state-1 build has one thread per position, and the offsets are known at compile time:
+    // about 60 instructions a thread and chunk in the sm_90 SASS, against 2 x 64 for the loop below
+    static_assert(kMaxWarpsBwdSingle * 32 == kChunk, "one thread per position of a chunk");
+    const int t = thread_index_unhoisted();
+    const int offset = (t / kItems) * (kItems + 1) + t % kItems;
+    float total_B = 0.f, total_C = 0.f;
+#pragma unroll
+    for (int k = 0; k < kMaxWarpsBwdSingle; ++k) {
+      total_B += reduce_B[offset + k * kReductionStride];
+      total_C += reduce_C[offset + k * kReductionStride];
+    }
+    if (chunk_start + t < length) {
+      dB_row[chunk_start + t] = total_B;
+      dC_row[chunk_start + t] = total_C;
+    }
+    return;
+  }
+  for (int idx = threadIdx.x; idx < 2 * kChunk; idx += blockDim.x) {
+    const bool is_C = idx >= kChunk;
+    const int t = is_C ? idx - kChunk : idx;
+    const float* buffer = (is_C ? reduce_C : reduce_B) + (t / kItems) * (kItems + 1) + t % kItems;
+    float total = 0.f;
+    for (int k = 0; k < warps; ++k) total += buffer[k * kReductionStride];
+    if (chunk_start + t < length) (is_C ? dC_row : dB_row)[chunk_start + t] = total;
+  }
+}
+
 // One warp's row (the kernel's body); kWholeSpans: whole_aligned_spans holds for its rows
 template <typename input_t, typename dout_t, bool kSingleState, bool kWholeSpans>
 __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams& p, const WarpChannel& w,
@@ -252,15 +297,8 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
 
       // dB/dC over the block's channels: every warp has stored its values; add them in warp order
       __syncthreads();
-      for (int idx = threadIdx.x; idx < 2 * kChunk; idx += blockDim.x) {
-        const bool is_C = idx >= kChunk;
-        const int t = is_C ? idx - kChunk : idx;
-        const float* buffer = (is_C ? reduce_C : reduce_B) + (t / kItems) * (kItems + 1) + t % kItems;
-        float total = 0.f;
-        for (int k = 0; k < warps; ++k) total += buffer[k * kReductionStride];
-        const int pos = chunk * kChunk + t;
-        if (pos < length) (is_C ? dC_slice : dB_slice)[static_cast<int64_t>(n) * length + pos] = total;
-      }
+      sum_block_partials<kSingleState>(reduce_B, reduce_C, dB_slice + static_cast<int64_t>(n) * length,
+                                        dC_slice + static_cast<int64_t>(n) * length, chunk * kChunk, length, warps);
       __syncthreads();  // the buffers are rewritten for the next state row
     }
 

@@ -129,6 +129,8 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
   float* dB_slice = p.dB_part + part_offset;
   float* dC_slice = p.dC_part + part_offset;
   const float* A_row = p.A + static_cast<int64_t>(w.channel) * d_state;
+  // kSingleState: A read once, not every chunk (the compiler cannot tell A from the gradients the loop writes)
+  const float A_first = A_row[0];
   const float D_value = p.D != nullptr ? p.D[w.channel] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[w.channel] : 0.f;
   // [chunk][n]: state at each chunk's start (chunk 0 starts at 0 and is not stored)
@@ -166,11 +168,11 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
         const bool last_row = n + 1 == d_state;  // then the next pair is the next chunk's first row
         B_next = fetch_items<kWholeSpans>(B_rows + (last_row ? 0 : static_cast<int64_t>(n + 1) * length),
                              last_row ? pos0 + kChunk : pos0, pass_end);
-        const float A_n = A_row[n];
+        const float A_n_log2e = (kSingleState ? A_first : A_row[n]) * kLog2e;
         float lane_a = 1.f, lane_b = 0.f;
 #pragma unroll
         for (int i = 0; i < kItems; ++i) {
-          const float decay = fast_exp(dt[i] * A_n);
+          const float decay = fast_exp2(dt[i] * A_n_log2e);
           lane_b = fmaf(decay, lane_b, dt[i] * B_vals[i] * u[i]);
           lane_a *= decay;
         }
@@ -238,14 +240,15 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
       const int64_t next_row = last_row ? 0 : static_cast<int64_t>(n + 1) * length;
       B_next = fetch_items<kWholeSpans>(B_rows + next_row, last_row ? prev_pos0 : pos0, seq_length);
       C_next = fetch_items<kWholeSpans>(C_rows + next_row, last_row ? prev_pos0 : pos0, seq_length);
-      const float A_n = A_row[n];
+      const float A_n = kSingleState ? A_first : A_row[n];
+      const float A_n_log2e = A_n * kLog2e;  // exp(dt A) = 2^(dt A log2 e), as the forward takes it
 
       // forward: rebuild h over the chunk (as the forward kernel), keeping h_{t-1} of each item
       float decay[kItems], h_before[kItems];
       float lane_a = 1.f, lane_b = 0.f;
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
-        decay[i] = fast_exp(dt[i] * A_n);
+        decay[i] = fast_exp2(dt[i] * A_n_log2e);
         lane_b = fmaf(decay[i], lane_b, dt[i] * B_vals[i] * u[i]);
         lane_a *= decay[i];
       }

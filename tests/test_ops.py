@@ -548,6 +548,43 @@ def test_env_var_of_another_op_is_ignored(dummy, monkeypatch):
     assert len(dummy) == 1
 
 
+def test_forward_only_backend_stays_the_training_forward():
+    """A backend registered for selective_scan_fwd alone (no training forward) still runs in training, where the
+    states forward would otherwise bypass it; the gradients are the reference's."""
+    calls = []
+
+    def fwd(*args):
+        calls.append("fwd")
+        return reference.selective_scan_fwd(*args)
+
+    register_backend("selective_scan_fwd", "fwdonly", fwd, priority=5)
+    t = make_inputs(length=300)
+    _, grads = run_with_grads(selective_scan, t, torch.ones_like(t["u"]))
+    assert calls == ["fwd"]
+    _, expected = run_with_grads(selective_scan, t, torch.ones_like(t["u"]), backend="reference")
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("env", ["VMAMBA_ZOO_SELECTIVE_SCAN_FWD_BACKEND", "VMAMBA_ZOO_SELECTIVE_SCAN_FWD_STATES_BACKEND"])
+def test_forward_env_override_holds_in_training(monkeypatch, env):
+    """The forward's own override (or the training forward's) picks the training forward's backend."""
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append("picked")
+        return reference.selective_scan_fwd_states(*args, **kwargs)
+
+    register_backend("selective_scan_fwd", "picked", reference.selective_scan_fwd, priority=-1)
+    register_backend("selective_scan_fwd_states", "picked", record, priority=-1)  # below reference: env only
+    t = make_inputs(length=40)
+    run_with_grads(selective_scan, t, torch.ones_like(t["u"]))
+    assert seen == []
+    monkeypatch.setenv(env, "picked")
+    run_with_grads(selective_scan, t, torch.ones_like(t["u"]))
+    assert seen == ["picked"]
+
+
 def test_kernel_backend_plugs_into_selective_scan_backward():
     """A backend registered for selective_scan_bwd is the one autograd runs."""
     calls = []

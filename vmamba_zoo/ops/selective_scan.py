@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from . import reference
-from .backends import register_backend, resolve
+from .backends import available_backends, register_backend, requested_backend, resolve
 from .reference.selective_scan import _compute_dtype
 
 __all__ = ["selective_scan"]
@@ -51,8 +52,24 @@ def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, backend)
 def _selective_scan_fwd_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                                z: Optional[Tensor], delta_bias: Optional[Tensor], delta_softplus: bool,
                                fp32_output: bool, backend: str) -> tuple[Tensor, Tensor]:
-    fn = resolve("selective_scan_fwd_states", backend, (u, delta, A, B, C))
+    fn = resolve("selective_scan_fwd_states", _training_forward_backend(backend), (u, delta, A, B, C))
     return fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output)
+
+
+def _training_forward_backend(backend: str) -> str:
+    """The backend the training forward is asked for: the argument, its own VMAMBA_ZOO_SELECTIVE_SCAN_FWD_STATES_BACKEND,
+    else what the forward would be asked for (VMAMBA_ZOO_SELECTIVE_SCAN_FWD_BACKEND, then VMAMBA_ZOO_BACKEND), so an
+    override of the forward holds in training too."""
+    if backend and backend != "auto":
+        return backend
+    return (os.environ.get("VMAMBA_ZOO_SELECTIVE_SCAN_FWD_STATES_BACKEND", "")
+            or requested_backend("selective_scan_fwd", backend))
+
+
+def _states_forward_covers_forward() -> bool:
+    """Whether every selective_scan_fwd backend has a training forward too. A backend registered for the plain
+    forward alone (a plug-in that predates selective_scan_fwd_states) must stay the forward that training runs."""
+    return set(available_backends("selective_scan_fwd")) <= set(available_backends("selective_scan_fwd_states"))
 
 
 @_selective_scan_fwd_states.register_fake
@@ -145,6 +162,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     if z is not None and z.shape != u.shape:
         raise ValueError(f"selective_scan: z shape {tuple(z.shape)} != u shape {tuple(u.shape)}")
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, backend)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:8]):
+    if (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:8])
+            and _states_forward_covers_forward()):
         return torch.ops.vmamba_zoo.selective_scan_fwd_states(*args)[0]  # its states spare the backward a pass
     return torch.ops.vmamba_zoo.selective_scan_fwd(*args)

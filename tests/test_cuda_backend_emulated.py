@@ -92,8 +92,12 @@ def test_emulated_op_checks_inputs(suite):
     with pytest.raises(RuntimeError, match="d_state must be in"):
         ops.selective_scan_fwd(u, u, -torch.rand(4, 300), torch.randn(1, 2, 300, 10), torch.randn(1, 2, 300, 10),
                                None, None, None, True, True)
-    with pytest.raises(RuntimeError, match="D must have shape"):
+    with pytest.raises(RuntimeError, match=r"D must have shape \[4\], got \[3\]"):
         ops.selective_scan_fwd(u, u, A, B, B, torch.randn(3), None, None, True, True)
+    with pytest.raises(RuntimeError, match=r"B must have shape \[1, 2, 2, 10\], got \[1, 2, 2, 9\]"):
+        ops.selective_scan_fwd(u, u, A, B[..., :9].contiguous(), B, None, None, None, True, True)
+    with pytest.raises(RuntimeError, match=r"u must be \(batch, K\*D, L\), got shape \[4, 10\]"):
+        ops.selective_scan_fwd(u[0], u[0], A, B, B, None, None, None, True, True)
 
 
 def test_emulated_empty_channels_and_batch(suite):

@@ -3,6 +3,9 @@
 // tests/cuda_emulation) runs the same host code on CPU tensors.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include <ATen/ATen.h>
 #ifndef VMAMBA_ZOO_CUDA_EMULATION
 #include <c10/cuda/CUDAGuard.h>
@@ -54,6 +57,21 @@ inline void check_device(const at::Tensor& t, const char* what, const char* name
   TORCH_CHECK(t.is_cuda() == kOnCuda, what, ": ", name, " must be a CUDA tensor, got device ", t.device());
   TORCH_CHECK(t.device() == first.device(), what, ": ", name, " is on ", t.device(), " but the first input is on ",
               first.device());
+}
+
+// "[2, 4, 600]". Sizes go into error messages through this, not as at::IntArrayRef: on the device machine (torch 2.11,
+// H100, 2026-12-07) every failed shape check that streamed an IntArrayRef into TORCH_CHECK's message segfaulted the
+// process instead of raising (benchmarks/gpu_error_probe.py), while checks with scalar messages raised.
+inline std::string shape_string(at::IntArrayRef sizes) {
+  std::string text = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) text += (i ? ", " : "") + std::to_string(sizes[i]);
+  return text + "]";
+}
+
+// t must have the shape `expected` (held by value: no view into a caller's temporary)
+inline void check_shape(const at::Tensor& t, const char* what, const char* name, std::vector<int64_t> expected) {
+  const std::string got = shape_string(t.sizes()), want = shape_string(expected);
+  TORCH_CHECK(got == want, what, ": ", name, " must have shape ", want, ", got ", got);
 }
 
 inline void check_launch(cudaError_t status, const char* what, const char* kernel) {

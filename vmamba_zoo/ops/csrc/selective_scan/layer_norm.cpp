@@ -29,7 +29,7 @@ void check_parameter(const std::optional<Tensor>& t, const char* name, const Ten
   check_device(*t, kWhat, name, x);
   TORCH_CHECK(t->scalar_type() == at::kFloat, kWhat, ": ", name, " must be float32, got ", t->scalar_type());
   TORCH_CHECK(t->dim() == 1 && t->size(0) == x.size(-1), kWhat, ": ", name, " must have shape (", x.size(-1),
-              ",), got ", t->sizes());
+              ",), got ", shape_string(t->sizes()));
 }
 
 const float* data_or_null(const Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }

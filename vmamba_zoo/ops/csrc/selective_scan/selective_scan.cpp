@@ -28,9 +28,8 @@ ScalarKind scalar_kind(const Tensor& t) { return vmamba_zoo_cuda::scalar_kind(t,
 
 void check_cuda(const Tensor& t, const char* name, const Tensor& u) { check_device(t, kWhat, name, u); }
 
-void check_shape(const Tensor& t, const char* name, at::IntArrayRef expected) {
-  TORCH_CHECK(t.sizes() == expected, "vmamba_zoo CUDA selective scan: ", name, " must have shape ", expected,
-              ", got ", t.sizes());
+void check_shape(const Tensor& t, const char* name, std::vector<int64_t> expected) {
+  vmamba_zoo_cuda::check_shape(t, kWhat, name, std::move(expected));
 }
 
 // Checks every input, makes it contiguous and fills in the sizes of `params`; returns the contiguous
@@ -43,20 +42,23 @@ struct Inputs {
 Inputs prepare(SelectiveScanParams& params, int max_warps, const Tensor& u, const Tensor& delta, const Tensor& A,
                const Tensor& B, const Tensor& C, const std::optional<Tensor>& D, const std::optional<Tensor>& z,
                const std::optional<Tensor>& delta_bias, bool delta_softplus) {
-  TORCH_CHECK(u.dim() == 3, "vmamba_zoo CUDA selective scan: u must be (batch, K*D, L), got shape ", u.sizes());
+  TORCH_CHECK(u.dim() == 3, "vmamba_zoo CUDA selective scan: u must be (batch, K*D, L), got shape ",
+              shape_string(u.sizes()));
   const auto input_type = u.scalar_type();
   scalar_kind(u);  // checks the dtype
   const int64_t batch = u.size(0), channels = u.size(1), length = u.size(2);
   TORCH_CHECK(A.dim() == 2 && A.size(0) == channels,
-              "vmamba_zoo CUDA selective scan: A must be (K*D, d_state) = (", channels, ", N), got ", A.sizes());
+              "vmamba_zoo CUDA selective scan: A must be (K*D, d_state) = (", channels, ", N), got ",
+              shape_string(A.sizes()));
   const int64_t d_state = A.size(1);
   TORCH_CHECK(d_state >= 1 && d_state <= kMaxDState, "vmamba_zoo CUDA selective scan: d_state must be in [1, ",
               kMaxDState, "], got ", d_state);
-  TORCH_CHECK(B.dim() == 4, "vmamba_zoo CUDA selective scan: B must be (batch, K, d_state, L), got ", B.sizes());
+  TORCH_CHECK(B.dim() == 4, "vmamba_zoo CUDA selective scan: B must be (batch, K, d_state, L), got ",
+              shape_string(B.sizes()));
   const int64_t groups = B.size(1);
   TORCH_CHECK(groups >= 1 && channels % groups == 0, "vmamba_zoo CUDA selective scan: ", channels,
               " channels do not split into ", groups, " groups of B/C");
-  check_shape(delta, "delta", u.sizes());
+  check_shape(delta, "delta", u.sizes().vec());
   check_shape(B, "B", {batch, groups, d_state, length});
   check_shape(C, "C", {batch, groups, d_state, length});
   const std::pair<const Tensor*, const char*> activations[] = {{&delta, "delta"}, {&B, "B"}, {&C, "C"}};
@@ -79,7 +81,7 @@ Inputs prepare(SelectiveScanParams& params, int max_warps, const Tensor& u, cons
   }
   if (z.has_value()) {
     check_cuda(*z, "z", u);
-    check_shape(*z, "z", u.sizes());
+    check_shape(*z, "z", u.sizes().vec());
     TORCH_CHECK(z->scalar_type() == input_type, "vmamba_zoo CUDA selective scan: z must have u's dtype ",
                 input_type, ", got ", z->scalar_type());
   }
@@ -171,10 +173,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   check_cuda(u, "u", u);
   const OnDeviceOf device_guard(u);
   SelectiveScanParams params;
-  TORCH_CHECK(A.dim() == 2, "vmamba_zoo CUDA selective scan: A must be (K*D, d_state), got ", A.sizes());
+  TORCH_CHECK(A.dim() == 2, "vmamba_zoo CUDA selective scan: A must be (K*D, d_state), got ", shape_string(A.sizes()));
   const Inputs in = prepare(params, bwd_max_warps(A.size(1)), u, delta, A, B, C, D, z, delta_bias, delta_softplus);
   check_cuda(dout, "dout", u);
-  check_shape(dout, "dout", u.sizes());
+  check_shape(dout, "dout", u.sizes().vec());
   TORCH_CHECK(dout.scalar_type() == at::kFloat || dout.scalar_type() == u.scalar_type(),
               "vmamba_zoo CUDA selective scan: dout must be float32 or u's dtype ", u.scalar_type(), ", got ",
               dout.scalar_type());
@@ -193,13 +195,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   Tensor dbias_part = at::empty({in.delta_bias.has_value() ? batch : 0, channels}, f32);
   if (saved_states.has_value()) {  // from selective_scan_fwd_states on these inputs
     check_cuda(*saved_states, "saved_states", u);
-    check_shape(*saved_states, "saved_states", {batch, channels, params.n_chunks, d_state});
+    check_shape(*saved_states, "saved_states", {batch, channels, int64_t{params.n_chunks}, d_state});
     TORCH_CHECK(saved_states->scalar_type() == at::kFloat,
                 "vmamba_zoo CUDA selective scan: saved_states must be float32, got ", saved_states->scalar_type());
   }
   const bool states_saved = saved_states.has_value() && params.n_chunks > 1;
   Tensor chunk_states = states_saved           ? saved_states->contiguous()
-                        : params.n_chunks > 1 ? at::empty({batch, channels, params.n_chunks, d_state}, f32)
+                        : params.n_chunks > 1 ? at::empty({batch, channels, int64_t{params.n_chunks}, d_state}, f32)
                                               : at::empty({0}, f32);
 
   if (u.numel() > 0) {

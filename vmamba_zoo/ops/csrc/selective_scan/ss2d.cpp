@@ -22,8 +22,8 @@ using at::Tensor;
 
 constexpr const char* kWhat = "vmamba_zoo CUDA SS2D scan";
 
-void check_shape(const Tensor& t, const char* name, at::IntArrayRef expected) {
-  TORCH_CHECK(t.sizes() == expected, kWhat, ": ", name, " must have shape ", expected, ", got ", t.sizes());
+void check_shape(const Tensor& t, const char* name, std::vector<int64_t> expected) {
+  vmamba_zoo_cuda::check_shape(t, kWhat, name, std::move(expected));
 }
 
 struct Inputs {
@@ -52,7 +52,8 @@ void split_work(SS2DParams& p, bool backward) {
 Inputs prepare(SS2DParams& p, bool backward, const Tensor& x, const Tensor& dts, const Tensor& dt_weight,
                const Tensor& dt_bias, const Tensor& A, const Tensor& Bs, const Tensor& Cs, const Tensor& Ds,
                int64_t directions) {
-  TORCH_CHECK(x.dim() == 4, kWhat, ": x must be a channels-last image (batch, H, W, D), got shape ", x.sizes());
+  TORCH_CHECK(x.dim() == 4, kWhat, ": x must be a channels-last image (batch, H, W, D), got shape ",
+              shape_string(x.sizes()));
   check_device(x, kWhat, "x", x);
   const ScalarKind kind = scalar_kind(x, kWhat, "x");
   TORCH_CHECK(directions == 1 || directions == 2 || directions == 4, kWhat,
@@ -60,11 +61,12 @@ Inputs prepare(SS2DParams& p, bool backward, const Tensor& x, const Tensor& dts,
   const int64_t batch = x.size(0), height = x.size(1), width = x.size(2), channels = x.size(3);
   const int64_t length = height * width;
   TORCH_CHECK(dts.dim() == 4 && dts.size(0) == batch && dts.size(1) == directions && dts.size(3) == length, kWhat,
-              ": dts must be (batch, K, R, L) = (", batch, ", ", directions, ", R, ", length, "), got ", dts.sizes());
+              ": dts must be (batch, K, R, L) = (", batch, ", ", directions, ", R, ", length, "), got ",
+              shape_string(dts.sizes()));
   const int64_t rank = dts.size(2);
   TORCH_CHECK(rank >= 1 && rank <= kSS2DMaxRank, kWhat, ": dt_rank must be in [1, ", kSS2DMaxRank, "], got ", rank);
   TORCH_CHECK(A.dim() == 2 && A.size(0) == directions * channels, kWhat, ": A must be (K*D, d_state) = (",
-              directions * channels, ", N), got ", A.sizes());
+              directions * channels, ", N), got ", shape_string(A.sizes()));
   const int64_t d_state = A.size(1);
   TORCH_CHECK(d_state == 1, kWhat, ": the kernels are built for d_state 1 (VMamba v2), got ", d_state,
               " (other sizes run on the triton backend)");
@@ -188,7 +190,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> ss2d_
   SS2DParams p;
   const Inputs in = prepare(p, true, x, dts, dt_weight, dt_bias, A, Bs, Cs, Ds, directions);
   check_device(dy, kWhat, "dy", x);
-  check_shape(dy, "dy", x.sizes());
+  check_shape(dy, "dy", x.sizes().vec());
   TORCH_CHECK(dy.scalar_type() == at::kFloat, kWhat, ": dy must be float32 (the output's dtype), got ",
               dy.scalar_type());
   const bool from_states = states.numel() > 0;

@@ -129,8 +129,9 @@ int bwd_max_warps(int64_t d_state) {
 
 void check_launch(cudaError_t status, const char* kernel) { vmamba_zoo_cuda::check_launch(status, kWhat, kernel); }
 
-// The forward, and with save_states the state at every chunk start as well, (batch, K*D, n_chunks, N) fp32, for
-// a backward that then skips its recomputation (an empty tensor without save_states)
+// The forward, and with save_states the states a backward reads instead of recomputing them as well, (batch, K*D,
+// states_count(L, N), N) fp32: the state before every states_stride(N)-th position (an empty tensor without
+// save_states)
 std::tuple<Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                                    const Tensor& C, const std::optional<Tensor>& D, const std::optional<Tensor>& z,
                                    const std::optional<Tensor>& delta_bias, bool delta_softplus, bool fp32_output,
@@ -141,12 +142,14 @@ std::tuple<Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const T
   const Inputs in = prepare(params, kMaxWarpsFwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
   Tensor out = at::empty(u.sizes(), u.options().dtype(fp32_output ? at::kFloat : u.scalar_type()));
   const std::vector<int64_t> states_shape =
-      save_states ? std::vector<int64_t>{params.batch, params.channels, params.n_chunks, params.d_state}
+      save_states ? std::vector<int64_t>{params.batch, params.channels, states_count(params.length, params.d_state),
+                                         params.d_state}
                   : std::vector<int64_t>{0};
   Tensor states = at::empty(states_shape, u.options().dtype(at::kFloat));
   if (out.numel() == 0) return {out, states.zero_()};
   params.out = out.data_ptr();
   params.chunk_states = save_states ? states.data_ptr<float>() : nullptr;
+  params.n_states = static_cast<int>(states_count(params.length, params.d_state));
   check_launch(launch_selective_scan_fwd(params, scalar_kind(u), fp32_output, current_stream()),
                "forward");
   return {out, states};
@@ -195,7 +198,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   Tensor dbias_part = at::empty({in.delta_bias.has_value() ? batch : 0, channels}, f32);
   if (saved_states.has_value()) {  // from selective_scan_fwd_states on these inputs
     check_cuda(*saved_states, "saved_states", u);
-    check_shape(*saved_states, "saved_states", {batch, channels, int64_t{params.n_chunks}, d_state});
+    check_shape(*saved_states, "saved_states", {batch, channels, states_count(length, d_state), d_state});
     TORCH_CHECK(saved_states->scalar_type() == at::kFloat,
                 "vmamba_zoo CUDA selective scan: saved_states must be float32, got ", saved_states->scalar_type());
   }
@@ -216,6 +219,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     params.dbias_part = delta_bias.has_value() ? dbias_part.data_ptr<float>() : nullptr;
     params.chunk_states = params.n_chunks > 1 ? chunk_states.data_ptr<float>() : nullptr;
     params.states_saved = states_saved;
+    params.n_states = states_saved ? static_cast<int>(states_count(length, d_state)) : params.n_chunks;
     check_launch(launch_selective_scan_bwd(params, scalar_kind(u), dout.scalar_type() == at::kFloat,
                                            current_stream()),
                  "backward");
@@ -255,7 +259,8 @@ void define_ops(torch::Library& m) {
   m.def(
       "selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
       "Tensor? delta_bias, bool delta_softplus, bool fp32_output) -> Tensor");
-  // the forward and the states at its chunk starts, (batch, K*D, ceil(L / 256), N) float32, for the backward
+  // the forward and the states before every states_stride(N)-th position (8 at d_state 1, else 256), (batch, K*D,
+  // ceil(L / stride), N) float32, for the backward
   m.def(
       "selective_scan_fwd_states(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
       "Tensor? delta_bias, bool delta_softplus, bool fp32_output) -> (Tensor, Tensor)");

@@ -72,6 +72,17 @@ def test_emulated_saved_states(suite, shape):
     suite.test_cuda_saved_states(shape)
 
 
+@pytest.mark.parametrize("shape", [(2, 2, 40, 1, 203), (2, 1, 7, 1, 1000)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_emulated_lanes_backward(suite, shape, dtype, monkeypatch):
+    suite.test_cuda_lanes_backward(shape, dtype, monkeypatch)
+
+
+def test_emulated_lanes_backward_reads_the_saved_states(suite, monkeypatch):
+    suite.test_cuda_lanes_backward_reads_the_saved_states(monkeypatch)
+
+
 def test_emulated_backward_is_deterministic(suite):
     suite.test_cuda_backward_is_deterministic((1, 2, 12, 2, 270))
 

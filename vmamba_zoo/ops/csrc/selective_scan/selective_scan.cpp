@@ -6,6 +6,7 @@
 // custom ops (torch.ops.vmamba_zoo.selective_scan_*), which stay the public interface.
 #include <cstdlib>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -127,6 +128,18 @@ int bwd_max_warps(int64_t d_state) {
   return default_bwd_max_warps(static_cast<int>(d_state));
 }
 
+// VMAMBA_ZOO_CUDA_BWD_KERNEL picks the backward kernel: "chunks" (selective_scan_bwd_kernel.cuh) or "lanes" (one
+// channel a lane, selective_scan_bwd_lanes_kernel.cuh; d_state 1 from a training forward's saved states only, the
+// chunked kernel otherwise). Unset or "auto": chunks, until the lanes kernel has been timed on a GPU (it was written
+// without one; benchmarks/cuda_scan_variants.py runs both).
+bool use_lanes_kernel(int64_t d_state, bool states_given) {
+  const char* env = std::getenv("VMAMBA_ZOO_CUDA_BWD_KERNEL");
+  const std::string choice = env != nullptr ? env : "";
+  TORCH_CHECK(choice.empty() || choice == "auto" || choice == "chunks" || choice == "lanes", kWhat,
+              ": VMAMBA_ZOO_CUDA_BWD_KERNEL must be 'auto', 'chunks' or 'lanes', got '", choice, "'");
+  return choice == "lanes" && d_state == 1 && states_given;
+}
+
 void check_launch(cudaError_t status, const char* kernel) { vmamba_zoo_cuda::check_launch(status, kWhat, kernel); }
 
 // The forward, and with save_states the states a backward reads instead of recomputing them as well, (batch, K*D,
@@ -188,6 +201,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   const auto f32 = u.options().dtype(at::kFloat);
   const int64_t batch = params.batch, channels = params.channels, length = params.length;
   const int64_t d_state = params.d_state, groups = params.groups;
+  if (saved_states.has_value()) {  // from selective_scan_fwd_states on these inputs
+    check_cuda(*saved_states, "saved_states", u);
+    check_shape(*saved_states, "saved_states", {batch, channels, states_count(length, d_state), d_state});
+    TORCH_CHECK(saved_states->scalar_type() == at::kFloat,
+                "vmamba_zoo CUDA selective scan: saved_states must be float32, got ", saved_states->scalar_type());
+  }
+  const bool lanes = use_lanes_kernel(d_state, saved_states.has_value());
+  if (lanes) {  // one-warp blocks of 32 channels, each a slice of the dB/dC partial sums
+    params.warps_per_block = 1;
+    params.blocks_per_group = (params.group_size + kLanesChannels - 1) / kLanesChannels;
+  }
   Tensor du = at::empty_like(in.u);
   Tensor ddelta = at::empty_like(in.delta);
   Tensor dz = in.z.has_value() ? at::empty_like(*in.z) : at::empty({0}, u.options());
@@ -196,13 +220,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   Tensor dC_part = at::empty_like(dB_part);
   Tensor dD_part = at::empty({in.D.has_value() ? batch : 0, channels}, f32);
   Tensor dbias_part = at::empty({in.delta_bias.has_value() ? batch : 0, channels}, f32);
-  if (saved_states.has_value()) {  // from selective_scan_fwd_states on these inputs
-    check_cuda(*saved_states, "saved_states", u);
-    check_shape(*saved_states, "saved_states", {batch, channels, states_count(length, d_state), d_state});
-    TORCH_CHECK(saved_states->scalar_type() == at::kFloat,
-                "vmamba_zoo CUDA selective scan: saved_states must be float32, got ", saved_states->scalar_type());
-  }
-  const bool states_saved = saved_states.has_value() && params.n_chunks > 1;
+  // the chunked kernel needs no states for a single chunk; the lanes kernel starts every span from one
+  const bool states_saved = saved_states.has_value() && (lanes || params.n_chunks > 1);
   Tensor chunk_states = states_saved           ? saved_states->contiguous()
                         : params.n_chunks > 1 ? at::empty({batch, channels, int64_t{params.n_chunks}, d_state}, f32)
                                               : at::empty({0}, f32);
@@ -217,12 +236,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     params.dC_part = dC_part.data_ptr<float>();
     params.dD_part = D.has_value() ? dD_part.data_ptr<float>() : nullptr;
     params.dbias_part = delta_bias.has_value() ? dbias_part.data_ptr<float>() : nullptr;
-    params.chunk_states = params.n_chunks > 1 ? chunk_states.data_ptr<float>() : nullptr;
+    params.chunk_states = states_saved || params.n_chunks > 1 ? chunk_states.data_ptr<float>() : nullptr;
     params.states_saved = states_saved;
     params.n_states = states_saved ? static_cast<int>(states_count(length, d_state)) : params.n_chunks;
-    check_launch(launch_selective_scan_bwd(params, scalar_kind(u), dout.scalar_type() == at::kFloat,
-                                           current_stream()),
-                 "backward");
+    const bool fp32_dout = dout.scalar_type() == at::kFloat;
+    check_launch(lanes ? launch_selective_scan_bwd_lanes(params, scalar_kind(u), fp32_dout, current_stream())
+                       : launch_selective_scan_bwd(params, scalar_kind(u), fp32_dout, current_stream()),
+                 lanes ? "backward (one channel a lane)" : "backward");
   } else {  // nothing to scan: every gradient is zero
     du.zero_();
     ddelta.zero_();

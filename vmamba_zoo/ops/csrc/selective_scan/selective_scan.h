@@ -102,6 +102,11 @@ cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& params, ScalarK
                                       cudaStream_t stream);
 cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
                                       cudaStream_t stream);
+// The backward with one channel a lane (selective_scan_bwd_lanes_kernel.cuh): d_state 1, saved states at
+// states_stride(1); one-warp blocks, grid (groups * blocks_per_group, batch), blocks_per_group = 32-channel slices.
+cudaError_t launch_selective_scan_bwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
+                                            cudaStream_t stream);
+constexpr int kLanesChannels = 32;  // channels a warp of that kernel
 
 // Whether the current device can run these kernels (the build holds code for its architecture).
 bool selective_scan_kernels_available();

@@ -2,7 +2,8 @@
 compare them in one run: forward and gradient errors against the float64 oracle (cuda_scan_check.check_case),
 and the forward and backward ops timed at the VMamba-T stage-0 shape (d_state 1) and the vanilla-T one
 (d_state 16), as % of a measured copy; for builds with selective_scan_fwd_states, also the training pair (forward
-keeping its chunk states, backward reading them).
+keeping its chunk states, backward reading them), and the backward with one channel a lane
+(VMAMBA_ZOO_CUDA_BWD_KERNEL=lanes) from the same states.
 
     PYTHONPATH=. python benchmarks/cuda_scan_variants.py                 # all variants (builds in parallel)
     PYTHONPATH=. python benchmarks/cuda_scan_variants.py --only shipped  # one
@@ -11,6 +12,7 @@ Each variant is built and measured in its own process (one extension per process
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +34,20 @@ CHECK_CASES = [((2, 4, 8, 1, 1000), "float32", True), ((2, 4, 96, 1, 3136), "flo
                ((2, 4, 8, 1, 1000), "float16", True), ((1, 4, 6, 16, 130), "bfloat16", False)]
 
 
+def _has_lanes_kernel(torch) -> bool:
+    """Whether this build knows VMAMBA_ZOO_CUDA_BWD_KERNEL (it refuses an unknown value; older builds ignore it)."""
+    u = torch.zeros(1, 1, 8, device="cuda")
+    A, B = -torch.ones(1, 1, device="cuda"), torch.zeros(1, 1, 1, 8, device="cuda")
+    os.environ["VMAMBA_ZOO_CUDA_BWD_KERNEL"] = "probe"
+    try:
+        torch.ops.vmamba_zoo_cuda.selective_scan_bwd(u, u, u, A, B, B, None, None, None, True)
+        return False
+    except RuntimeError as exc:
+        return "VMAMBA_ZOO_CUDA_BWD_KERNEL" in str(exc)
+    finally:
+        os.environ["VMAMBA_ZOO_CUDA_BWD_KERNEL"] = "chunks"
+
+
 def measure(build_only: bool) -> dict:
     """In the child: load (build) the extension, then check and time the forward op."""
     import torch
@@ -43,10 +59,16 @@ def measure(build_only: bool) -> dict:
     from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, scan_speed_inputs
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cuda_scan_check import check_case  # forward and every gradient against the float64 oracle
-    out = {"errors": {}, "ms": {}}
-    for shape, dtype_name, with_z in CHECK_CASES:
-        fwd, grad, _, deterministic = check_case(shape, getattr(torch, dtype_name), with_z)
-        out["errors"][f"{'x'.join(map(str, shape))} {dtype_name}"] = (fwd, grad if deterministic else float("nan"))
+    out = {"errors": {}, "lanes_errors": {}, "ms": {}}
+    lanes = "lanes_errors" if _has_lanes_kernel(torch) else None
+    for key in ("errors", lanes) if lanes else ("errors",):
+        # lanes_errors: the same checks with the one-channel-a-lane backward (d_state 1 from saved states; since
+        # session 23; the gradients of training run from saved states)
+        os.environ["VMAMBA_ZOO_CUDA_BWD_KERNEL"] = "lanes" if key == lanes else "chunks"
+        for shape, dtype_name, with_z in CHECK_CASES:
+            fwd, grad, _, deterministic = check_case(shape, getattr(torch, dtype_name), with_z)
+            out[key][f"{'x'.join(map(str, shape))} {dtype_name}"] = (fwd, grad if deterministic else float("nan"))
+    os.environ["VMAMBA_ZOO_CUDA_BWD_KERNEL"] = "chunks"
     copy = copy_bandwidth()
     out["copy_gbs"] = copy
     fwd_op, bwd_op = torch.ops.vmamba_zoo_cuda.selective_scan_fwd, torch.ops.vmamba_zoo_cuda.selective_scan_bwd
@@ -66,6 +88,11 @@ def measure(build_only: bool) -> dict:
                 tfs = cuda_time(lambda: states_op(u, delta, A, B, C, D, None, bias, True, True), repeats=20)
                 tbs = cuda_time(lambda: bwd_op(dout, u, delta, A, B, C, D, None, bias, True, states), repeats=20)
                 cells += [tfs * 1e3, 100 * fwd_bytes / tfs / 1e9 / copy, tbs * 1e3, 100 * bwd_bytes / tbs / 1e9 / copy]
+                if lanes and shape[3] == 1:  # the lanes backward (d_state 1 only: elsewhere it runs the chunked one)
+                    os.environ["VMAMBA_ZOO_CUDA_BWD_KERNEL"] = "lanes"
+                    tbl = cuda_time(lambda: bwd_op(dout, u, delta, A, B, C, D, None, bias, True, states), repeats=20)
+                    os.environ["VMAMBA_ZOO_CUDA_BWD_KERNEL"] = "chunks"
+                    cells += [tbl * 1e3, 100 * bwd_bytes / tbl / 1e9 / copy]
         out["ms"][name] = cells
         del u, delta, A, B, C, D, bias, dout
         torch.cuda.empty_cache()
@@ -108,6 +135,13 @@ def main() -> int:
                         for t in res["ms"].values() if len(t) > 4)
         if saved:  # the same ops as a training step runs them: forward with states, backward from them
             print(f"{'  + saved states':<20}{saved}", flush=True)
+        lanes = "".join(f"{'':>30}{f'{t[8]:.3f} ({t[9]:.0f}%)' if len(t) > 8 else 'n/a':>18}"
+                        for t in res["ms"].values())
+        if any(len(t) > 8 for t in res["ms"].values()):  # the one-channel-a-lane backward from the saved states
+            worst = [max(v[i] for k, v in res["lanes_errors"].items() if k.endswith(kind)) for kind in
+                     ("float32", "16") for i in (0, 1)]
+            print(f"{'  + lanes bwd':<20}{lanes}   {worst[0]:.1e}/{worst[1]:.1e} | {worst[2]:.1e}/{worst[3]:.1e}",
+                  flush=True)
     return 0
 
 

@@ -126,7 +126,7 @@ __device__ __forceinline__ void selective_scan_bwd_lanes_row(const SelectiveScan
       ddt[i] = fmaf(A, g_decay_h, g_B * u[i]) * slope[i];  // through the softplus (slope 1 without it)
       dA = fmaf(g_decay_h, dt[i], dA);
       dD = fmaf(dy[i], u[i], dD);
-      if (pos0 + i < length) dbias += ddt[i];
+      dbias += ddt[i];  // 0 past the sequence's end: no dy there and no adjoint carried in, so g = 0
       dz[i] = kHasZ ? gate_grad[i] * y[i] : 0.f;
       g_scaled = decay[i] * g;
     }

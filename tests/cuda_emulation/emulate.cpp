@@ -10,6 +10,7 @@
 #include "selective_scan_bwd_kernel.cuh"
 #include "selective_scan_bwd_lanes_kernel.cuh"
 #include "selective_scan_fwd_kernel.cuh"
+#include "selective_scan_fwd_lanes_kernel.cuh"
 #include "layer_norm_kernel.cuh"
 #include "ss2d_kernel.cuh"
 
@@ -121,6 +122,16 @@ cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, ScalarKind i
     } else {
       run_grid(selective_scan_bwd_kernel<I, O>, p, shared);
     }
+  });
+}
+
+cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_out,
+                                            cudaStream_t) {
+  return by_dtype(input_kind, fp32_out, [&](auto in, auto out) {
+    using I = typename decltype(in)::type;
+    using O = typename decltype(out)::type;
+    run_blocks(selective_scan_fwd_lanes_kernel<I, O>, p, static_cast<unsigned>(p.groups * p.blocks_per_group),
+               static_cast<unsigned>(p.batch), 32, kLanesFwdSmemFloats);
   });
 }
 

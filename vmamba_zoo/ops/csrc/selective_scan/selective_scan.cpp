@@ -128,16 +128,23 @@ int bwd_max_warps(int64_t d_state) {
   return default_bwd_max_warps(static_cast<int>(d_state));
 }
 
-// VMAMBA_ZOO_CUDA_BWD_KERNEL picks the backward kernel: "chunks" (selective_scan_bwd_kernel.cuh) or "lanes" (one
-// channel a lane, selective_scan_bwd_lanes_kernel.cuh; d_state 1 from a training forward's saved states only, the
-// chunked kernel otherwise). Unset or "auto": chunks, until the lanes kernel has been timed on a GPU (it was written
-// without one; benchmarks/cuda_scan_variants.py runs both).
-bool use_lanes_kernel(int64_t d_state, bool states_given) {
-  const char* env = std::getenv("VMAMBA_ZOO_CUDA_BWD_KERNEL");
+// VMAMBA_ZOO_CUDA_FWD_KERNEL / VMAMBA_ZOO_CUDA_BWD_KERNEL pick a kernel: "chunks" (selective_scan_{fwd,bwd}_kernel.cuh,
+// a warp along positions) or "lanes" (one channel a lane, selective_scan_{fwd,bwd}_lanes_kernel.cuh: the forward at
+// d_state 16, the backward at d_state 1 from a training forward's saved states; the chunked kernels elsewhere). Unset
+// or "auto": chunks, until the lanes kernels have been timed on a GPU (they were written without one;
+// benchmarks/cuda_scan_variants.py runs both).
+bool lanes_requested(const char* variable) {
+  const char* env = std::getenv(variable);
   const std::string choice = env != nullptr ? env : "";
-  TORCH_CHECK(choice.empty() || choice == "auto" || choice == "chunks" || choice == "lanes", kWhat,
-              ": VMAMBA_ZOO_CUDA_BWD_KERNEL must be 'auto', 'chunks' or 'lanes', got '", choice, "'");
-  return choice == "lanes" && d_state == 1 && states_given;
+  TORCH_CHECK(choice.empty() || choice == "auto" || choice == "chunks" || choice == "lanes", kWhat, ": ", variable,
+              " must be 'auto', 'chunks' or 'lanes', got '", choice, "'");
+  return choice == "lanes";
+}
+
+// both lanes kernels: one-warp blocks of kLanesChannels channels (for the backward, a slice of the dB/dC sums each)
+void use_lanes_blocks(SelectiveScanParams& params) {
+  params.warps_per_block = 1;
+  params.blocks_per_group = (params.group_size + kLanesChannels - 1) / kLanesChannels;
 }
 
 void check_launch(cudaError_t status, const char* kernel) { vmamba_zoo_cuda::check_launch(status, kWhat, kernel); }
@@ -153,6 +160,8 @@ std::tuple<Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const T
   const OnDeviceOf device_guard(u);
   SelectiveScanParams params;
   const Inputs in = prepare(params, kMaxWarpsFwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
+  const bool lanes = lanes_requested("VMAMBA_ZOO_CUDA_FWD_KERNEL") && params.d_state == kLanesFwdStates;
+  if (lanes) use_lanes_blocks(params);
   Tensor out = at::empty(u.sizes(), u.options().dtype(fp32_output ? at::kFloat : u.scalar_type()));
   const std::vector<int64_t> states_shape =
       save_states ? std::vector<int64_t>{params.batch, params.channels, states_count(params.length, params.d_state),
@@ -163,8 +172,9 @@ std::tuple<Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const T
   params.out = out.data_ptr();
   params.chunk_states = save_states ? states.data_ptr<float>() : nullptr;
   params.n_states = static_cast<int>(states_count(params.length, params.d_state));
-  check_launch(launch_selective_scan_fwd(params, scalar_kind(u), fp32_output, current_stream()),
-               "forward");
+  check_launch(lanes ? launch_selective_scan_fwd_lanes(params, scalar_kind(u), fp32_output, current_stream())
+                     : launch_selective_scan_fwd(params, scalar_kind(u), fp32_output, current_stream()),
+               lanes ? "forward (one channel a lane)" : "forward");
   return {out, states};
 }
 
@@ -207,11 +217,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     TORCH_CHECK(saved_states->scalar_type() == at::kFloat,
                 "vmamba_zoo CUDA selective scan: saved_states must be float32, got ", saved_states->scalar_type());
   }
-  const bool lanes = use_lanes_kernel(d_state, saved_states.has_value());
-  if (lanes) {  // one-warp blocks of 32 channels, each a slice of the dB/dC partial sums
-    params.warps_per_block = 1;
-    params.blocks_per_group = (params.group_size + kLanesChannels - 1) / kLanesChannels;
-  }
+  const bool lanes = lanes_requested("VMAMBA_ZOO_CUDA_BWD_KERNEL") && d_state == 1 && saved_states.has_value();
+  if (lanes) use_lanes_blocks(params);
   Tensor du = at::empty_like(in.u);
   Tensor ddelta = at::empty_like(in.delta);
   Tensor dz = in.z.has_value() ? at::empty_like(*in.z) : at::empty({0}, u.options());

@@ -106,7 +106,12 @@ cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& params, ScalarK
 // states_stride(1); one-warp blocks, grid (groups * blocks_per_group, batch), blocks_per_group = 32-channel slices.
 cudaError_t launch_selective_scan_bwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
                                             cudaStream_t stream);
-constexpr int kLanesChannels = 32;  // channels a warp of that kernel
+// The forward with one channel a lane (selective_scan_fwd_lanes_kernel.cuh): d_state kLanesFwdStates only; the same
+// grid and blocks as the backward's lanes kernel.
+cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_out,
+                                            cudaStream_t stream);
+constexpr int kLanesChannels = 32;  // channels a warp of either lanes kernel
+constexpr int kLanesFwdStates = 16;
 
 // Whether the current device can run these kernels (the build holds code for its architecture).
 bool selective_scan_kernels_available();

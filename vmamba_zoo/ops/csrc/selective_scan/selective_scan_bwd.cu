@@ -1,4 +1,5 @@
-// Selective scan backward: launchers of the kernel in selective_scan_bwd_kernel.cuh, one per dtype pair.
+// Selective scan backward: launchers of the kernels in selective_scan_bwd_kernel.cuh (chunked) and
+// selective_scan_bwd_lanes_kernel.cuh (one channel a lane, d_state 1 from saved states), one per dtype pair.
 #include "selective_scan_bwd_kernel.cuh"
 #include "selective_scan_bwd_lanes_kernel.cuh"
 
@@ -22,27 +23,6 @@ cudaError_t launch(const SelectiveScanParams& p, cudaStream_t stream) {
 }
 
 template <typename input_t, typename dout_t>
-cudaError_t launch_lanes(const SelectiveScanParams& p, cudaStream_t stream) {
-  const dim3 grid(p.groups * p.blocks_per_group, p.batch);
-  selective_scan_bwd_lanes_kernel<input_t, dout_t><<<grid, 32, sizeof(float) * kLanesSmemFloats, stream>>>(p);
-  return cudaGetLastError();
-}
-
-template <template <typename, typename> class Launch>
-cudaError_t by_dtype(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_dout, cudaStream_t stream) {
-  switch (input_kind) {
-    case ScalarKind::kFloat:
-      return Launch<float, float>::run(p, stream);
-    case ScalarKind::kHalf:
-      return fp32_dout ? Launch<c10::Half, float>::run(p, stream) : Launch<c10::Half, c10::Half>::run(p, stream);
-    case ScalarKind::kBFloat16:
-      return fp32_dout ? Launch<c10::BFloat16, float>::run(p, stream)
-                       : Launch<c10::BFloat16, c10::BFloat16>::run(p, stream);
-  }
-  return cudaErrorInvalidValue;
-}
-
-template <typename input_t, typename dout_t>
 struct Chunked {
   static cudaError_t run(const SelectiveScanParams& p, cudaStream_t stream) {
     return launch<input_t, dout_t>(p, stream);
@@ -52,7 +32,9 @@ struct Chunked {
 template <typename input_t, typename dout_t>
 struct Lanes {
   static cudaError_t run(const SelectiveScanParams& p, cudaStream_t stream) {
-    return launch_lanes<input_t, dout_t>(p, stream);
+    const dim3 grid(p.groups * p.blocks_per_group, p.batch);
+    selective_scan_bwd_lanes_kernel<input_t, dout_t><<<grid, 32, sizeof(float) * kLanesSmemFloats, stream>>>(p);
+    return cudaGetLastError();
   }
 };
 
@@ -60,12 +42,12 @@ struct Lanes {
 
 cudaError_t launch_selective_scan_bwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
                                             cudaStream_t stream) {
-  return by_dtype<Lanes>(params, input_kind, fp32_dout, stream);
+  return launch_by_dtype<Lanes>(params, input_kind, fp32_dout, stream);
 }
 
 cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
                                       cudaStream_t stream) {
-  return by_dtype<Chunked>(params, input_kind, fp32_dout, stream);
+  return launch_by_dtype<Chunked>(params, input_kind, fp32_dout, stream);
 }
 
 }  // namespace vmamba_zoo_cuda

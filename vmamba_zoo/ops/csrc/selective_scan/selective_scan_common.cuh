@@ -267,6 +267,22 @@ __device__ __forceinline__ float warp_sum(float value) {
   return value;
 }
 
+// Launch<input_t, other_t>::run(p, stream) for a launcher's dtype pair: the input kind, and float32 or the input's
+// type for the other tensor (the forward's out, the backward's dout)
+template <template <typename, typename> class Launch>
+cudaError_t launch_by_dtype(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_other, cudaStream_t stream) {
+  switch (input_kind) {
+    case ScalarKind::kFloat:
+      return Launch<float, float>::run(p, stream);
+    case ScalarKind::kHalf:
+      return fp32_other ? Launch<c10::Half, float>::run(p, stream) : Launch<c10::Half, c10::Half>::run(p, stream);
+    case ScalarKind::kBFloat16:
+      return fp32_other ? Launch<c10::BFloat16, float>::run(p, stream)
+                        : Launch<c10::BFloat16, c10::BFloat16>::run(p, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
 // Where a warp's channel sits. Blocks are laid out group by group (blockIdx.x = group * blocks_per_group
 // + block in group), blockIdx.y = batch. A warp past the group's end (the last block of a group may
 // have spare warps) is not `valid`; its channel index is clamped so parameter reads stay in bounds.

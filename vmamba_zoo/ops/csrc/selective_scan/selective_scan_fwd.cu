@@ -1,5 +1,7 @@
-// Selective scan forward: launchers of the kernel in selective_scan_fwd_kernel.cuh, one per dtype pair.
+// Selective scan forward: launchers of the kernels in selective_scan_fwd_kernel.cuh (chunked) and
+// selective_scan_fwd_lanes_kernel.cuh (one channel a lane, d_state 16), one per dtype pair.
 #include "selective_scan_fwd_kernel.cuh"
+#include "selective_scan_fwd_lanes_kernel.cuh"
 
 namespace vmamba_zoo_cuda {
 namespace {
@@ -14,20 +16,32 @@ cudaError_t launch(const SelectiveScanParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+template <typename input_t, typename output_t>
+struct Chunked {
+  static cudaError_t run(const SelectiveScanParams& p, cudaStream_t stream) {
+    return launch<input_t, output_t>(p, stream);
+  }
+};
+
+template <typename input_t, typename output_t>
+struct Lanes {
+  static cudaError_t run(const SelectiveScanParams& p, cudaStream_t stream) {
+    const dim3 grid(p.groups * p.blocks_per_group, p.batch);
+    selective_scan_fwd_lanes_kernel<input_t, output_t><<<grid, 32, sizeof(float) * kLanesFwdSmemFloats, stream>>>(p);
+    return cudaGetLastError();
+  }
+};
+
 }  // namespace
 
 cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_out,
                                       cudaStream_t stream) {
-  switch (input_kind) {
-    case ScalarKind::kFloat:
-      return launch<float, float>(params, stream);
-    case ScalarKind::kHalf:
-      return fp32_out ? launch<c10::Half, float>(params, stream) : launch<c10::Half, c10::Half>(params, stream);
-    case ScalarKind::kBFloat16:
-      return fp32_out ? launch<c10::BFloat16, float>(params, stream)
-                      : launch<c10::BFloat16, c10::BFloat16>(params, stream);
-  }
-  return cudaErrorInvalidValue;
+  return launch_by_dtype<Chunked>(params, input_kind, fp32_out, stream);
+}
+
+cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_out,
+                                            cudaStream_t stream) {
+  return launch_by_dtype<Lanes>(params, input_kind, fp32_out, stream);
 }
 
 bool selective_scan_kernels_available() {

@@ -1,0 +1,140 @@
+// Selective scan forward at d_state 16 (the Mamba mixer's): one channel a lane.
+//
+// The chunked forward (selective_scan_fwd_kernel.cuh) lays a warp along positions, so every state row costs a warp
+// scan of affine maps and a re-walk: about 175 warp instructions per state row and chunk, 11.5 an element at
+// d_state 16, where a step itself is five (benchmarks/scan_issue_floors.md). Here a warp holds 32 channels of one
+// group, a lane each, with the channel's 16 states in registers, and walks the sequence kItems positions (a span) at
+// a time:
+//   - every state of every channel is its own recurrence, h_n = exp(dt A_n) h_n + dt u B_n, so the steps are
+//     independent across states and need no scan;
+//   - B and C, the same for the whole warp, come in once a span: each lane loads and converts one (B or C, state)
+//     row of the span into shared memory, and every lane reads them back as float4 broadcasts;
+//   - a training forward stores the 16 states at every chunk start (states_stride(16) == kChunk), as the chunked
+//     kernel does.
+// The special-function unit sets its floor: one exp2 per state and element.
+#pragma once
+
+#include "selective_scan_common.cuh"
+
+namespace vmamba_zoo_cuda {
+namespace {
+
+// B and C of one span: [B or C][state][kItems] floats
+constexpr int kLanesFwdSmemFloats = 2 * kLanesFwdStates * kItems;
+
+// one-warp blocks per SM the registers must allow: 12 gives 167 registers and no spills in the sm_90 build (16 spilled
+// 128 bytes); VMamba's vanilla stage 0 at batch 32 has about 6 warps an SM anyway
+#ifndef VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS
+#define VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS 12
+#endif
+
+template <typename input_t, typename output_t, bool kHasZ, bool kWholeSpans>
+__device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScanParams& p, float* bc) {
+  constexpr int N = kLanesFwdStates;
+  static_assert(2 * N == 32, "each lane fills one (B or C, state) row of a span");
+  const int lane = threadIdx.x & 31;
+  const int slices = p.blocks_per_group;  // 32-channel slices a group
+  const int group = blockIdx.x / slices, slice = blockIdx.x % slices, batch = blockIdx.y;
+  const int d = slice * 32 + lane;
+  const bool valid = d < p.group_size;  // a spare lane reads no row of its own and writes nothing, but fills B/C
+  const int channel = group * p.group_size + (valid ? d : p.group_size - 1);
+  const int length = p.length;
+  const int row_length = valid ? length : 0;
+
+  const int64_t channel_index = static_cast<int64_t>(batch) * p.channels + channel;
+  const int64_t row = channel_index * length;
+  const input_t* u_row = static_cast<const input_t*>(p.u) + row;
+  const input_t* delta_row = static_cast<const input_t*>(p.delta) + row;
+  const input_t* z_row = kHasZ ? static_cast<const input_t*>(p.z) + row : nullptr;
+  output_t* out_row = static_cast<output_t*>(p.out) + row;
+  // the (B or C, state) row this lane brings into shared memory: lanes 0-15 B's states, 16-31 C's
+  const int64_t bc_row = ((static_cast<int64_t>(batch) * p.groups + group) * N + (lane % N)) * length;
+  const input_t* fill_row = static_cast<const input_t*>(lane < N ? p.B : p.C) + bc_row;
+  float* fill_slot = bc + lane * kItems;  // [lane / N][lane % N][kItems]
+  const float4* B_span = reinterpret_cast<const float4*>(bc);
+  const float4* C_span = reinterpret_cast<const float4*>(bc + N * kItems);
+
+  float A_log2e[N], h[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A_log2e[n] = p.A[static_cast<int64_t>(channel) * N + n] * kLog2e;
+    h[n] = 0.f;
+  }
+  const float D_value = p.D != nullptr ? p.D[channel] : 0.f;
+  const float bias = p.delta_bias != nullptr ? p.delta_bias[channel] : 0.f;
+  float* const states = p.chunk_states != nullptr && valid ? p.chunk_states + channel_index * p.n_states * N : nullptr;
+
+  const int n_spans = (length + kItems - 1) / kItems;
+  RawItems<input_t> u_next = fetch_items<kWholeSpans>(u_row, 0, row_length);
+  RawItems<input_t> delta_next = fetch_items<kWholeSpans>(delta_row, 0, row_length);
+  RawItems<input_t> z_next;
+  if (kHasZ) z_next = fetch_items<kWholeSpans>(z_row, 0, row_length);
+  RawItems<input_t> fill_next = fetch_items<kWholeSpans>(fill_row, 0, length);
+  for (int span = 0; span < n_spans; ++span) {
+    const int pos0 = span * kItems;
+    float u[kItems], dt[kItems], y[kItems], fill[kItems];
+    to_floats(u_next, u);
+    to_floats(delta_next, dt);
+    to_floats(fill_next, fill);
+    RawItems<input_t> z_raw;
+    if (kHasZ) z_raw = z_next;
+    u_next = fetch_items<kWholeSpans>(u_row, pos0 + kItems, row_length);
+    delta_next = fetch_items<kWholeSpans>(delta_row, pos0 + kItems, row_length);
+    if (kHasZ) z_next = fetch_items<kWholeSpans>(z_row, pos0 + kItems, row_length);
+    fill_next = fetch_items<kWholeSpans>(fill_row, pos0 + kItems, length);
+
+    __syncwarp();  // every lane has read the previous span's B/C
+    reinterpret_cast<float4*>(fill_slot)[0] = make_float4(fill[0], fill[1], fill[2], fill[3]);
+    reinterpret_cast<float4*>(fill_slot)[1] = make_float4(fill[4], fill[5], fill[6], fill[7]);
+    __syncwarp();
+
+    if (states != nullptr && pos0 % kChunk == 0) {  // the state at every chunk start (0 at the first)
+      float4* dst = reinterpret_cast<float4*>(states + static_cast<int64_t>(pos0 / kChunk) * N);
+#pragma unroll
+      for (int n = 0; n < N; n += 4) dst[n / 4] = make_float4(h[n], h[n + 1], h[n + 2], h[n + 3]);
+    }
+    float unused_slope[kItems];
+    delta_to_dt(dt, unused_slope, bias, p.delta_softplus, pos0, length);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      y[i] = D_value * u[i];
+      u[i] *= dt[i];  // from here on dt*u, the drive's common factor
+    }
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      const float4 B_lo = B_span[2 * n], B_hi = B_span[2 * n + 1];
+      const float4 C_lo = C_span[2 * n], C_hi = C_span[2 * n + 1];
+      const float B_vals[kItems] = {B_lo.x, B_lo.y, B_lo.z, B_lo.w, B_hi.x, B_hi.y, B_hi.z, B_hi.w};
+      const float C_vals[kItems] = {C_lo.x, C_lo.y, C_lo.z, C_lo.w, C_hi.x, C_hi.y, C_hi.z, C_hi.w};
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        h[n] = fmaf(fast_exp2(dt[i] * A_log2e[n]), h[n], u[i] * B_vals[i]);
+        y[i] = fmaf(C_vals[i], h[n], y[i]);
+      }
+    }
+    if (kHasZ) {
+      float z_vals[kItems];
+      to_floats(z_raw, z_vals);
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) y[i] *= z_vals[i] * sigmoid(z_vals[i]);
+    }
+    if (valid) store_items<kWholeSpans>(out_row, pos0, length, y);
+  }
+}
+
+template <typename input_t, typename output_t>
+__global__ void __launch_bounds__(32, VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS)
+selective_scan_fwd_lanes_kernel(const SelectiveScanParams p) {
+  float* bc = dynamic_shared_memory();
+  const bool whole = whole_aligned_spans(p.length, p.u, p.delta, p.z, p.out, p.B, p.C);
+  if (p.z != nullptr) {
+    if (whole) selective_scan_fwd_lanes_row<input_t, output_t, true, true>(p, bc);
+    else selective_scan_fwd_lanes_row<input_t, output_t, true, false>(p, bc);
+  } else {
+    if (whole) selective_scan_fwd_lanes_row<input_t, output_t, false, true>(p, bc);
+    else selective_scan_fwd_lanes_row<input_t, output_t, false, false>(p, bc);
+  }
+}
+
+}  // namespace
+}  // namespace vmamba_zoo_cuda

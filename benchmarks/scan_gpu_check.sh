@@ -24,6 +24,10 @@ if [ "$ncu" != --no-ncu ]; then
     --section InstructionStats --section MemoryWorkloadAnalysis python benchmarks/scan_ncu.py \
     > "$out/ncu_scan_bwd_lanes.txt" 2>&1
 fi
+# the lanes kernels against the chunked ones at 1/8 and the full batch (their weak side: few warps at small batches)
+VMAMBA_ZOO_CUDA_NVCC_FLAGS= TORCH_CUDA_ARCH_LIST=9.0 VMAMBA_ZOO_CUDA_CACHE=$PWD/build/fwd_variants/shipped \
+  timeout 90 bash -c 'python benchmarks/scan_lanes_kernels.py 0.125; python benchmarks/scan_lanes_kernels.py 1' \
+  2>&1 | tee -a "$out/cuda_scan_variants.txt"
 # bad shapes raise, not crash (session 23's fix), then the GPU suite (its whole log: a crash shows in full)
 export VMAMBA_ZOO_CUDA_NVCC_FLAGS= TORCH_CUDA_ARCH_LIST=9.0 VMAMBA_ZOO_CUDA_CACHE=$PWD/build/fwd_variants/shipped
 timeout 60 python benchmarks/gpu_error_probe.py 2>&1 | tee "$out/gpu_tests.txt"

@@ -1,5 +1,6 @@
 // Runs the selective-scan CUDA kernels on the CPU (see cuda_runtime.h here). Provides
-//  - the launchers selective_scan.cpp calls (launch_selective_scan_fwd/bwd, selective_scan_kernels_available),
+//  - the launchers selective_scan.cpp calls (launch_selective_scan_fwd/bwd, selective_scan_kernels_available; the
+//    lanes kernels' launchers come with their headers),
 //    for the emulation build of the whole extension (torch.ops.vmamba_zoo_cuda_emulated, CPU tensors);
 //  - a plain C interface over the same launchers (emu_*), loaded with ctypes by the kernel tests.
 // The grid's blocks run one after another, the threads of a block all at once.
@@ -7,12 +8,7 @@
 #include <vector>
 
 #include "cuda_runtime.h"  // the emulation, not the toolkit's header
-#include "selective_scan_bwd_kernel.cuh"
-#include "selective_scan_bwd_lanes_kernel.cuh"
-#include "selective_scan_fwd_kernel.cuh"
-#include "selective_scan_fwd_lanes_kernel.cuh"
-#include "layer_norm_kernel.cuh"
-#include "ss2d_kernel.cuh"
+#include "selective_scan.h"
 
 namespace vmamba_zoo_cuda {
 namespace {
@@ -40,6 +36,29 @@ void run_blocks(Kernel kernel, const Params& p, unsigned grid_x, unsigned grid_y
   }
   }
 }
+
+}  // namespace
+
+// as selective_scan_common.cuh's launcher of the lanes kernels: one-warp blocks, grid (groups * slices, batch); before
+// the kernel headers, whose lanes launchers call it
+template <typename Kernel>
+cudaError_t launch_one_warp_blocks(Kernel kernel, const SelectiveScanParams& p, int shared_floats, cudaStream_t) {
+  run_blocks(kernel, p, static_cast<unsigned>(p.groups * p.blocks_per_group), static_cast<unsigned>(p.batch), 32,
+             static_cast<size_t>(shared_floats));
+  return cudaSuccess;
+}
+
+}  // namespace vmamba_zoo_cuda
+
+#include "selective_scan_bwd_kernel.cuh"
+#include "selective_scan_bwd_lanes_kernel.cuh"
+#include "selective_scan_fwd_kernel.cuh"
+#include "selective_scan_fwd_lanes_kernel.cuh"
+#include "layer_norm_kernel.cuh"
+#include "ss2d_kernel.cuh"
+
+namespace vmamba_zoo_cuda {
+namespace {
 
 template <typename Kernel>
 void run_grid(Kernel kernel, const SelectiveScanParams& p, size_t shared_floats) {
@@ -74,74 +93,27 @@ struct SS2DRunner {
 
 }  // namespace
 
-namespace {
-template <typename T>
-struct Type {
-  using type = T;
-};
-
-// Calls run(Type<input_t>{}, Type<output_t>{}) for the (input, fp32 output or not) pair, as the launchers do.
-template <typename Run>
-cudaError_t by_dtype(ScalarKind input_kind, bool fp32_out, Run run) {
-  switch (input_kind) {
-    case ScalarKind::kFloat:
-      run(Type<float>{}, Type<float>{});
-      return cudaSuccess;
-    case ScalarKind::kHalf:
-      if (fp32_out) run(Type<c10::Half>{}, Type<float>{});
-      else run(Type<c10::Half>{}, Type<c10::Half>{});
-      return cudaSuccess;
-    case ScalarKind::kBFloat16:
-      if (fp32_out) run(Type<c10::BFloat16>{}, Type<float>{});
-      else run(Type<c10::BFloat16>{}, Type<c10::BFloat16>{});
-      return cudaSuccess;
-  }
-  return cudaErrorInvalidValue;
-}
-}  // namespace
-
 // as selective_scan_fwd.cu / selective_scan_bwd.cu: d_state 1 runs the kernels' single-state builds
 cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_out,
                                       cudaStream_t) {
-  return by_dtype(input_kind, fp32_out, [&](auto in, auto out) {
+  return launch_by_dtype(input_kind, fp32_out, [&](auto in, auto out) {
     using I = typename decltype(in)::type;
     using O = typename decltype(out)::type;
     if (fwd_single_state(p)) run_grid(selective_scan_fwd_kernel<I, O, true>, p, 0);  // no shared memory
     else run_grid(selective_scan_fwd_kernel<I, O>, p, fwd_smem_floats(p));
+    return cudaSuccess;
   });
 }
 
 cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_dout,
                                       cudaStream_t) {
   const size_t shared = bwd_smem_floats(p.warps_per_block, p.d_state);
-  return by_dtype(input_kind, fp32_dout, [&](auto in, auto out) {
+  return launch_by_dtype(input_kind, fp32_dout, [&](auto in, auto dout) {
     using I = typename decltype(in)::type;
-    using O = typename decltype(out)::type;
-    if (bwd_single_state(p)) {
-      run_grid(selective_scan_bwd_kernel<I, O, true>, p, shared);
-    } else {
-      run_grid(selective_scan_bwd_kernel<I, O>, p, shared);
-    }
-  });
-}
-
-cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_out,
-                                            cudaStream_t) {
-  return by_dtype(input_kind, fp32_out, [&](auto in, auto out) {
-    using I = typename decltype(in)::type;
-    using O = typename decltype(out)::type;
-    run_blocks(selective_scan_fwd_lanes_kernel<I, O>, p, static_cast<unsigned>(p.groups * p.blocks_per_group),
-               static_cast<unsigned>(p.batch), 32, kLanesFwdSmemFloats);
-  });
-}
-
-cudaError_t launch_selective_scan_bwd_lanes(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_dout,
-                                            cudaStream_t) {
-  return by_dtype(input_kind, fp32_dout, [&](auto in, auto out) {
-    using I = typename decltype(in)::type;
-    using O = typename decltype(out)::type;
-    run_blocks(selective_scan_bwd_lanes_kernel<I, O>, p, static_cast<unsigned>(p.groups * p.blocks_per_group),
-               static_cast<unsigned>(p.batch), 32, kLanesSmemFloats);
+    using O = typename decltype(dout)::type;
+    if (bwd_single_state(p)) run_grid(selective_scan_bwd_kernel<I, O, true>, p, shared);
+    else run_grid(selective_scan_bwd_kernel<I, O>, p, shared);
+    return cudaSuccess;
   });
 }
 

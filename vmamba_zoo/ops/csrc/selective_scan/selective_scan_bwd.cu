@@ -22,32 +22,13 @@ cudaError_t launch(const SelectiveScanParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <typename input_t, typename dout_t>
-struct Chunked {
-  static cudaError_t run(const SelectiveScanParams& p, cudaStream_t stream) {
-    return launch<input_t, dout_t>(p, stream);
-  }
-};
-
-template <typename input_t, typename dout_t>
-struct Lanes {
-  static cudaError_t run(const SelectiveScanParams& p, cudaStream_t stream) {
-    const dim3 grid(p.groups * p.blocks_per_group, p.batch);
-    selective_scan_bwd_lanes_kernel<input_t, dout_t><<<grid, 32, sizeof(float) * kLanesSmemFloats, stream>>>(p);
-    return cudaGetLastError();
-  }
-};
-
 }  // namespace
-
-cudaError_t launch_selective_scan_bwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
-                                            cudaStream_t stream) {
-  return launch_by_dtype<Lanes>(params, input_kind, fp32_dout, stream);
-}
 
 cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
                                       cudaStream_t stream) {
-  return launch_by_dtype<Chunked>(params, input_kind, fp32_dout, stream);
+  return launch_by_dtype(input_kind, fp32_dout, [&](auto in, auto dout) {
+    return launch<typename decltype(in)::type, typename decltype(dout)::type>(params, stream);
+  });
 }
 
 }  // namespace vmamba_zoo_cuda

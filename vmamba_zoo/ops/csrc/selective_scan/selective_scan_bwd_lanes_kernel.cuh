@@ -34,25 +34,19 @@ __device__ __forceinline__ int lanes_row_offset(int row) { return row * kLanesPi
 
 template <typename input_t, typename dout_t, bool kHasZ, bool kWholeSpans>
 __device__ __forceinline__ void selective_scan_bwd_lanes_row(const SelectiveScanParams& p, float* reduce) {
-  const int lane = threadIdx.x & 31;
-  const int slices = p.blocks_per_group;  // 32-channel slices a group
-  const int group = blockIdx.x / slices, slice = blockIdx.x % slices, batch = blockIdx.y;
-  const int d = slice * 32 + lane;
-  const bool valid = d < p.group_size;  // a spare lane (past its group's end) reads no row and writes nothing
-  const int channel = group * p.group_size + (valid ? d : p.group_size - 1);
-  const int length = p.length;
-  const int row_length = valid ? length : 0;
-
-  const int64_t channel_index = static_cast<int64_t>(batch) * p.channels + channel;
-  const int64_t row = channel_index * length;
+  const LaneChannel c = locate_lane_channel(p);  // a spare lane reads no row and writes nothing
+  const int lane = c.lane, channel = c.channel, length = p.length, row_length = c.row_length;
+  const bool valid = c.valid;
+  const int64_t channel_index = c.channel_index, row = c.row;
   const input_t* u_row = static_cast<const input_t*>(p.u) + row;
   const input_t* delta_row = static_cast<const input_t*>(p.delta) + row;
   const input_t* z_row = kHasZ ? static_cast<const input_t*>(p.z) + row : nullptr;
   const dout_t* dout_row = static_cast<const dout_t*>(p.dout) + row;
-  const int64_t bc_row = (static_cast<int64_t>(batch) * p.groups + group) * length;
+  const int64_t bc_row = (static_cast<int64_t>(c.batch) * p.groups + c.group) * length;
   const input_t* B_row = static_cast<const input_t*>(p.B) + bc_row;
   const input_t* C_row = static_cast<const input_t*>(p.C) + bc_row;
-  const int64_t part_row = ((static_cast<int64_t>(batch) * p.groups + group) * slices + slice) * length;
+  // this warp's slice of the dB/dC partial sums: [batch][group][slice][position]
+  const int64_t part_row = ((static_cast<int64_t>(c.batch) * p.groups + c.group) * p.blocks_per_group + c.slice) * length;
   const float A = p.A[channel], A_log2e = A * kLog2e;
   const float D_value = p.D != nullptr ? p.D[channel] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[channel] : 0.f;
@@ -167,15 +161,23 @@ template <typename input_t, typename dout_t>
 __global__ void __launch_bounds__(32, VMAMBA_ZOO_CUDA_BWD_LANES_MIN_BLOCKS)
 selective_scan_bwd_lanes_kernel(const SelectiveScanParams p) {
   float* reduce = dynamic_shared_memory();
-  const bool whole = whole_aligned_spans(p.length, p.u, p.delta, p.z, p.dout, p.du, p.ddelta, p.dz, p.B, p.C);
-  if (p.z != nullptr) {
-    if (whole) selective_scan_bwd_lanes_row<input_t, dout_t, true, true>(p, reduce);
-    else selective_scan_bwd_lanes_row<input_t, dout_t, true, false>(p, reduce);
-  } else {
-    if (whole) selective_scan_bwd_lanes_row<input_t, dout_t, false, true>(p, reduce);
-    else selective_scan_bwd_lanes_row<input_t, dout_t, false, false>(p, reduce);
-  }
+  by_gate_and_spans(
+      p,
+      [&](auto has_z, auto whole) {
+        selective_scan_bwd_lanes_row<input_t, dout_t, decltype(has_z)::value, decltype(whole)::value>(p, reduce);
+      },
+      p.u, p.delta, p.dout, p.du, p.ddelta, p.dz, p.B, p.C);
 }
 
 }  // namespace
+
+// The launcher (selective_scan.h), here so the CPU emulation runs it too: one translation unit of each library
+// includes this header (selective_scan_bwd.cu; tests/cuda_emulation/emulate.cpp)
+cudaError_t launch_selective_scan_bwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
+                                            cudaStream_t stream) {
+  return launch_lanes_by_dtype(params, input_kind, fp32_dout, kLanesSmemFloats, stream, [](auto in, auto dout) {
+    return selective_scan_bwd_lanes_kernel<typename decltype(in)::type, typename decltype(dout)::type>;
+  });
+}
+
 }  // namespace vmamba_zoo_cuda

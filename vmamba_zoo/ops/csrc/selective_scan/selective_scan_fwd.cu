@@ -16,32 +16,13 @@ cudaError_t launch(const SelectiveScanParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <typename input_t, typename output_t>
-struct Chunked {
-  static cudaError_t run(const SelectiveScanParams& p, cudaStream_t stream) {
-    return launch<input_t, output_t>(p, stream);
-  }
-};
-
-template <typename input_t, typename output_t>
-struct Lanes {
-  static cudaError_t run(const SelectiveScanParams& p, cudaStream_t stream) {
-    const dim3 grid(p.groups * p.blocks_per_group, p.batch);
-    selective_scan_fwd_lanes_kernel<input_t, output_t><<<grid, 32, sizeof(float) * kLanesFwdSmemFloats, stream>>>(p);
-    return cudaGetLastError();
-  }
-};
-
 }  // namespace
 
 cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_out,
                                       cudaStream_t stream) {
-  return launch_by_dtype<Chunked>(params, input_kind, fp32_out, stream);
-}
-
-cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_out,
-                                            cudaStream_t stream) {
-  return launch_by_dtype<Lanes>(params, input_kind, fp32_out, stream);
+  return launch_by_dtype(input_kind, fp32_out, [&](auto in, auto out) {
+    return launch<typename decltype(in)::type, typename decltype(out)::type>(params, stream);
+  });
 }
 
 bool selective_scan_kernels_available() {

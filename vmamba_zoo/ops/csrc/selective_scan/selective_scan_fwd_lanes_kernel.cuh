@@ -32,23 +32,16 @@ template <typename input_t, typename output_t, bool kHasZ, bool kWholeSpans>
 __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScanParams& p, float* bc) {
   constexpr int N = kLanesFwdStates;
   static_assert(2 * N == 32, "each lane fills one (B or C, state) row of a span");
-  const int lane = threadIdx.x & 31;
-  const int slices = p.blocks_per_group;  // 32-channel slices a group
-  const int group = blockIdx.x / slices, slice = blockIdx.x % slices, batch = blockIdx.y;
-  const int d = slice * 32 + lane;
-  const bool valid = d < p.group_size;  // a spare lane reads no row of its own and writes nothing, but fills B/C
-  const int channel = group * p.group_size + (valid ? d : p.group_size - 1);
-  const int length = p.length;
-  const int row_length = valid ? length : 0;
-
-  const int64_t channel_index = static_cast<int64_t>(batch) * p.channels + channel;
-  const int64_t row = channel_index * length;
+  const LaneChannel c = locate_lane_channel(p);  // a spare lane reads no row of its own, writes nothing, fills B/C
+  const int lane = c.lane, channel = c.channel, length = p.length, row_length = c.row_length;
+  const bool valid = c.valid;
+  const int64_t channel_index = c.channel_index, row = c.row;
   const input_t* u_row = static_cast<const input_t*>(p.u) + row;
   const input_t* delta_row = static_cast<const input_t*>(p.delta) + row;
   const input_t* z_row = kHasZ ? static_cast<const input_t*>(p.z) + row : nullptr;
   output_t* out_row = static_cast<output_t*>(p.out) + row;
   // the (B or C, state) row this lane brings into shared memory: lanes 0-15 B's states, 16-31 C's
-  const int64_t bc_row = ((static_cast<int64_t>(batch) * p.groups + group) * N + (lane % N)) * length;
+  const int64_t bc_row = ((static_cast<int64_t>(c.batch) * p.groups + c.group) * N + (lane % N)) * length;
   const input_t* fill_row = static_cast<const input_t*>(lane < N ? p.B : p.C) + bc_row;
   float* fill_slot = bc + lane * kItems;  // [lane / N][lane % N][kItems]
   const float4* B_span = reinterpret_cast<const float4*>(bc);
@@ -126,15 +119,23 @@ template <typename input_t, typename output_t>
 __global__ void __launch_bounds__(32, VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS)
 selective_scan_fwd_lanes_kernel(const SelectiveScanParams p) {
   float* bc = dynamic_shared_memory();
-  const bool whole = whole_aligned_spans(p.length, p.u, p.delta, p.z, p.out, p.B, p.C);
-  if (p.z != nullptr) {
-    if (whole) selective_scan_fwd_lanes_row<input_t, output_t, true, true>(p, bc);
-    else selective_scan_fwd_lanes_row<input_t, output_t, true, false>(p, bc);
-  } else {
-    if (whole) selective_scan_fwd_lanes_row<input_t, output_t, false, true>(p, bc);
-    else selective_scan_fwd_lanes_row<input_t, output_t, false, false>(p, bc);
-  }
+  by_gate_and_spans(
+      p,
+      [&](auto has_z, auto whole) {
+        selective_scan_fwd_lanes_row<input_t, output_t, decltype(has_z)::value, decltype(whole)::value>(p, bc);
+      },
+      p.u, p.delta, p.out, p.B, p.C);
 }
 
 }  // namespace
+
+// The launcher (selective_scan.h), here so the CPU emulation runs it too: one translation unit of each library
+// includes this header (selective_scan_fwd.cu; tests/cuda_emulation/emulate.cpp)
+cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_out,
+                                            cudaStream_t stream) {
+  return launch_lanes_by_dtype(params, input_kind, fp32_out, kLanesFwdSmemFloats, stream, [](auto in, auto out) {
+    return selective_scan_fwd_lanes_kernel<typename decltype(in)::type, typename decltype(out)::type>;
+  });
+}
+
 }  // namespace vmamba_zoo_cuda

@@ -16,7 +16,8 @@ import torch
 from vmamba_zoo.ops import cuda_backend
 assert cuda_backend.load_extension()
 ops = torch.ops.vmamba_zoo_cuda
-u = torch.randn(2, 4, 600, device='cuda'); A = -torch.rand(4, 1, device='cuda'); B = torch.randn(2, 2, 1, 600, device='cuda')
+u = torch.randn(2, 4, 600, device='cuda'); A = -torch.rand(4, 1, device='cuda')
+B = torch.randn(2, 2, 1, 600, device='cuda')
 y, st = ops.selective_scan_fwd_states(u, u, A, B, B, None, None, None, True, True)
 torch.cuda.synchronize()
 try:

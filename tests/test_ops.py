@@ -568,7 +568,8 @@ def test_forward_only_backend_stays_the_training_forward():
         torch.testing.assert_close(grads[name], expected[name], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("env", ["VMAMBA_ZOO_SELECTIVE_SCAN_FWD_BACKEND", "VMAMBA_ZOO_SELECTIVE_SCAN_FWD_STATES_BACKEND"])
+@pytest.mark.parametrize("env", ["VMAMBA_ZOO_SELECTIVE_SCAN_FWD_BACKEND",
+                                 "VMAMBA_ZOO_SELECTIVE_SCAN_FWD_STATES_BACKEND"])
 def test_forward_env_override_holds_in_training(monkeypatch, env):
     """The forward's own override (or the training forward's) picks the training forward's backend."""
     seen = []

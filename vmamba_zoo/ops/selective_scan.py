@@ -58,8 +58,8 @@ def _selective_scan_fwd_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C
 
 
 def _training_forward_backend(backend: str) -> str:
-    """The backend the training forward is asked for: the argument, its own VMAMBA_ZOO_SELECTIVE_SCAN_FWD_STATES_BACKEND,
-    else what the forward would be asked for (VMAMBA_ZOO_SELECTIVE_SCAN_FWD_BACKEND, then VMAMBA_ZOO_BACKEND), so an
+    """The backend the training forward is asked for: the argument, its own
+    VMAMBA_ZOO_SELECTIVE_SCAN_FWD_STATES_BACKEND, else what the forward would be asked for (VMAMBA_ZOO_SELECTIVE_SCAN_FWD_BACKEND, then VMAMBA_ZOO_BACKEND), so an
     override of the forward holds in training too."""
     if backend and backend != "auto":
         return backend

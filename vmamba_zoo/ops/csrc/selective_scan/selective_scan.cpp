@@ -230,7 +230,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   // the chunked kernel needs no states for a single chunk; the lanes kernel starts every span from one
   const bool states_saved = saved_states.has_value() && (lanes || params.n_chunks > 1);
   Tensor chunk_states = states_saved           ? saved_states->contiguous()
-                        : params.n_chunks > 1 ? at::empty({batch, channels, int64_t{params.n_chunks}, d_state}, f32)
+                        : params.n_chunks > 1 ? at::empty({batch, channels, params.n_chunks, d_state}, f32)
                                               : at::empty({0}, f32);
 
   if (u.numel() > 0) {

@@ -46,7 +46,8 @@ __device__ __forceinline__ void selective_scan_bwd_lanes_row(const SelectiveScan
   const input_t* B_row = static_cast<const input_t*>(p.B) + bc_row;
   const input_t* C_row = static_cast<const input_t*>(p.C) + bc_row;
   // this warp's slice of the dB/dC partial sums: [batch][group][slice][position]
-  const int64_t part_row = ((static_cast<int64_t>(c.batch) * p.groups + c.group) * p.blocks_per_group + c.slice) * length;
+  const int64_t part_row =
+      ((static_cast<int64_t>(c.batch) * p.groups + c.group) * p.blocks_per_group + c.slice) * length;
   const float A = p.A[channel], A_log2e = A * kLog2e;
   const float D_value = p.D != nullptr ? p.D[channel] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[channel] : 0.f;

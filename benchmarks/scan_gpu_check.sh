@@ -6,6 +6,8 @@
 #               backend's GPU tests on this checkout's build. About 6-7 minutes on a fresh machine.
 #   --ncu-only: Nsight Compute of both builds' forward and backward (benchmarks/scan_ncu.sh) and of the lanes
 #               backward. About 4 minutes (it builds both trees).
+#   --quick:    for a short budget: this checkout's build only (the lanes kernels against the chunked ones, the probe,
+#               tests/gpu/test_cuda_backend.py). About 3-4 minutes.
 #   here:   rm -rf build/scan_prev && mkdir -p build/scan_prev && git archive REV vmamba_zoo | tar -x -C build/scan_prev
 #   device: bash benchmarks/scan_gpu_check.sh $OUT [--ncu-only]   (carry: build/scan_prev)
 set -u
@@ -27,13 +29,15 @@ if [ "$mode" = --ncu-only ]; then
   exit 0
 fi
 
-timeout 200 python benchmarks/cuda_scan_variants.py --only shipped prev 2>&1 | tee "$out/cuda_scan_variants.txt"
-# the lanes kernels against the chunked ones at 1/8 and the full batch (their weak side: few warps at small batches)
-env $shipped_env timeout 70 bash -c \
+[ "$mode" = --quick ] || timeout 200 python benchmarks/cuda_scan_variants.py --only shipped prev 2>&1 | tee "$out/cuda_scan_variants.txt"
+# the lanes kernels against the chunked ones at 1/8 and the full batch (their weak side: few warps at small batches);
+# with --quick this builds the extension first (60-90 s)
+env $shipped_env timeout 200 bash -c \
   'python benchmarks/scan_lanes_kernels.py 0.125; python benchmarks/scan_lanes_kernels.py 1' 2>&1 |
   tee "$out/scan_lanes_kernels.txt"
 # bad shapes raise, not crash (session 23's fix), then the GPU suite (its whole log: a crash shows in full)
 env $shipped_env timeout 40 python benchmarks/gpu_error_probe.py 2>&1 | tee "$out/gpu_tests.txt"
 env $shipped_env timeout 260 python -X faulthandler -m pytest -m gpu -q -p no:cacheprovider \
-  tests/gpu/test_cuda_backend.py tests/gpu/test_gpu_backends.py >> "$out/gpu_tests.txt" 2>&1
+  tests/gpu/test_cuda_backend.py $([ "$mode" = --quick ] || echo tests/gpu/test_gpu_backends.py) \
+  >> "$out/gpu_tests.txt" 2>&1
 tail -5 "$out/gpu_tests.txt"

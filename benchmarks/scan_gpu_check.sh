@@ -9,10 +9,14 @@
 #   --quick:    for a short budget: this checkout's build only (the lanes kernels against the chunked ones, the probe,
 #               tests/gpu/test_cuda_backend.py). About 3-4 minutes.
 #   here:   rm -rf build/scan_prev && mkdir -p build/scan_prev && git archive REV vmamba_zoo | tar -x -C build/scan_prev
-#   device: bash benchmarks/scan_gpu_check.sh $OUT [--ncu-only]   (carry: build/scan_prev)
+#   device: bash benchmarks/scan_gpu_check.sh $OUT [--ncu-only | --quick]   (carry: build/scan_prev; --quick needs none)
 set -u
 out=${1:?outdir}
 mode=${2:-}
+case "$mode" in
+  "" | --ncu-only | --quick) ;;
+  *) echo "scan_gpu_check.sh: unknown mode '$mode' (expected --ncu-only or --quick)" >&2; exit 2 ;;
+esac
 export MAX_JOBS=16
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
 date -u | tee -a "$out/device.txt"
@@ -29,7 +33,12 @@ if [ "$mode" = --ncu-only ]; then
   exit 0
 fi
 
-[ "$mode" = --quick ] || timeout 200 python benchmarks/cuda_scan_variants.py --only shipped prev 2>&1 | tee "$out/cuda_scan_variants.txt"
+gpu_suites="tests/gpu/test_cuda_backend.py tests/gpu/test_gpu_backends.py"
+if [ "$mode" = --quick ]; then
+  gpu_suites=tests/gpu/test_cuda_backend.py
+else
+  timeout 200 python benchmarks/cuda_scan_variants.py --only shipped prev 2>&1 | tee "$out/cuda_scan_variants.txt"
+fi
 # the lanes kernels against the chunked ones at 1/8 and the full batch (their weak side: few warps at small batches);
 # with --quick this builds the extension first (60-90 s)
 env $shipped_env timeout 200 bash -c \
@@ -38,6 +47,5 @@ env $shipped_env timeout 200 bash -c \
 # bad shapes raise, not crash (session 23's fix), then the GPU suite (its whole log: a crash shows in full)
 env $shipped_env timeout 40 python benchmarks/gpu_error_probe.py 2>&1 | tee "$out/gpu_tests.txt"
 env $shipped_env timeout 260 python -X faulthandler -m pytest -m gpu -q -p no:cacheprovider \
-  tests/gpu/test_cuda_backend.py $([ "$mode" = --quick ] || echo tests/gpu/test_gpu_backends.py) \
-  >> "$out/gpu_tests.txt" 2>&1
+  $gpu_suites >> "$out/gpu_tests.txt" 2>&1
 tail -5 "$out/gpu_tests.txt"

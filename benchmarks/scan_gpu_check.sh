@@ -18,6 +18,7 @@ case "$mode" in
   *) echo "scan_gpu_check.sh: unknown mode '$mode' (expected --ncu-only or --quick)" >&2; exit 2 ;;
 esac
 export MAX_JOBS=16
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the benchmarks import vmamba_zoo from this checkout
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
 date -u | tee -a "$out/device.txt"
 shipped_env="VMAMBA_ZOO_CUDA_NVCC_FLAGS= TORCH_CUDA_ARCH_LIST=9.0 VMAMBA_ZOO_CUDA_CACHE=$PWD/build/fwd_variants/shipped"
@@ -44,8 +45,8 @@ fi
 env $shipped_env timeout 200 bash -c \
   'python benchmarks/scan_lanes_kernels.py 0.125; python benchmarks/scan_lanes_kernels.py 1' 2>&1 |
   tee "$out/scan_lanes_kernels.txt"
-# bad shapes raise, not crash (session 23's fix), then the GPU suite (its whole log: a crash shows in full)
-env $shipped_env timeout 40 python benchmarks/gpu_error_probe.py 2>&1 | tee "$out/gpu_tests.txt"
+# bad shapes raise, not crash (session 23's fix; six subprocesses that each load torch), then the GPU suite (its whole log: a crash shows in full)
+env $shipped_env timeout 120 python benchmarks/gpu_error_probe.py 2>&1 | tee "$out/gpu_tests.txt"
 env $shipped_env timeout 260 python -X faulthandler -m pytest -m gpu -q -p no:cacheprovider \
   $gpu_suites >> "$out/gpu_tests.txt" 2>&1
 tail -5 "$out/gpu_tests.txt"

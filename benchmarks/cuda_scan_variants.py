@@ -1,9 +1,9 @@
 """Build variants of the CUDA selective-scan kernels (their tuning macros, via VMAMBA_ZOO_CUDA_NVCC_FLAGS) and
 compare them in one run: forward and gradient errors against the float64 oracle (cuda_scan_check.check_case),
 and the forward and backward ops timed at the VMamba-T stage-0 shape (d_state 1) and the vanilla-T one
-(d_state 16), as % of a measured copy; for builds with selective_scan_fwd_states, also the training pair (forward
-keeping its chunk states, backward reading them), and the kernels with one channel a lane
-(VMAMBA_ZOO_CUDA_{FWD,BWD}_KERNEL=lanes: the forward at d_state 16, the backward at d_state 1 from the states).
+(d_state 16), as % of a measured copy, with the chunked kernels (VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks where a build knows
+it); for builds with selective_scan_fwd_states, also the training pair (forward keeping its chunk states, backward
+reading them), and for builds with the lanes forward (one channel a lane, d_state 16) that kernel.
 
     PYTHONPATH=. python benchmarks/cuda_scan_variants.py                 # all variants (builds in parallel)
     PYTHONPATH=. python benchmarks/cuda_scan_variants.py --only shipped  # one
@@ -35,20 +35,20 @@ CHECK_CASES = [((2, 4, 8, 1, 1000), "float32", True), ((2, 4, 96, 1, 3136), "flo
 
 
 def _choose_kernels(kind: str) -> None:
-    """The extension reads these at every call: 'lanes' or 'chunks' for both the forward and the backward."""
-    os.environ["VMAMBA_ZOO_CUDA_FWD_KERNEL"] = os.environ["VMAMBA_ZOO_CUDA_BWD_KERNEL"] = kind
+    """The extension reads this at every call: 'lanes' or 'chunks' for the forward."""
+    os.environ["VMAMBA_ZOO_CUDA_FWD_KERNEL"] = kind
 
 
 def _has_lanes_kernel(torch) -> bool:
-    """Whether this build knows VMAMBA_ZOO_CUDA_BWD_KERNEL (it refuses an unknown value; older builds ignore it)."""
+    """Whether this build knows VMAMBA_ZOO_CUDA_FWD_KERNEL (it refuses an unknown value; older builds ignore it)."""
     u = torch.zeros(1, 1, 8, device="cuda")
     A, B = -torch.ones(1, 1, device="cuda"), torch.zeros(1, 1, 1, 8, device="cuda")
-    os.environ["VMAMBA_ZOO_CUDA_BWD_KERNEL"] = "probe"
+    os.environ["VMAMBA_ZOO_CUDA_FWD_KERNEL"] = "probe"
     try:
-        torch.ops.vmamba_zoo_cuda.selective_scan_bwd(u, u, u, A, B, B, None, None, None, True)
+        torch.ops.vmamba_zoo_cuda.selective_scan_fwd(u, u, A, B, B, None, None, None, True, True)
         return False
     except RuntimeError as exc:
-        return "VMAMBA_ZOO_CUDA_BWD_KERNEL" in str(exc)
+        return "VMAMBA_ZOO_CUDA_FWD_KERNEL" in str(exc)
     finally:
         _choose_kernels("chunks")
 
@@ -67,8 +67,7 @@ def measure(build_only: bool) -> dict:
     out = {"errors": {}, "lanes_errors": {}, "ms": {}}
     lanes = "lanes_errors" if _has_lanes_kernel(torch) else None
     for key in ("errors", lanes) if lanes else ("errors",):
-        # lanes_errors: the same checks with the one-channel-a-lane kernels (session 23): the forward at d_state 16,
-        # the backward at d_state 1 (the gradients run from the training forward's saved states)
+        # lanes_errors: the same checks with the one-channel-a-lane forward (session 23) where it applies (d_state 16)
         _choose_kernels("lanes" if key == lanes else "chunks")
         for shape, dtype_name, with_z in CHECK_CASES:
             fwd, grad, _, deterministic = check_case(shape, getattr(torch, dtype_name), with_z)
@@ -93,13 +92,11 @@ def measure(build_only: bool) -> dict:
                 tfs = cuda_time(lambda: states_op(u, delta, A, B, C, D, None, bias, True, True), repeats=20)
                 tbs = cuda_time(lambda: bwd_op(dout, u, delta, A, B, C, D, None, bias, True, states), repeats=20)
                 cells += [tfs * 1e3, 100 * fwd_bytes / tfs / 1e9 / copy, tbs * 1e3, 100 * bwd_bytes / tbs / 1e9 / copy]
-                if lanes:  # the lanes kernels: the forward at d_state 16, the backward at d_state 1 (from the states)
+                if lanes and shape[3] == 16:  # the lanes forward
                     _choose_kernels("lanes")
                     tfl = cuda_time(lambda: fwd_op(u, delta, A, B, C, D, None, bias, True, True), repeats=20)
-                    tbl = cuda_time(lambda: bwd_op(dout, u, delta, A, B, C, D, None, bias, True, states), repeats=20)
                     _choose_kernels("chunks")
-                    cells += [tfl * 1e3, 100 * fwd_bytes / tfl / 1e9 / copy,
-                              tbl * 1e3, 100 * bwd_bytes / tbl / 1e9 / copy]
+                    cells += [tfl * 1e3, 100 * fwd_bytes / tfl / 1e9 / copy]
         out["ms"][name] = cells
         del u, delta, A, B, C, D, bias, dout
         torch.cuda.empty_cache()
@@ -142,14 +139,13 @@ def main() -> int:
                         for t in res["ms"].values() if len(t) > 4)
         if saved:  # the same ops as a training step runs them: forward with states, backward from them
             print(f"{'  + saved states':<20}{saved}", flush=True)
-        # the lanes kernels where they apply (the forward at d_state 16, the backward at d_state 1), else n/a
-        lanes = "".join(f"{f'{t[8]:.3f} ({t[9]:.0f}%)' if n == 16 else 'n/a':>30}"
-                        f"{f'{t[10]:.3f} ({t[11]:.0f}%)' if n == 1 else 'n/a':>18}"
-                        for (_, _, _, n, _), t in zip(SPEED_CASES.values(), res["ms"].values()) if len(t) > 8)
+        # the lanes forward where it applies (d_state 16), else n/a
+        lanes = "".join(f"{f'{t[8]:.3f} ({t[9]:.0f}%)' if len(t) > 8 else 'n/a':>30}{'n/a':>18}"
+                        for t in res["ms"].values())
         if any(len(t) > 8 for t in res["ms"].values()):
             worst = [max(v[i] for k, v in res["lanes_errors"].items() if k.endswith(kind)) for kind in
                      ("float32", "16") for i in (0, 1)]
-            print(f"{'  + lanes kernels':<20}{lanes}   {worst[0]:.1e}/{worst[1]:.1e} | {worst[2]:.1e}/{worst[3]:.1e}",
+            print(f"{'  + lanes forward':<20}{lanes}   {worst[0]:.1e}/{worst[1]:.1e} | {worst[2]:.1e}/{worst[3]:.1e}",
                   flush=True)
     return 0
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The plain selective scan's GPU checks, in two device calls that each fit the 10-minute limit:
 #   default:    benchmarks/cuda_scan_variants.py, this checkout's build against an earlier tree's (errors against
-#               float64, kernels timed as % of copy, the training pair with saved states, the lanes kernels);
-#               benchmarks/scan_lanes_kernels.py at 1/8 and the full batch; benchmarks/gpu_error_probe.py; the CUDA
+#               float64, kernels timed as % of copy, the training pair with saved states, the lanes forward);
+#               benchmarks/scan_lanes_kernels.py from 1/8 to the full batch; benchmarks/gpu_error_probe.py; the CUDA
 #               backend's GPU tests on this checkout's build. About 6-7 minutes on a fresh machine.
-#   --ncu-only: Nsight Compute of both builds' forward and backward (benchmarks/scan_ncu.sh) and of the lanes
-#               backward. About 4 minutes (it builds both trees).
-#   --quick:    for a short budget: this checkout's build only (the lanes kernels against the chunked ones, the probe,
+#   --ncu-only: Nsight Compute of both builds' forward and backward (benchmarks/scan_ncu.sh). About 4 minutes (it
+#               builds both trees).
+#   --quick:    for a short budget: this checkout's build only (the lanes forward against the chunked one, the probe,
 #               tests/gpu/test_cuda_backend.py). About 3-4 minutes.
 #   here:   rm -rf build/scan_prev && mkdir -p build/scan_prev && git archive REV vmamba_zoo | tar -x -C build/scan_prev
 #   device: bash benchmarks/scan_gpu_check.sh $OUT [--ncu-only | --quick]   (carry: build/scan_prev; --quick needs none)
@@ -25,12 +25,6 @@ shipped_env="VMAMBA_ZOO_CUDA_NVCC_FLAGS= TORCH_CUDA_ARCH_LIST=9.0 VMAMBA_ZOO_CUD
 
 if [ "$mode" = --ncu-only ]; then
   timeout 300 bash benchmarks/scan_ncu.sh "$out" shipped prev=build/scan_prev
-  # the one-channel-a-lane backward (session 23) from saved states: its own file
-  env $shipped_env VMAMBA_ZOO_CUDA_BWD_KERNEL=lanes timeout 60 \
-    ncu --clock-control none --kernel-name regex:selective_scan_bwd_lanes --launch-skip 2 --launch-count 1 \
-    --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
-    --section InstructionStats --section MemoryWorkloadAnalysis python benchmarks/scan_ncu.py \
-    > "$out/ncu_scan_bwd_lanes.txt" 2>&1
   exit 0
 fi
 
@@ -40,11 +34,9 @@ if [ "$mode" = --quick ]; then
 else
   timeout 200 python benchmarks/cuda_scan_variants.py --only shipped prev 2>&1 | tee "$out/cuda_scan_variants.txt"
 fi
-# the lanes kernels against the chunked ones at 1/8 and the full batch (their weak side: few warps at small batches);
+# the lanes forward (d_state 16) against the chunked one and "auto" at 1/8 to the full batch (its weak side: few warps);
 # with --quick this builds the extension first (60-90 s)
-env $shipped_env timeout 200 bash -c \
-  'python benchmarks/scan_lanes_kernels.py 0.125; python benchmarks/scan_lanes_kernels.py 1' 2>&1 |
-  tee "$out/scan_lanes_kernels.txt"
+env $shipped_env timeout 200 python benchmarks/scan_lanes_kernels.py 2>&1 | tee "$out/scan_lanes_kernels.txt"
 # bad shapes raise, not crash (session 23's fix; six subprocesses that each load torch), then the GPU suite (its whole log: a crash shows in full)
 env $shipped_env timeout 120 python benchmarks/gpu_error_probe.py 2>&1 | tee "$out/gpu_tests.txt"
 env $shipped_env timeout 260 python -X faulthandler -m pytest -m gpu -q -p no:cacheprovider \

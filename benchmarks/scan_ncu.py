@@ -1,9 +1,6 @@
 """Run the plain selective-scan forward and backward ops at VMamba-T's stage-0 shape (d_state 1, batch 128, fp16
 activations, fp32 dout) a few times each, for Nsight Compute to profile one launch of each
-(benchmarks/scan_ncu.sh). With VMAMBA_ZOO_CUDA_BWD_KERNEL=lanes the backward runs from the training forward's
-saved states, so the one-channel-a-lane kernel is the one profiled."""
-import os
-
+(benchmarks/scan_ncu.sh)."""
 import torch
 
 from vmamba_zoo.analysis.benchmark import scan_speed_inputs
@@ -15,9 +12,6 @@ dout = torch.randn(u.shape, device=u.device)
 with torch.no_grad():
     for _ in range(4):
         torch.ops.vmamba_zoo_cuda.selective_scan_fwd(u, delta, A, B, C, D, None, bias, True, True)
-    states = None
-    if os.environ.get("VMAMBA_ZOO_CUDA_BWD_KERNEL") == "lanes":
-        _, states = torch.ops.vmamba_zoo_cuda.selective_scan_fwd_states(u, delta, A, B, C, D, None, bias, True, True)
     for _ in range(4):
-        torch.ops.vmamba_zoo_cuda.selective_scan_bwd(dout, u, delta, A, B, C, D, None, bias, True, states)
+        torch.ops.vmamba_zoo_cuda.selective_scan_bwd(dout, u, delta, A, B, C, D, None, bias, True)
 torch.cuda.synchronize()

@@ -72,13 +72,6 @@ def test_emulated_saved_states(suite, shape):
     suite.test_cuda_saved_states(shape)
 
 
-@pytest.mark.parametrize("shape", [(2, 2, 40, 1, 203), (2, 1, 7, 1, 1000)],
-                         ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_emulated_lanes_backward(suite, shape, dtype, monkeypatch):
-    suite.test_cuda_lanes_backward(shape, dtype, monkeypatch)
-
-
 @pytest.mark.parametrize("shape", [(2, 2, 40, 16, 203), (1, 1, 7, 16, 600)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_emulated_lanes_forward(suite, shape, dtype, monkeypatch):
@@ -89,8 +82,8 @@ def test_emulated_lanes_forward_states_and_switch(suite, monkeypatch):
     suite.test_cuda_lanes_forward_states_and_switch(monkeypatch)
 
 
-def test_emulated_lanes_backward_reads_the_saved_states(suite, monkeypatch):
-    suite.test_cuda_lanes_backward_reads_the_saved_states(monkeypatch)
+def test_emulated_auto_picks_lanes_forward_from_two_warps_an_sm(suite, monkeypatch):
+    suite.test_cuda_auto_picks_lanes_forward_from_two_warps_an_sm(monkeypatch)
 
 
 def test_emulated_backward_is_deterministic(suite):

@@ -318,24 +318,22 @@ def test_opcheck_selective_scan_fwd_states(case):
     torch.library.opcheck(torch.ops.vmamba_zoo.selective_scan_fwd_states, args)
 
 
-@pytest.mark.parametrize("length,d_state", [(1, 3), (255, 3), (256, 3), (257, 3), (600, 3), (1, 1), (17, 1), (24, 1)])
-def test_fwd_states_are_the_chunk_start_states(length, d_state):
-    """The training forward's states are h before positions 0, 256, 512 ... (at d_state 1: 0, 8, 16 ...; a
-    step-by-step loop's), its y the plain forward's, and a backward given them returns what one without them does."""
-    stride = 8 if d_state == 1 else 256
-    assert reference.states_stride(d_state) == stride
-    t = make_inputs(length=length, softplus=True, d_state=d_state)
+@pytest.mark.parametrize("length", [1, 255, 256, 257, 600])
+def test_fwd_states_are_the_chunk_start_states(length):
+    """The training forward's states are h before positions 0, 256, 512 ... (a step-by-step loop's), its y the
+    plain forward's, and a backward given them returns what one without them does."""
+    t = make_inputs(length=length, softplus=True, d_state=3)
     y, states = torch.ops.vmamba_zoo.selective_scan_fwd_states(*ss_op_args(t, True))
     torch.testing.assert_close(y, torch.ops.vmamba_zoo.selective_scan_fwd(*ss_op_args(t, True)), rtol=0, atol=0)
     dt = torch.nn.functional.softplus(t["delta"] + t["delta_bias"][:, None])
     B, groups = t["B"].repeat_interleave(3, dim=1), t["B"].shape[1]  # (batch, K*D, N, L): 3 channels a group
-    assert groups * 3 == t["u"].shape[1] and t["A"].shape[1] == d_state
+    assert groups * 3 == t["u"].shape[1]
     h, want = torch.zeros(states.shape[0], states.shape[1], states.shape[3], dtype=torch.float64), []
     for pos in range(length):
-        if pos % stride == 0:
+        if pos % reference.STATES_CHUNK == 0:
             want.append(h.clone())
         h = torch.exp(dt[..., pos, None] * t["A"]) * h + (dt[..., pos] * t["u"][..., pos])[..., None] * B[..., pos]
-    assert states.shape == (2, 6, -(-length // stride), d_state) and states.dtype == torch.float64
+    assert states.shape == (2, 6, -(-length // 256), 3) and states.dtype == torch.float64
     torch.testing.assert_close(states, torch.stack(want, dim=2), rtol=1e-12, atol=1e-12)
     dout = torch.randn_like(y)
     plain = torch.ops.vmamba_zoo.selective_scan_bwd(dout, *ss_op_args(t, True)[:-2], "auto")

@@ -51,7 +51,6 @@ cudaError_t launch_one_warp_blocks(Kernel kernel, const SelectiveScanParams& p, 
 }  // namespace vmamba_zoo_cuda
 
 #include "selective_scan_bwd_kernel.cuh"
-#include "selective_scan_bwd_lanes_kernel.cuh"
 #include "selective_scan_fwd_kernel.cuh"
 #include "selective_scan_fwd_lanes_kernel.cuh"
 #include "layer_norm_kernel.cuh"
@@ -164,7 +163,6 @@ void fill_sizes(SelectiveScanParams& p, int max_warps, int batch, int channels, 
   p.warps_per_block = vmamba_zoo_cuda::warps_per_block_for(p.group_size, max_warps);
   p.blocks_per_group = vmamba_zoo_cuda::blocks_per_group_for(p.group_size, p.warps_per_block);
   p.n_chunks = vmamba_zoo_cuda::chunks_for(length);
-  p.n_states = p.n_chunks;  // the backward's own pass 1 (these entry points pass no saved states)
   p.delta_softplus = softplus != 0;
 }
 

@@ -205,21 +205,6 @@ def test_cuda_saved_states(shape):
         cuda_backend.selective_scan_bwd(dout, *args[:9], saved_states=states[:, :, :1].contiguous())
 
 
-# d_state 1: a second 32-channel slice with 24 spare lanes, spans cut by the sequence's end (203), whole 16-byte
-# spans (256, 1000), one spare-lane-only layout (7 channels)
-LANES_SHAPES = [(2, 2, 40, 1, 203), (1, 3, 32, 1, 256), (2, 1, 7, 1, 1000), (2, 4, 96, 1, 3136 // 16)]
-
-
-@pytest.mark.parametrize("shape", LANES_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_cuda_lanes_backward(shape, dtype, monkeypatch):
-    """VMAMBA_ZOO_CUDA_BWD_KERNEL=lanes: the backward with one channel a lane (d_state 1, from the training
-    forward's saved states) matches the oracle, with and without the optional inputs."""
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_BWD_KERNEL", "lanes")
-    _check(shape, dtype)
-    _check(shape, dtype, optionals=OPTIONALS["none"], softplus=False)
-
-
 # d_state 16: spare lanes and a second slice, a span cut by the sequence's end, states at three chunk starts
 FWD_LANES_SHAPES = [(2, 2, 40, 16, 203), (1, 1, 7, 16, 600)]
 
@@ -239,6 +224,7 @@ def test_cuda_lanes_forward_states_and_switch(monkeypatch):
     differs in the last bits over 600 steps and 16 states), and an unknown kernel name is refused."""
     data = {k: None if v is None else v.to(DEVICE, torch.float32) for k, v in _inputs(1, 2, 5, 16, 600, 9).items()}
     args = [data[k] for k in GRAD_ORDER] + [True, True]
+    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "chunks")
     y_chunks, _ = cuda_backend.selective_scan_fwd_states(*args)
     monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "lanes")
     y, states = cuda_backend.selective_scan_fwd_states(*args)
@@ -252,27 +238,36 @@ def test_cuda_lanes_forward_states_and_switch(monkeypatch):
         cuda_backend.selective_scan_fwd_states(*args)
 
 
-def test_cuda_lanes_backward_reads_the_saved_states(monkeypatch):
-    """The lanes kernel starts every 8 positions from the saved states (zeroed ones change ddelta, where the chunked
-    kernel, one chunk long, never reads them), agrees with the chunked kernel given the right ones, and an unknown
-    kernel name is refused."""
-    data = {k: None if v is None else v.to(DEVICE, torch.float32) for k, v in _inputs(2, 2, 40, 1, 203, 5).items()}
+def _multiprocessors():
+    # the emulated extension reports 2 (host_common.h's multiprocessor_count)
+    return torch.cuda.get_device_properties(DEVICE).multi_processor_count if DEVICE == "cuda" else 2
+
+
+def test_cuda_auto_picks_lanes_forward_from_two_warps_an_sm(monkeypatch):
+    """Unset or "auto", the forward at d_state 16 runs the lanes kernel from 2 one-warp blocks (32 channels of a
+    group each) an SM, the chunked one below that (selective_scan.cpp, lanes_forward): bit for bit each kernel's
+    output. d_state 8 always takes the chunked kernel, which has no lanes build."""
+    sms = _multiprocessors()
+    # groups of 40 channels: 2 warps (one with 24 spare lanes) per group and batch
+    for batch, groups, expect in ((1, sms - 1, "chunks"), (1, sms, "lanes"), (2, sms, "lanes")):
+        data = {k: None if v is None else v.to(DEVICE, torch.float32)
+                for k, v in _inputs(batch, groups, 40, 16, 40, 3).items()}
+        args = [data[k] for k in GRAD_ORDER] + [True, True]
+        outputs = {}
+        for kernel in ("chunks", "lanes", "auto"):
+            monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", kernel)
+            outputs[kernel] = cuda_backend.selective_scan_fwd(*args)
+        monkeypatch.delenv("VMAMBA_ZOO_CUDA_FWD_KERNEL")
+        assert not torch.equal(outputs["chunks"], outputs["lanes"])  # the two kernels are told apart
+        assert torch.equal(outputs["auto"], outputs[expect]), (batch, groups)
+        assert torch.equal(cuda_backend.selective_scan_fwd(*args), outputs[expect]), (batch, groups)
+    data = {k: None if v is None else v.to(DEVICE, torch.float32)
+            for k, v in _inputs(2, sms, 40, 8, 40, 3).items()}
     args = [data[k] for k in GRAD_ORDER] + [True, True]
-    _, states = cuda_backend.selective_scan_fwd_states(*args)
-    dout = torch.randn(data["u"].shape, device=DEVICE)
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_BWD_KERNEL", "chunks")
-    chunks = cuda_backend.selective_scan_bwd(dout, *args[:9], saved_states=states)
-    chunks_zeroed = cuda_backend.selective_scan_bwd(dout, *args[:9], saved_states=torch.zeros_like(states))
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_BWD_KERNEL", "lanes")
-    lanes = cuda_backend.selective_scan_bwd(dout, *args[:9], saved_states=states)
-    lanes_zeroed = cuda_backend.selective_scan_bwd(dout, *args[:9], saved_states=torch.zeros_like(states))
-    for name, a, b in zip(GRAD_ORDER, lanes, chunks):
-        assert _rel(a, b.double().cpu()) < 1e-5, name
-    # ddelta (index 1) depends on h (du does not: the adjoint never reads it)
-    assert torch.equal(chunks_zeroed[1], chunks[1]) and not torch.allclose(lanes_zeroed[1], lanes[1])
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_BWD_KERNEL", "rows")
-    with pytest.raises(RuntimeError, match="BWD_KERNEL must be 'auto', 'chunks' or 'lanes', got 'rows'"):
-        cuda_backend.selective_scan_bwd(dout, *args[:9], saved_states=states)
+    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "chunks")
+    chunks = cuda_backend.selective_scan_fwd(*args)
+    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "lanes")
+    assert torch.equal(cuda_backend.selective_scan_fwd(*args), chunks)
 
 
 @pytest.mark.skipif(os.environ.get("VMAMBA_ZOO_GPU_LARGE") != "1", reason="set VMAMBA_ZOO_GPU_LARGE=1 (several GiB)")

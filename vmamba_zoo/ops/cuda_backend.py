@@ -410,9 +410,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32
 
 
 def selective_scan_fwd_states(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output):
-    """The forward and the states before every reference.states_stride(N)-th position (float32: every 256th, the
-    kernels' chunk starts, one store per chunk and state row; at d_state 1 every 8th, one store per lane and chunk),
-    which the backward reads instead of recomputing them."""
+    """The forward and the states at its 256-position chunk starts (float32), which the backward reads instead of
+    recomputing them: the kernels' own chunks, so this costs one store per chunk and state row."""
     act = _common_dtype(u, delta, B, C, z)
     y, states = getattr(torch.ops, OPS_NAMESPACE).selective_scan_fwd_states(
         dense(u, act), dense(delta, act), dense(A, torch.float32), dense(B, act), dense(C, act),

@@ -5,10 +5,9 @@ through ``register_autograd``, whose backward is itself a custom op, so a CUDA o
 backend plugs into both directions by registering under the names ``selective_scan_fwd``,
 ``selective_scan_fwd_states`` and ``selective_scan_bwd`` (see :mod:`vmamba_zoo.ops.backends`).
 
-``selective_scan_fwd_states`` is the training forward: it also returns the state before every
-``reference.states_stride(d_state)``-th position (8 at d_state 1, else 256), which autograd hands to the backward,
-so a backend whose backward would otherwise recompute them (the CUDA kernel: a pass over u, delta and B) reads them
-instead.
+``selective_scan_fwd_states`` is the training forward: it also returns the state at every 256-position chunk start
+(``reference.STATES_CHUNK``), which autograd hands to the backward, so a backend whose backward would otherwise
+recompute them (the CUDA kernel: a pass over u, delta and B) reads them instead.
 """
 from __future__ import annotations
 
@@ -76,7 +75,7 @@ def _states_forward_covers_forward() -> bool:
 @_selective_scan_fwd_states.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, backend):
     batch, channels, length = u.shape
-    chunks = -(-length // reference.states_stride(A.shape[1]))
+    chunks = -(-length // reference.STATES_CHUNK)
     return (u.new_empty(u.shape, dtype=_out_dtype(u, delta, A, B, C, fp32_output)),
             u.new_empty((batch, channels, chunks, A.shape[1]), dtype=_compute_dtype(u, delta, A, B, C)))
 

@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..reference.selective_scan import states_stride
+from ..reference.selective_scan import STATES_CHUNK
 
 
 @triton.jit
@@ -106,9 +106,8 @@ def _ss_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, o
                    L, channels, group_size, n_chunks, n_states,
                    N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                   WRITE_OUT: tl.constexpr, WRITE_STATES: tl.constexpr, STATES_STRIDE: tl.constexpr):
-    # WRITE_STATES: the state before every STATES_STRIDE-th position, (batch, KD*N, n_states): at chunk starts when
-    # the stride is a multiple of BLOCK_L, else from inside the chunk's scan
+                   WRITE_OUT: tl.constexpr, WRITE_STATES: tl.constexpr, STATES_EVERY: tl.constexpr):
+    # WRITE_STATES: the state at every STATES_EVERY-th chunk start, (batch, KD*N, n_states)
     pid_b, d0, chan, rows, cols, ch_off, st_off, state_off, A_rows, bias, Dv = _block_setup(
         A_ptr, D_ptr, bias_ptr, L, channels, group_size, n_chunks, N, BLOCK_D, BLOCK_L, HAS_D, HAS_BIAS)
     states_row = (pid_b * channels * N + d0 * N + rows).to(tl.int64) * n_states
@@ -116,19 +115,13 @@ def _ss_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, o
     for chunk in range(0, n_chunks):
         pos = chunk * BLOCK_L + cols
         if WRITE_STATES:
-            if STATES_STRIDE >= BLOCK_L:
-                if chunk % (STATES_STRIDE // BLOCK_L) == 0:
-                    tl.store(states_ptr + states_row + chunk // (STATES_STRIDE // BLOCK_L), carry)
-            elif chunk == 0:
-                tl.store(states_ptr + states_row, carry)  # 0: the rest come from inside the chunks' scans
+            if chunk % STATES_EVERY == 0:
+                tl.store(states_ptr + states_row + chunk // STATES_EVERY, carry)
         u, dt_raw, dt, Bv, a, drive = _load_step(u_ptr, dt_ptr, B_ptr, bias, A_rows, pos, L, HAS_BIAS, SOFTPLUS,
                                                  BLOCK_D, N, BLOCK_L, ch_off, st_off)
         drive = tl.where(cols[None, :] == 0, drive + a * carry[:, None], drive)
         _, h = tl.associative_scan((a, drive), axis=1, combine_fn=_first_order)
         carry = tl.sum(tl.where(cols[None, :] == BLOCK_L - 1, h, 0.0), axis=1)
-        if WRITE_STATES and STATES_STRIDE < BLOCK_L:  # h after each stride's last position starts the next
-            ends = ((pos + 1) % STATES_STRIDE == 0) & (pos + 1 < L)
-            tl.store(states_ptr + states_row[:, None] + ((pos + 1) // STATES_STRIDE)[None, :], h, mask=ends[None, :])
         if WRITE_OUT:
             valid = pos < L
             Cv = tl.load(C_ptr + st_off[:, None] + pos[None, :], mask=valid[None, :], other=0.0).to(tl.float32)
@@ -255,9 +248,8 @@ def selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32
 
 
 def selective_scan_fwd_states(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output):
-    """The forward and its states before every states_stride(N)-th position (the op's layout: (batch, K*D,
-    ceil(L / stride), N) float32): every (stride / BLOCK_L)-th of this kernel's own chunk starts, or at d_state 1
-    (stride 8) from inside its chunks."""
+    """The forward and its states at every STATES_CHUNK-position chunk start (the op's layout: (batch, K*D,
+    chunks, N) float32): every (STATES_CHUNK / BLOCK_L)-th of this kernel's own chunk starts, only those stored."""
     return _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, True)
 
 
@@ -266,9 +258,9 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, k
     batch, channels, length, groups, d_state, group_size, block_d, block_l, n_chunks = dims
     out_dtype = _compute_dtype(u, delta, A, B, C) if fp32_output else u.dtype
     out = torch.empty(u.shape, dtype=out_dtype, device=u.device)
-    stride = states_stride(d_state)  # the op's states, not this kernel's chunk starts
-    assert stride % block_l == 0 or block_l % stride == 0, (stride, block_l)
-    n_states = triton.cdiv(length, stride)
+    assert STATES_CHUNK % block_l == 0, (STATES_CHUNK, block_l)
+    every = STATES_CHUNK // block_l  # the op's states: every STATES_CHUNK positions, not this kernel's every chunk
+    n_states = triton.cdiv(length, STATES_CHUNK)
     states = (torch.empty(batch, channels * d_state, n_states, device=u.device, dtype=torch.float32)
               if keep_states else dummy)
     grid = (batch, channels // block_d)
@@ -277,7 +269,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, fp32_output, k
                          length, channels, group_size, n_chunks, n_states,
                          N=d_state, BLOCK_D=block_d, BLOCK_L=block_l, HAS_D=D is not None, HAS_Z=z is not None,
                          HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, WRITE_OUT=True,
-                         WRITE_STATES=keep_states, STATES_STRIDE=stride, num_warps=_num_warps(d_state))
+                         WRITE_STATES=keep_states, STATES_EVERY=every, num_warps=_num_warps(d_state))
     if not keep_states:
         return out, None
     return out, states.view(batch, channels, d_state, n_states).transpose(-1, -2).contiguous()
@@ -300,7 +292,7 @@ def selective_scan_bwd(dout, u, delta, A, B, C, D, z, delta_bias, delta_softplus
     states = torch.empty(batch, channels * d_state, n_chunks, device=dev, dtype=f32)
     _ss_fwd_kernel[grid](u, delta, A, B, C, opt["D"], opt["z"], opt["bias"], dummy, states,
                          length, channels, group_size, n_chunks, n_chunks, WRITE_OUT=False, WRITE_STATES=True,
-                         STATES_STRIDE=block_l, **flags)
+                         STATES_EVERY=1, **flags)
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else dummy
     dA_part = torch.empty(batch, channels * d_state, device=dev, dtype=f32)

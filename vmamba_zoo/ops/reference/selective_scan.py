@@ -71,23 +71,15 @@ def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
     return dtype, u_f, delta_raw, delta_f, B_x, C_x, decay, drive
 
 
-# Positions per saved state of selective_scan_fwd_states: the state before every states_stride(d_state)-th position
-# is what the CUDA backward needs: its kernels' chunk (STATES_CHUNK), and at d_state 1 every STATES_STRIDE_SINGLE
-# positions, from which its channel-per-lane kernel starts (states_stride in csrc/selective_scan/selective_scan.h).
-# Every backend gives the same states, so any backward may take them.
+# Positions per saved state of selective_scan_fwd_states: the state at every STATES_CHUNK-th position is what the
+# CUDA backward needs (its kernels' chunk); every backend gives the same states, so any backward may take them.
 STATES_CHUNK = 256
-STATES_STRIDE_SINGLE = 8
-
-
-def states_stride(d_state: int) -> int:
-    return STATES_STRIDE_SINGLE if d_state == 1 else STATES_CHUNK
 
 
 def chunk_starts(states: Tensor) -> Tensor:
-    """(batch, KD, N, L) states h_t -> (batch, KD, ceil(L / stride), N) with stride = states_stride(N): the state
-    before every stride-th position (0 before the first)."""
-    stride = states_stride(states.shape[2])
-    ends = states[..., stride - 1:-1:stride]  # h at the last position of every span but the last
+    """(batch, KD, N, L) states h_t -> (batch, KD, ceil(L / STATES_CHUNK), N): the state before each chunk's first
+    position (0 for the first chunk)."""
+    ends = states[..., STATES_CHUNK - 1:-1:STATES_CHUNK]  # h at the last position of every chunk but the last
     return torch.cat([torch.zeros_like(states[..., :1]), ends], dim=-1).transpose(-1, -2).contiguous()
 
 

@@ -25,12 +25,20 @@ struct OnDeviceOf {
   c10::cuda::OptionalCUDAGuard guard;
 };
 inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+// SMs of the current device (the guard's), for kernel choices that depend on how many warps fill the GPU
+inline int multiprocessor_count() {
+  int count = 0;
+  const cudaError_t status = cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, c10::cuda::current_device());
+  TORCH_CHECK(status == cudaSuccess, "vmamba_zoo CUDA: cannot read the GPU's SM count: ", cudaGetErrorString(status));
+  return count;
+}
 #else
 constexpr bool kOnCuda = false;
 struct OnDeviceOf {
   explicit OnDeviceOf(const at::Tensor&) {}
 };
 inline cudaStream_t current_stream() { return nullptr; }
+inline int multiprocessor_count() { return 2; }  // small, so the tests' shapes reach both sides of such choices
 #endif
 
 // `what` names the op in messages ("vmamba_zoo CUDA selective scan"), `name` the tensor or argument

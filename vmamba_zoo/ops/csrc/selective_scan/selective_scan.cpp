@@ -128,20 +128,28 @@ int bwd_max_warps(int64_t d_state) {
   return default_bwd_max_warps(static_cast<int>(d_state));
 }
 
-// VMAMBA_ZOO_CUDA_FWD_KERNEL / VMAMBA_ZOO_CUDA_BWD_KERNEL pick a kernel: "chunks" (selective_scan_{fwd,bwd}_kernel.cuh,
-// a warp along positions) or "lanes" (one channel a lane, selective_scan_{fwd,bwd}_lanes_kernel.cuh: the forward at
-// d_state 16, the backward at d_state 1 from a training forward's saved states; the chunked kernels elsewhere). Unset
-// or "auto": chunks, until the lanes kernels have been timed on a GPU (they were written without one;
-// benchmarks/cuda_scan_variants.py runs both).
-bool lanes_requested(const char* variable) {
-  const char* env = std::getenv(variable);
+// The forward at d_state kLanesFwdStates (16) has two kernels: "chunks" (selective_scan_fwd_kernel.cuh, a warp along
+// positions) and "lanes" (selective_scan_fwd_lanes_kernel.cuh, one channel a lane, one-warp blocks of kLanesChannels
+// channels). A lane walks its whole row alone, so the lanes kernel needs enough warps to hide that latency: on an H100
+// (benchmarks/cuda_scan_lanes_h100_2026-12-07_session25.txt, length 3136) it took 0.42-0.46 ms from 96 to 384 warps
+// and lost to the chunked one at 1.5 warps an SM (0.42 against 0.36 ms), won at 2.9 (0.46 against 0.72) and at 5.8
+// (0.65 against 1.35). "auto" (or unset) therefore picks it from kLanesMinWarpsPerSm warps an SM;
+// VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks|lanes forces one (lanes still only at d_state 16).
+constexpr int kLanesMinWarpsPerSm = 2;
+
+bool lanes_forward(const SelectiveScanParams& params) {
+  const char* env = std::getenv("VMAMBA_ZOO_CUDA_FWD_KERNEL");
   const std::string choice = env != nullptr ? env : "";
-  TORCH_CHECK(choice.empty() || choice == "auto" || choice == "chunks" || choice == "lanes", kWhat, ": ", variable,
-              " must be 'auto', 'chunks' or 'lanes', got '", choice, "'");
-  return choice == "lanes";
+  TORCH_CHECK(choice.empty() || choice == "auto" || choice == "chunks" || choice == "lanes", kWhat,
+              ": VMAMBA_ZOO_CUDA_FWD_KERNEL must be 'auto', 'chunks' or 'lanes', got '", choice, "'");
+  if (params.d_state != kLanesFwdStates || choice == "chunks") return false;
+  if (choice == "lanes") return true;
+  const int64_t slices = (params.group_size + kLanesChannels - 1) / kLanesChannels;
+  const int64_t warps = static_cast<int64_t>(params.batch) * params.groups * slices;
+  return warps >= int64_t{kLanesMinWarpsPerSm} * multiprocessor_count();
 }
 
-// both lanes kernels: one-warp blocks of kLanesChannels channels (for the backward, a slice of the dB/dC sums each)
+// the lanes forward's one-warp blocks of kLanesChannels channels
 void use_lanes_blocks(SelectiveScanParams& params) {
   params.warps_per_block = 1;
   params.blocks_per_group = (params.group_size + kLanesChannels - 1) / kLanesChannels;
@@ -149,9 +157,8 @@ void use_lanes_blocks(SelectiveScanParams& params) {
 
 void check_launch(cudaError_t status, const char* kernel) { vmamba_zoo_cuda::check_launch(status, kWhat, kernel); }
 
-// The forward, and with save_states the states a backward reads instead of recomputing them as well, (batch, K*D,
-// states_count(L, N), N) fp32: the state before every states_stride(N)-th position (an empty tensor without
-// save_states)
+// The forward, and with save_states the state at every chunk start as well, (batch, K*D, n_chunks, N) fp32, for
+// a backward that then skips its recomputation (an empty tensor without save_states)
 std::tuple<Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const Tensor& A, const Tensor& B,
                                    const Tensor& C, const std::optional<Tensor>& D, const std::optional<Tensor>& z,
                                    const std::optional<Tensor>& delta_bias, bool delta_softplus, bool fp32_output,
@@ -160,18 +167,16 @@ std::tuple<Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const T
   const OnDeviceOf device_guard(u);
   SelectiveScanParams params;
   const Inputs in = prepare(params, kMaxWarpsFwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
-  const bool lanes = lanes_requested("VMAMBA_ZOO_CUDA_FWD_KERNEL") && params.d_state == kLanesFwdStates;
+  const bool lanes = lanes_forward(params);
   if (lanes) use_lanes_blocks(params);
   Tensor out = at::empty(u.sizes(), u.options().dtype(fp32_output ? at::kFloat : u.scalar_type()));
   const std::vector<int64_t> states_shape =
-      save_states ? std::vector<int64_t>{params.batch, params.channels, states_count(params.length, params.d_state),
-                                         params.d_state}
+      save_states ? std::vector<int64_t>{params.batch, params.channels, params.n_chunks, params.d_state}
                   : std::vector<int64_t>{0};
   Tensor states = at::empty(states_shape, u.options().dtype(at::kFloat));
   if (out.numel() == 0) return {out, states.zero_()};
   params.out = out.data_ptr();
   params.chunk_states = save_states ? states.data_ptr<float>() : nullptr;
-  params.n_states = static_cast<int>(states_count(params.length, params.d_state));
   check_launch(lanes ? launch_selective_scan_fwd_lanes(params, scalar_kind(u), fp32_output, current_stream())
                      : launch_selective_scan_fwd(params, scalar_kind(u), fp32_output, current_stream()),
                lanes ? "forward (one channel a lane)" : "forward");
@@ -213,12 +218,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   const int64_t d_state = params.d_state, groups = params.groups;
   if (saved_states.has_value()) {  // from selective_scan_fwd_states on these inputs
     check_cuda(*saved_states, "saved_states", u);
-    check_shape(*saved_states, "saved_states", {batch, channels, states_count(length, d_state), d_state});
+    check_shape(*saved_states, "saved_states", {batch, channels, int64_t{params.n_chunks}, d_state});
     TORCH_CHECK(saved_states->scalar_type() == at::kFloat,
                 "vmamba_zoo CUDA selective scan: saved_states must be float32, got ", saved_states->scalar_type());
   }
-  const bool lanes = lanes_requested("VMAMBA_ZOO_CUDA_BWD_KERNEL") && d_state == 1 && saved_states.has_value();
-  if (lanes) use_lanes_blocks(params);
   Tensor du = at::empty_like(in.u);
   Tensor ddelta = at::empty_like(in.delta);
   Tensor dz = in.z.has_value() ? at::empty_like(*in.z) : at::empty({0}, u.options());
@@ -227,8 +230,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
   Tensor dC_part = at::empty_like(dB_part);
   Tensor dD_part = at::empty({in.D.has_value() ? batch : 0, channels}, f32);
   Tensor dbias_part = at::empty({in.delta_bias.has_value() ? batch : 0, channels}, f32);
-  // the chunked kernel needs no states for a single chunk; the lanes kernel starts every span from one
-  const bool states_saved = saved_states.has_value() && (lanes || params.n_chunks > 1);
+  // the kernel needs no states for a single chunk
+  const bool states_saved = saved_states.has_value() && params.n_chunks > 1;
   Tensor chunk_states = states_saved           ? saved_states->contiguous()
                         : params.n_chunks > 1 ? at::empty({batch, channels, params.n_chunks, d_state}, f32)
                                               : at::empty({0}, f32);
@@ -243,13 +246,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> selec
     params.dC_part = dC_part.data_ptr<float>();
     params.dD_part = D.has_value() ? dD_part.data_ptr<float>() : nullptr;
     params.dbias_part = delta_bias.has_value() ? dbias_part.data_ptr<float>() : nullptr;
-    params.chunk_states = states_saved || params.n_chunks > 1 ? chunk_states.data_ptr<float>() : nullptr;
+    params.chunk_states = params.n_chunks > 1 ? chunk_states.data_ptr<float>() : nullptr;
     params.states_saved = states_saved;
-    params.n_states = states_saved ? static_cast<int>(states_count(length, d_state)) : params.n_chunks;
-    const bool fp32_dout = dout.scalar_type() == at::kFloat;
-    check_launch(lanes ? launch_selective_scan_bwd_lanes(params, scalar_kind(u), fp32_dout, current_stream())
-                       : launch_selective_scan_bwd(params, scalar_kind(u), fp32_dout, current_stream()),
-                 lanes ? "backward (one channel a lane)" : "backward");
+    check_launch(launch_selective_scan_bwd(params, scalar_kind(u), dout.scalar_type() == at::kFloat,
+                                           current_stream()),
+                 "backward");
   } else {  // nothing to scan: every gradient is zero
     du.zero_();
     ddelta.zero_();
@@ -286,8 +287,7 @@ void define_ops(torch::Library& m) {
   m.def(
       "selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
       "Tensor? delta_bias, bool delta_softplus, bool fp32_output) -> Tensor");
-  // the forward and the states before every states_stride(N)-th position (8 at d_state 1, else 256), (batch, K*D,
-  // ceil(L / stride), N) float32, for the backward
+  // the forward and the states at its chunk starts, (batch, K*D, ceil(L / 256), N) float32, for the backward
   m.def(
       "selective_scan_fwd_states(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
       "Tensor? delta_bias, bool delta_softplus, bool fp32_output) -> (Tensor, Tensor)");

@@ -46,15 +46,6 @@ inline int blocks_per_group_for(int group_size, int warps_per_block) {
 
 inline int chunks_for(int64_t length) { return static_cast<int>((length + kChunk - 1) / kChunk); }
 
-// Positions between the states a training forward saves for the backward (selective_scan_fwd_states): at d_state 1
-// every kItems (each lane's first position, one float a lane), so that a backward can start any 8 positions from a
-// saved state (selective_scan_bwd_lanes_kernel.cuh); every chunk start otherwise (a state is d_state floats).
-// reference.states_stride in Python must agree.
-__host__ __device__ constexpr int states_stride(int64_t d_state) { return d_state == 1 ? kItems : kChunk; }
-constexpr int64_t states_count(int64_t length, int64_t d_state) {
-  return (length + states_stride(d_state) - 1) / states_stride(d_state);
-}
-
 struct SelectiveScanParams {
   int batch = 0, channels = 0, length = 0, d_state = 0, groups = 0, group_size = 0;
   int warps_per_block = 1, blocks_per_group = 1, n_chunks = 1;
@@ -86,12 +77,10 @@ struct SelectiveScanParams {
   float* dC_part = nullptr;
   float* dD_part = nullptr;
   float* dbias_part = nullptr;
-  // (batch, K*D, n_states, N): the state before every states_stride(d_state)-th position (the first is 0), as a
-  // training forward writes it when non-null, and the backward then reads it (states_saved). Otherwise the
-  // backward recomputes the state at every chunk start here (n_states = n_chunks), a pass over u, delta and B of
-  // its own (null when there is one chunk).
+  // (batch, K*D, n_chunks, N): the state at the start of every chunk (chunk 0's is 0). A training forward writes
+  // it when non-null and the backward then reads it (states_saved); otherwise the backward recomputes it here, a
+  // pass over u, delta and B of its own (null when there is one chunk).
   float* chunk_states = nullptr;
-  int n_states = 0;
   bool states_saved = false;
 };
 
@@ -102,15 +91,11 @@ cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& params, ScalarK
                                       cudaStream_t stream);
 cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
                                       cudaStream_t stream);
-// The backward with one channel a lane (selective_scan_bwd_lanes_kernel.cuh): d_state 1, saved states at
-// states_stride(1); one-warp blocks, grid (groups * blocks_per_group, batch), blocks_per_group = 32-channel slices.
-cudaError_t launch_selective_scan_bwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
-                                            cudaStream_t stream);
-// The forward with one channel a lane (selective_scan_fwd_lanes_kernel.cuh): d_state kLanesFwdStates only; the same
-// grid and blocks as the backward's lanes kernel.
+// The forward with one channel a lane (selective_scan_fwd_lanes_kernel.cuh): d_state kLanesFwdStates only; one-warp
+// blocks, grid (groups * blocks_per_group, batch), blocks_per_group = kLanesChannels-channel slices.
 cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_out,
                                             cudaStream_t stream);
-constexpr int kLanesChannels = 32;  // channels a warp of either lanes kernel
+constexpr int kLanesChannels = 32;  // channels a warp of the lanes kernel
 constexpr int kLanesFwdStates = 16;
 
 // Whether the current device can run these kernels (the build holds code for its architecture).

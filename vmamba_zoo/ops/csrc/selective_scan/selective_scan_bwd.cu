@@ -1,7 +1,5 @@
-// Selective scan backward: launchers of the kernels in selective_scan_bwd_kernel.cuh (chunked) and
-// selective_scan_bwd_lanes_kernel.cuh (one channel a lane, d_state 1 from saved states), one per dtype pair.
+// Selective scan backward: launchers of the kernel in selective_scan_bwd_kernel.cuh, one per dtype pair.
 #include "selective_scan_bwd_kernel.cuh"
-#include "selective_scan_bwd_lanes_kernel.cuh"
 
 namespace vmamba_zoo_cuda {
 namespace {

@@ -147,11 +147,10 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
   const float A_first = A_row[0];
   const float D_value = p.D != nullptr ? p.D[w.channel] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[w.channel] : 0.f;
-  // [index][n]: state at each chunk's start (chunk 0 starts at 0 and is not stored) at index chunk * states_step; a
-  // forward's saved states at d_state 1 hold one every kItems positions (states_stride), so a chunk's is every 32nd
-  const int states_step = p.states_saved ? kChunk / states_stride(p.d_state) : 1;
-  const int64_t channel_row = static_cast<int64_t>(w.batch) * p.channels + w.channel;
-  float* states = p.chunk_states != nullptr ? p.chunk_states + channel_row * p.n_states * d_state : nullptr;
+  // [chunk][n]: state at each chunk's start (chunk 0 starts at 0 and is not stored)
+  float* states = p.chunk_states != nullptr
+                      ? p.chunk_states + (static_cast<int64_t>(w.batch) * p.channels + w.channel) * p.n_chunks * d_state
+                      : nullptr;
 
   for (int n = lane; n < d_state; n += 32) {
     h_carry[n] = 0.f;
@@ -268,8 +267,7 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
         lane_a *= decay[i];
       }
       warp_scan_forward(lane_a, lane_b, lane);
-      const float h_in =
-          (chunk == 0 || !w.valid) ? 0.f : states[static_cast<int64_t>(chunk) * states_step * d_state + n];
+      const float h_in = (chunk == 0 || !w.valid) ? 0.f : states[static_cast<int64_t>(chunk) * d_state + n];
       float h = lane_entry<true>(lane_a, lane_b, h_in, lane);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {

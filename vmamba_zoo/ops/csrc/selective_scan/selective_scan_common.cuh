@@ -141,8 +141,6 @@ __device__ __forceinline__ float fast_reciprocal(float x) {
 #endif
 }
 
-// atomicAdd(address, value) when `add`, its result unused, as one predicated reduction: the compiler wraps a
-// conditional atomicAdd in a branch of its own (9 instructions a step in the fused SS2D forward)
 // *address += value, atomically, without a predicate (nvcc turns add_if's predicate into a branch per add)
 __device__ __forceinline__ void add_to(float* address, float value) {
 #ifdef VMAMBA_ZOO_CUDA_EMULATION
@@ -152,6 +150,8 @@ __device__ __forceinline__ void add_to(float* address, float value) {
 #endif
 }
 
+// atomicAdd(address, value) when `add`, its result unused, as one predicated reduction: the compiler wraps a
+// conditional atomicAdd in a branch of its own (9 instructions a step in the fused SS2D forward)
 __device__ __forceinline__ void add_if(float* address, float value, bool add) {
 #ifdef VMAMBA_ZOO_CUDA_EMULATION
   if (add) atomicAdd(address, value);

@@ -16,8 +16,7 @@
 // Rows of whole 16-byte spans (whole_aligned_spans: lengths that are multiples of 8, as at every VMamba stage) take
 // a copy of the loop whose loads and stores carry no per-lane tests (session 21: the generic loads' register copy
 // waited on the loads issued a chunk ahead).
-// A training forward also stores states for the backward (p.chunk_states): at every lane's first position at d_state
-// 1, at every chunk start otherwise (states_stride).
+// A training forward also stores the state at every chunk start (p.chunk_states) for the backward.
 // kSingleState: a build for d_state 1 (VMamba's), whose carry stays in a register (no shared memory, no warp
 // barriers), and whose one-row loop the compiler can flatten. With it, D*u and dt*u taken once per chunk, and
 // registers capped for 6 blocks (24 warps) per SM instead of 4: 0.81 -> 0.63 ms at d_state 1, 1.70 -> 1.38 at
@@ -62,13 +61,12 @@ __device__ __forceinline__ void selective_scan_fwd_row(const SelectiveScanParams
   const float bias = p.delta_bias != nullptr ? p.delta_bias[w.channel] : 0.f;
   const float A_first_log2e = A_row[0] * kLog2e;
 
-  // the states a training forward keeps for the backward ([index][n] of this row, see states_stride), or null:
-  // kSingleState's at every lane's first position, the others' at every chunk start
+  // the chunk-start states a training forward keeps for the backward ([chunk][n] of this row), or null
   float* const states =
       p.chunk_states != nullptr
-          ? p.chunk_states + (static_cast<int64_t>(w.batch) * p.channels + w.channel) * p.n_states * d_state
+          ? p.chunk_states + (static_cast<int64_t>(w.batch) * p.channels + w.channel) * p.n_chunks * d_state
           : nullptr;
-  if (!kSingleState && states != nullptr) {
+  if (states != nullptr) {
     for (int n = lane; n < d_state; n += 32) states[n] = 0.f;  // chunk 0 starts from 0
   }
   float* carry = shared + w.warp * d_state;  // state at the current chunk's start, per state row
@@ -125,15 +123,13 @@ __device__ __forceinline__ void selective_scan_fwd_row(const SelectiveScanParams
       warp_scan_forward(lane_a, lane_b, lane);  // now: chunk start -> end of this lane
       const float h_in = kSingleState ? carry_single : carry[n];
       float h = lane_entry<true>(lane_a, lane_b, h_in, lane);
-      // the lane's entry state: one coalesced store a chunk (lane 0's first is 0)
-      if (kSingleState && states != nullptr && pos0 < length) states[pos0 / kItems] = h;
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         h = fmaf(decay[i], h, drive[i]);
         y[i] = fmaf(C_vals[i], h, y[i]);
       }
       const float h_out = __shfl_sync(kFullMask, apply_affine(lane_a, lane_b, h_in), 31);
-      if (!kSingleState && states != nullptr && lane == 0 && chunk + 1 < p.n_chunks) {
+      if (states != nullptr && lane == 0 && chunk + 1 < p.n_chunks) {
         states[static_cast<int64_t>(chunk + 1) * d_state + n] = h_out;
       }
       if (kSingleState) {

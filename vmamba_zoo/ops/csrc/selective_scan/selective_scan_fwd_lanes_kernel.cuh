@@ -9,8 +9,7 @@
 //     independent across states and need no scan;
 //   - B and C, the same for the whole warp, come in once a span: each lane loads and converts one (B or C, state)
 //     row of the span into shared memory, and every lane reads them back as float4 broadcasts;
-//   - a training forward stores the 16 states at every chunk start (states_stride(16) == kChunk), as the chunked
-//     kernel does.
+//   - a training forward stores the 16 states at every chunk start (kChunk positions), as the chunked kernel does.
 // The special-function unit sets its floor: one exp2 per state and element.
 #pragma once
 
@@ -55,7 +54,7 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
   }
   const float D_value = p.D != nullptr ? p.D[channel] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[channel] : 0.f;
-  float* const states = p.chunk_states != nullptr && valid ? p.chunk_states + channel_index * p.n_states * N : nullptr;
+  float* const states = p.chunk_states != nullptr && valid ? p.chunk_states + channel_index * p.n_chunks * N : nullptr;
 
   const int n_spans = (length + kItems - 1) / kItems;
   RawItems<input_t> u_next = fetch_items<kWholeSpans>(u_row, 0, row_length);

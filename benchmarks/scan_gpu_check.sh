@@ -4,8 +4,8 @@
 #               float64, kernels timed as % of copy, the training pair with saved states, the lanes forward);
 #               benchmarks/scan_lanes_kernels.py from 1/8 to the full batch; benchmarks/gpu_error_probe.py; the CUDA
 #               backend's GPU tests on this checkout's build. About 6-7 minutes on a fresh machine.
-#   --ncu-only: Nsight Compute of both builds' forward and backward (benchmarks/scan_ncu.sh). About 4 minutes (it
-#               builds both trees).
+#   --ncu-only: Nsight Compute of both builds' forward and backward (benchmarks/scan_ncu.sh) and of the lanes forward
+#               at d_state 16. About 4 minutes (it builds both trees).
 #   --quick:    for a short budget: this checkout's build only (the lanes forward against the chunked one, the probe,
 #               tests/gpu/test_cuda_backend.py). About 3-4 minutes.
 #   here:   rm -rf build/scan_prev && mkdir -p build/scan_prev && git archive REV vmamba_zoo | tar -x -C build/scan_prev
@@ -24,7 +24,15 @@ date -u | tee -a "$out/device.txt"
 shipped_env="VMAMBA_ZOO_CUDA_NVCC_FLAGS= TORCH_CUDA_ARCH_LIST=9.0 VMAMBA_ZOO_CUDA_CACHE=$PWD/build/fwd_variants/shipped"
 
 if [ "$mode" = --ncu-only ]; then
-  timeout 300 bash benchmarks/scan_ncu.sh "$out" shipped prev=build/scan_prev
+  builds=shipped
+  [ -d build/scan_prev ] && builds="shipped prev=build/scan_prev"  # the earlier tree, where it was carried
+  timeout 300 bash benchmarks/scan_ncu.sh "$out" $builds
+  # the lanes forward at d_state 16 (auto's pick at the vanilla stage-0 shape, batch 32): its own file
+  env $shipped_env SCAN_NCU_SHAPE=vanilla timeout 90 \
+    ncu --clock-control none --kernel-name regex:selective_scan_fwd_lanes --launch-skip 2 --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
+    --section InstructionStats --section MemoryWorkloadAnalysis python benchmarks/scan_ncu.py \
+    > "$out/ncu_scan_fwd_lanes.txt" 2>&1
   exit 0
 fi
 

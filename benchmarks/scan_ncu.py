@@ -1,13 +1,17 @@
-"""Run the plain selective-scan forward and backward ops at VMamba-T's stage-0 shape (d_state 1, batch 128, fp16
-activations, fp32 dout) a few times each, for Nsight Compute to profile one launch of each
-(benchmarks/scan_ncu.sh)."""
+"""Run the plain selective-scan forward and backward ops a few times each, for Nsight Compute to profile one launch of
+each (benchmarks/scan_ncu.sh): at VMamba-T's stage-0 shape (d_state 1, batch 128), or with SCAN_NCU_SHAPE=vanilla at
+the vanilla stage-0 shape (d_state 16, batch 32, where "auto" runs the lanes forward); fp16 activations, fp32 dout."""
+import os
+
 import torch
 
 from vmamba_zoo.analysis.benchmark import scan_speed_inputs
 from vmamba_zoo.ops import cuda_backend
 
+SHAPES = {"t": (128, 4, 96, 1, 3136), "vanilla": (32, 4, 192, 16, 3136)}
+
 assert cuda_backend.load_extension(), cuda_backend.extension_status()
-u, delta, A, B, C, D, bias = [t.detach() for t in scan_speed_inputs(128, 4, 96, 1, 3136)]
+u, delta, A, B, C, D, bias = [t.detach() for t in scan_speed_inputs(*SHAPES[os.environ.get("SCAN_NCU_SHAPE", "t")])]
 dout = torch.randn(u.shape, device=u.device)
 with torch.no_grad():
     for _ in range(4):

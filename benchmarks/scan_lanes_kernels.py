@@ -1,8 +1,9 @@
-"""The CUDA selective scan's forward at d_state 16: the lanes kernel (one channel a lane) against the chunked one and
-against what "auto" picks (selective_scan.cpp, lanes_forward: lanes from 2 one-warp blocks an SM), in one process and
+"""The CUDA selective scan's forward at d_state 16: the lanes kernel (one channel a lane, and "lane_pairs": a pair of
+lanes a channel, 8 states each) against the chunked one and against what "auto" picks (selective_scan.cpp, lanes_forward: lanes from 2 one-warp blocks an SM), in one process and
 one build, at the vanilla stage-0 shape (4 x 192 channels, length 3136) and batches 32 x each scale given; fp16
 activations, fp32 y, softplus. Prints ms, % of a measured copy (bytes as benchmarks/cuda_scan_variants.py counts them),
-the warps an SM, and how far apart the two kernels' outputs are.
+the one-lane kernel's warps an SM (lane_pairs has twice as many), and how far the lanes kernels' outputs are from the
+chunked one's.
 
     PYTHONPATH=. python benchmarks/scan_lanes_kernels.py [batch scale ...]   (default 0.125 0.25 0.5 1)
 """
@@ -29,7 +30,8 @@ def main() -> int:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  copy {copy:.0f} GB/s  {sms} SMs")
     print("forward, d_state 16, fp16 in, fp32 y: ms (% of copy)")
-    print(f"{'batch':>6}{'warps/SM':>10}{'chunks':>18}{'lanes':>18}{'auto':>18}   lanes vs chunks y")
+    kernels = ("chunks", "lanes", "lane_pairs", "auto")
+    print(f"{'batch':>6}{'warps/SM':>10}" + "".join(f"{k:>18}" for k in kernels) + "   lanes, pairs vs chunks y")
     with torch.no_grad():
         for scale in scales:
             batch = max(1, round(32 * scale))
@@ -37,13 +39,14 @@ def main() -> int:
                                                                                  LENGTH)]
             nbytes = u.numel() * (2 + 2 + 4) + 2 * B.numel() * B.element_size()
             cells, ys = "", {}
-            for kernel in ("chunks", "lanes", "auto"):
+            for kernel in kernels:
                 os.environ["VMAMBA_ZOO_CUDA_FWD_KERNEL"] = kernel
                 ys[kernel] = fwd(u, delta, A, B, C, D, None, bias, True, True)
                 t = cuda_time(lambda: fwd(u, delta, A, B, C, D, None, bias, True, True), repeats=20)
                 cells += f"{f'{t * 1e3:.3f} ({100 * nbytes / t / 1e9 / copy:.0f}%)':>18}"
             warps = batch * GROUPS * -(-GROUP_SIZE // 32)
-            print(f"{batch:>6}{warps / sms:>10.1f}{cells}   {_rel(ys['lanes'], ys['chunks']):.1e}", flush=True)
+            print(f"{batch:>6}{warps / sms:>10.1f}{cells}   {_rel(ys['lanes'], ys['chunks']):.1e}, "
+                  f"{_rel(ys['lane_pairs'], ys['chunks']):.1e}", flush=True)
             del u, delta, A, B, C, D, bias, ys
     os.environ.pop("VMAMBA_ZOO_CUDA_FWD_KERNEL")
     return 0

@@ -74,8 +74,9 @@ def test_emulated_saved_states(suite, shape):
 
 @pytest.mark.parametrize("shape", [(2, 2, 40, 16, 203), (1, 1, 7, 16, 600)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_emulated_lanes_forward(suite, shape, dtype, monkeypatch):
-    suite.test_cuda_lanes_forward(shape, dtype, monkeypatch)
+@pytest.mark.parametrize("kernel", ["lanes", "lane_pairs"])
+def test_emulated_lanes_forward(suite, shape, dtype, kernel, monkeypatch):
+    suite.test_cuda_lanes_forward(shape, dtype, kernel, monkeypatch)
 
 
 def test_emulated_lanes_forward_states_and_switch(suite, monkeypatch):

@@ -205,36 +205,38 @@ def test_cuda_saved_states(shape):
         cuda_backend.selective_scan_bwd(dout, *args[:9], saved_states=states[:, :, :1].contiguous())
 
 
-# d_state 16: spare lanes and a second slice, a span cut by the sequence's end, states at three chunk starts
+# d_state 16: spare lanes and a second (and third) slice, a span cut by the sequence's end, states at three chunk starts
 FWD_LANES_SHAPES = [(2, 2, 40, 16, 203), (1, 1, 7, 16, 600)]
 
 
+@pytest.mark.parametrize("kernel", ["lanes", "lane_pairs"])
 @pytest.mark.parametrize("shape", FWD_LANES_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_cuda_lanes_forward(shape, dtype, monkeypatch):
-    """VMAMBA_ZOO_CUDA_FWD_KERNEL=lanes: the forward with one channel a lane (d_state 16) matches the oracle, and so
-    do the gradients the chunked backward takes from the states it saved, with and without the optional inputs."""
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "lanes")
+def test_cuda_lanes_forward(shape, dtype, kernel, monkeypatch):
+    """VMAMBA_ZOO_CUDA_FWD_KERNEL=lanes / lane_pairs: the forward with one channel a lane or a pair of lanes (d_state
+    16) matches the oracle, and so do the gradients the chunked backward takes from the states it saved, with and
+    without the optional inputs."""
+    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", kernel)
     _check(shape, dtype)
     _check(shape, dtype, optionals=OPTIONALS["none"], softplus=False, fp32_output=dtype == torch.float32)
 
 
 def test_cuda_lanes_forward_states_and_switch(monkeypatch):
-    """The lanes forward's saved states equal the reference's, its output is another kernel's (the summation order
+    """Each lanes forward's saved states equal the reference's, its output is another kernel's (the summation order
     differs in the last bits over 600 steps and 16 states), and an unknown kernel name is refused."""
     data = {k: None if v is None else v.to(DEVICE, torch.float32) for k, v in _inputs(1, 2, 5, 16, 600, 9).items()}
     args = [data[k] for k in GRAD_ORDER] + [True, True]
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "chunks")
-    y_chunks, _ = cuda_backend.selective_scan_fwd_states(*args)
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "lanes")
-    y, states = cuda_backend.selective_scan_fwd_states(*args)
     y_ref, states_ref = reference.selective_scan_fwd_states(
         *[None if a is None else a.double().cpu() for a in args[:8]], True, True)
-    assert states.shape == states_ref.shape == (1, 10, 3, 16)
-    assert _rel(y, y_ref) < 1e-5 and _rel(states, states_ref) < 1e-5
-    assert _rel(y, y_chunks.double().cpu()) < 1e-5 and not torch.equal(y, y_chunks)
+    ys = {}
+    for kernel in ("chunks", "lanes", "lane_pairs"):
+        monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", kernel)
+        ys[kernel], states = cuda_backend.selective_scan_fwd_states(*args)
+        assert states.shape == states_ref.shape == (1, 10, 3, 16)
+        assert _rel(ys[kernel], y_ref) < 1e-5 and _rel(states, states_ref) < 1e-5, kernel
+    assert not torch.equal(ys["lanes"], ys["chunks"]) and not torch.equal(ys["lane_pairs"], ys["lanes"])
     monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "warp")
-    with pytest.raises(RuntimeError, match="FWD_KERNEL must be 'auto', 'chunks' or 'lanes', got 'warp'"):
+    with pytest.raises(RuntimeError, match="FWD_KERNEL must be 'auto', 'chunks', 'lanes' or 'lane_pairs', got 'warp'"):
         cuda_backend.selective_scan_fwd_states(*args)
 
 

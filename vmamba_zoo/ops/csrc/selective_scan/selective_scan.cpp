@@ -134,25 +134,31 @@ int bwd_max_warps(int64_t d_state) {
 // (benchmarks/cuda_scan_lanes_h100_2026-12-07_session25.txt, length 3136) it took 0.42-0.46 ms from 96 to 384 warps
 // and lost to the chunked one at 1.5 warps an SM (0.42 against 0.36 ms), won at 2.9 (0.46 against 0.72) and at 5.8
 // (0.65 against 1.35). "auto" (or unset) therefore picks it from kLanesMinWarpsPerSm warps an SM;
-// VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks|lanes forces one (lanes still only at d_state 16).
+// VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks|lanes forces one (lanes still only at d_state 16). "lane_pairs" runs the lanes
+// kernel with a pair of lanes a channel (8 states each; not yet timed, so never auto's pick).
 constexpr int kLanesMinWarpsPerSm = 2;
 
-bool lanes_forward(const SelectiveScanParams& params) {
+// lanes a channel for the lanes forward (1 or 2), or 0 for the chunked one
+int lanes_forward(const SelectiveScanParams& params) {
   const char* env = std::getenv("VMAMBA_ZOO_CUDA_FWD_KERNEL");
   const std::string choice = env != nullptr ? env : "";
-  TORCH_CHECK(choice.empty() || choice == "auto" || choice == "chunks" || choice == "lanes", kWhat,
-              ": VMAMBA_ZOO_CUDA_FWD_KERNEL must be 'auto', 'chunks' or 'lanes', got '", choice, "'");
-  if (params.d_state != kLanesFwdStates || choice == "chunks") return false;
-  if (choice == "lanes") return true;
+  TORCH_CHECK(choice.empty() || choice == "auto" || choice == "chunks" || choice == "lanes" || choice == "lane_pairs",
+              kWhat, ": VMAMBA_ZOO_CUDA_FWD_KERNEL must be 'auto', 'chunks', 'lanes' or 'lane_pairs', got '", choice,
+              "'");
+  if (params.d_state != kLanesFwdStates || choice == "chunks") return 0;
+  if (choice == "lanes") return 1;
+  if (choice == "lane_pairs") return 2;
   const int64_t slices = (params.group_size + kLanesChannels - 1) / kLanesChannels;
   const int64_t warps = static_cast<int64_t>(params.batch) * params.groups * slices;
-  return warps >= int64_t{kLanesMinWarpsPerSm} * multiprocessor_count();
+  return warps >= int64_t{kLanesMinWarpsPerSm} * multiprocessor_count() ? 1 : 0;
 }
 
-// the lanes forward's one-warp blocks of kLanesChannels channels
-void use_lanes_blocks(SelectiveScanParams& params) {
+// the lanes forward's one-warp blocks of kLanesChannels / lanes_per_channel channels
+void use_lanes_blocks(SelectiveScanParams& params, int lanes_per_channel) {
+  const int channels_per_warp = kLanesChannels / lanes_per_channel;
+  params.lanes_per_channel = lanes_per_channel;
   params.warps_per_block = 1;
-  params.blocks_per_group = (params.group_size + kLanesChannels - 1) / kLanesChannels;
+  params.blocks_per_group = (params.group_size + channels_per_warp - 1) / channels_per_warp;
 }
 
 void check_launch(cudaError_t status, const char* kernel) { vmamba_zoo_cuda::check_launch(status, kWhat, kernel); }
@@ -167,8 +173,9 @@ std::tuple<Tensor, Tensor> forward(const Tensor& u, const Tensor& delta, const T
   const OnDeviceOf device_guard(u);
   SelectiveScanParams params;
   const Inputs in = prepare(params, kMaxWarpsFwd, u, delta, A, B, C, D, z, delta_bias, delta_softplus);
-  const bool lanes = lanes_forward(params);
-  if (lanes) use_lanes_blocks(params);
+  const int lanes_per_channel = lanes_forward(params);
+  const bool lanes = lanes_per_channel > 0;
+  if (lanes) use_lanes_blocks(params, lanes_per_channel);
   Tensor out = at::empty(u.sizes(), u.options().dtype(fp32_output ? at::kFloat : u.scalar_type()));
   const std::vector<int64_t> states_shape =
       save_states ? std::vector<int64_t>{params.batch, params.channels, params.n_chunks, params.d_state}

@@ -82,6 +82,8 @@ struct SelectiveScanParams {
   // pass over u, delta and B of its own (null when there is one chunk).
   float* chunk_states = nullptr;
   bool states_saved = false;
+  // the lanes forward: lanes a channel (1, or 2 with half the states each)
+  int lanes_per_channel = 1;
 };
 
 // Launchers (selective_scan_fwd.cu / selective_scan_bwd.cu). input_kind: dtype of u, delta, B, C, z (and of
@@ -91,11 +93,12 @@ cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& params, ScalarK
                                       cudaStream_t stream);
 cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_dout,
                                       cudaStream_t stream);
-// The forward with one channel a lane (selective_scan_fwd_lanes_kernel.cuh): d_state kLanesFwdStates only; one-warp
-// blocks, grid (groups * blocks_per_group, batch), blocks_per_group = kLanesChannels-channel slices.
+// The forward with one channel a lane, or two (params.lanes_per_channel; selective_scan_fwd_lanes_kernel.cuh):
+// d_state kLanesFwdStates only; one-warp blocks, grid (groups * blocks_per_group, batch), blocks_per_group = slices
+// of kLanesChannels / lanes_per_channel channels.
 cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_out,
                                             cudaStream_t stream);
-constexpr int kLanesChannels = 32;  // channels a warp of the lanes kernel
+constexpr int kLanesChannels = 32;  // lanes a warp of the lanes kernel, a channel each (or a pair a channel)
 constexpr int kLanesFwdStates = 16;
 
 // Whether the current device can run these kernels (the build holds code for its architecture).

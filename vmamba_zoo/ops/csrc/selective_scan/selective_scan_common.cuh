@@ -312,23 +312,25 @@ cudaError_t launch_lanes_by_dtype(const SelectiveScanParams& p, ScalarKind input
   });
 }
 
-// Where a lane's channel sits in the kernels with one channel a lane: blocks of one warp laid out group by group
-// (blockIdx.x = group * blocks_per_group + 32-channel slice), blockIdx.y = batch. A spare lane (past its group's end)
-// is not `valid`: its channel is clamped so parameter reads stay in bounds, and its row_length is 0, so fetches from
-// its rows read nothing.
+// Where a lane's channel sits in the kernels with kLanesPerChannel lanes a channel (1 or 2): blocks of one warp laid
+// out group by group (blockIdx.x = group * blocks_per_group + slice of 32 / kLanesPerChannel channels), blockIdx.y =
+// batch; `part` is the lane's place among its channel's lanes. A spare lane (past its group's end) is not `valid`: its
+// channel is clamped so parameter reads stay in bounds, and its row_length is 0, so fetches from its rows read nothing.
 struct LaneChannel {
-  int lane, batch, group, slice, channel, row_length;
+  int lane, part, batch, group, slice, channel, row_length;
   bool valid;
   int64_t channel_index, row;  // batch * channels + channel, and the first element of its (batch, K*D, L) rows
 };
 
+template <int kLanesPerChannel = 1>
 __device__ __forceinline__ LaneChannel locate_lane_channel(const SelectiveScanParams& p) {
   LaneChannel c;
   c.lane = threadIdx.x & 31;
+  c.part = c.lane % kLanesPerChannel;
   c.batch = blockIdx.y;
   c.group = blockIdx.x / p.blocks_per_group;
   c.slice = blockIdx.x % p.blocks_per_group;
-  const int d = c.slice * 32 + c.lane;
+  const int d = c.slice * (32 / kLanesPerChannel) + c.lane / kLanesPerChannel;
   c.valid = d < p.group_size;
   c.channel = c.group * p.group_size + (c.valid ? d : p.group_size - 1);
   c.row_length = c.valid ? p.length : 0;

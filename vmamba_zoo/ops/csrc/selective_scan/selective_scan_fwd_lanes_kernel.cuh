@@ -11,6 +11,11 @@
 //     row of the span into shared memory, and every lane reads them back as float4 broadcasts;
 //   - a training forward stores the 16 states at every chunk start (kChunk positions), as the chunked kernel does.
 // The special-function unit sets its floor: one exp2 per state and element.
+// kLanesPerChannel 2 ("lane_pairs", session 25, not yet timed): a pair of lanes holds a channel, 8 states each, and
+// adds its two halves of y with one shuffle an element. Each lane's walk has half the steps' work, for the regime
+// measured on an H100 where the one-lane kernel's time stayed near 0.43 ms from 0.7 to 2.9 warps an SM (a lane's walk
+// is the latency), at twice the warps. Both lanes of a pair take the softplus of the same dt (about 20% more
+// instructions a channel in all).
 #pragma once
 
 #include "selective_scan_common.cuh"
@@ -27,12 +32,16 @@ constexpr int kLanesFwdSmemFloats = 2 * kLanesFwdStates * kItems;
 #define VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS 12
 #endif
 
-template <typename input_t, typename output_t, bool kHasZ, bool kWholeSpans>
+template <typename input_t, typename output_t, bool kHasZ, bool kWholeSpans, int kLanesPerChannel>
 __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScanParams& p, float* bc) {
   constexpr int N = kLanesFwdStates;
+  constexpr int kOwnStates = N / kLanesPerChannel;  // states [part * kOwnStates, (part + 1) * kOwnStates) of the row
   static_assert(2 * N == 32, "each lane fills one (B or C, state) row of a span");
-  const LaneChannel c = locate_lane_channel(p);  // a spare lane reads no row of its own, writes nothing, fills B/C
+  static_assert(kLanesPerChannel == 1 || kLanesPerChannel == 2, "a channel's lanes are a lane or a pair");
+  // a spare lane reads no row of its own, writes nothing, fills B/C
+  const LaneChannel c = locate_lane_channel<kLanesPerChannel>(p);
   const int lane = c.lane, channel = c.channel, length = p.length, row_length = c.row_length;
+  const int first_state = c.part * kOwnStates;
   const bool valid = c.valid;
   const int64_t channel_index = c.channel_index, row = c.row;
   const input_t* u_row = static_cast<const input_t*>(p.u) + row;
@@ -43,16 +52,18 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
   const int64_t bc_row = ((static_cast<int64_t>(c.batch) * p.groups + c.group) * N + (lane % N)) * length;
   const input_t* fill_row = static_cast<const input_t*>(lane < N ? p.B : p.C) + bc_row;
   float* fill_slot = bc + lane * kItems;  // [lane / N][lane % N][kItems]
-  const float4* B_span = reinterpret_cast<const float4*>(bc);
-  const float4* C_span = reinterpret_cast<const float4*>(bc + N * kItems);
+  // this lane's states' B and C rows of the span
+  const float4* B_span = reinterpret_cast<const float4*>(bc + first_state * kItems);
+  const float4* C_span = reinterpret_cast<const float4*>(bc + (N + first_state) * kItems);
 
-  float A_log2e[N], h[N];
+  float A_log2e[kOwnStates], h[kOwnStates];
 #pragma unroll
-  for (int n = 0; n < N; ++n) {
-    A_log2e[n] = p.A[static_cast<int64_t>(channel) * N + n] * kLog2e;
+  for (int n = 0; n < kOwnStates; ++n) {
+    A_log2e[n] = p.A[static_cast<int64_t>(channel) * N + first_state + n] * kLog2e;
     h[n] = 0.f;
   }
-  const float D_value = p.D != nullptr ? p.D[channel] : 0.f;
+  // D u once a channel: in the first lane's half of y
+  const float D_value = p.D != nullptr && c.part == 0 ? p.D[channel] : 0.f;
   const float bias = p.delta_bias != nullptr ? p.delta_bias[channel] : 0.f;
   float* const states = p.chunk_states != nullptr && valid ? p.chunk_states + channel_index * p.n_chunks * N : nullptr;
 
@@ -60,7 +71,8 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
   RawItems<input_t> u_next = fetch_items<kWholeSpans>(u_row, 0, row_length);
   RawItems<input_t> delta_next = fetch_items<kWholeSpans>(delta_row, 0, row_length);
   RawItems<input_t> z_next;
-  if (kHasZ) z_next = fetch_items<kWholeSpans>(z_row, 0, row_length);
+  const int z_length = c.part == 0 ? row_length : 0;  // the gate is applied by the lane that stores y
+  if (kHasZ) z_next = fetch_items<kWholeSpans>(z_row, 0, z_length);
   RawItems<input_t> fill_next = fetch_items<kWholeSpans>(fill_row, 0, length);
   for (int span = 0; span < n_spans; ++span) {
     const int pos0 = span * kItems;
@@ -72,7 +84,7 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
     if (kHasZ) z_raw = z_next;
     u_next = fetch_items<kWholeSpans>(u_row, pos0 + kItems, row_length);
     delta_next = fetch_items<kWholeSpans>(delta_row, pos0 + kItems, row_length);
-    if (kHasZ) z_next = fetch_items<kWholeSpans>(z_row, pos0 + kItems, row_length);
+    if (kHasZ) z_next = fetch_items<kWholeSpans>(z_row, pos0 + kItems, z_length);
     fill_next = fetch_items<kWholeSpans>(fill_row, pos0 + kItems, length);
 
     __syncwarp();  // every lane has read the previous span's B/C
@@ -81,9 +93,9 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
     __syncwarp();
 
     if (states != nullptr && pos0 % kChunk == 0) {  // the state at every chunk start (0 at the first)
-      float4* dst = reinterpret_cast<float4*>(states + static_cast<int64_t>(pos0 / kChunk) * N);
+      float4* dst = reinterpret_cast<float4*>(states + static_cast<int64_t>(pos0 / kChunk) * N + first_state);
 #pragma unroll
-      for (int n = 0; n < N; n += 4) dst[n / 4] = make_float4(h[n], h[n + 1], h[n + 2], h[n + 3]);
+      for (int n = 0; n < kOwnStates; n += 4) dst[n / 4] = make_float4(h[n], h[n + 1], h[n + 2], h[n + 3]);
     }
     float unused_slope[kItems];
     delta_to_dt(dt, unused_slope, bias, p.delta_softplus, pos0, length);
@@ -93,7 +105,7 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
       u[i] *= dt[i];  // from here on dt*u, the drive's common factor
     }
 #pragma unroll
-    for (int n = 0; n < N; ++n) {
+    for (int n = 0; n < kOwnStates; ++n) {
       const float4 B_lo = B_span[2 * n], B_hi = B_span[2 * n + 1];
       const float4 C_lo = C_span[2 * n], C_hi = C_span[2 * n + 1];
       const float B_vals[kItems] = {B_lo.x, B_lo.y, B_lo.z, B_lo.w, B_hi.x, B_hi.y, B_hi.z, B_hi.w};
@@ -104,24 +116,29 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
         y[i] = fmaf(C_vals[i], h[n], y[i]);
       }
     }
+    if (kLanesPerChannel == 2) {
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) y[i] += __shfl_xor_sync(kFullMask, y[i], 1);  // the pair's two halves
+    }
     if (kHasZ) {
       float z_vals[kItems];
       to_floats(z_raw, z_vals);
 #pragma unroll
       for (int i = 0; i < kItems; ++i) y[i] *= z_vals[i] * sigmoid(z_vals[i]);
     }
-    if (valid) store_items<kWholeSpans>(out_row, pos0, length, y);
+    if (valid && c.part == 0) store_items<kWholeSpans>(out_row, pos0, length, y);
   }
 }
 
-template <typename input_t, typename output_t>
+template <typename input_t, typename output_t, int kLanesPerChannel>
 __global__ void __launch_bounds__(32, VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS)
 selective_scan_fwd_lanes_kernel(const SelectiveScanParams p) {
   float* bc = dynamic_shared_memory();
   by_gate_and_spans(
       p,
       [&](auto has_z, auto whole) {
-        selective_scan_fwd_lanes_row<input_t, output_t, decltype(has_z)::value, decltype(whole)::value>(p, bc);
+        selective_scan_fwd_lanes_row<input_t, output_t, decltype(has_z)::value, decltype(whole)::value,
+                                     kLanesPerChannel>(p, bc);
       },
       p.u, p.delta, p.out, p.B, p.C);
 }
@@ -132,8 +149,12 @@ selective_scan_fwd_lanes_kernel(const SelectiveScanParams p) {
 // includes this header (selective_scan_fwd.cu; tests/cuda_emulation/emulate.cpp)
 cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_out,
                                             cudaStream_t stream) {
-  return launch_lanes_by_dtype(params, input_kind, fp32_out, kLanesFwdSmemFloats, stream, [](auto in, auto out) {
-    return selective_scan_fwd_lanes_kernel<typename decltype(in)::type, typename decltype(out)::type>;
+  const bool pairs = params.lanes_per_channel == 2;
+  return launch_lanes_by_dtype(params, input_kind, fp32_out, kLanesFwdSmemFloats, stream, [pairs](auto in, auto out) {
+    using input_t = typename decltype(in)::type;
+    using output_t = typename decltype(out)::type;
+    return pairs ? selective_scan_fwd_lanes_kernel<input_t, output_t, 2>
+                 : selective_scan_fwd_lanes_kernel<input_t, output_t, 1>;
   });
 }
 

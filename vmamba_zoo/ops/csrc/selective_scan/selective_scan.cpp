@@ -148,17 +148,16 @@ int lanes_forward(const SelectiveScanParams& params) {
   if (params.d_state != kLanesFwdStates || choice == "chunks") return 0;
   if (choice == "lanes") return 1;
   if (choice == "lane_pairs") return 2;
-  const int64_t slices = (params.group_size + kLanesChannels - 1) / kLanesChannels;
-  const int64_t warps = static_cast<int64_t>(params.batch) * params.groups * slices;
+  const int64_t warps =  // one-lane blocks: one warp each
+      static_cast<int64_t>(params.batch) * params.groups * blocks_per_group_for(params.group_size, kLanesChannels);
   return warps >= int64_t{kLanesMinWarpsPerSm} * multiprocessor_count() ? 1 : 0;
 }
 
 // the lanes forward's one-warp blocks of kLanesChannels / lanes_per_channel channels
 void use_lanes_blocks(SelectiveScanParams& params, int lanes_per_channel) {
-  const int channels_per_warp = kLanesChannels / lanes_per_channel;
   params.lanes_per_channel = lanes_per_channel;
   params.warps_per_block = 1;
-  params.blocks_per_group = (params.group_size + channels_per_warp - 1) / channels_per_warp;
+  params.blocks_per_group = blocks_per_group_for(params.group_size, kLanesChannels / lanes_per_channel);
 }
 
 void check_launch(cudaError_t status, const char* kernel) { vmamba_zoo_cuda::check_launch(status, kWhat, kernel); }

@@ -1,11 +1,11 @@
 """The CUDA selective scan's forward at d_state 16: the lanes kernel (one channel a lane, and "lane_pairs": a pair of
-lanes a channel, 8 states each) against the chunked one and against what "auto" picks (selective_scan.cpp, lanes_forward: lanes from 2 one-warp blocks an SM), in one process and
-one build, at the vanilla stage-0 shape (4 x 192 channels, length 3136) and batches 32 x each scale given; fp16
-activations, fp32 y, softplus. Prints ms, % of a measured copy (bytes as benchmarks/cuda_scan_variants.py counts them),
-the one-lane kernel's warps an SM (lane_pairs has twice as many), and how far the lanes kernels' outputs are from the
-chunked one's.
+lanes a channel, 8 states each) against the chunked one and against what "auto" picks (selective_scan.cpp,
+lanes_forward: lane_pairs from 2 of its one-warp blocks an SM), in one process and one build, at the vanilla stage-0
+shape (4 x 192 channels, length 3136) and batches 32 x each scale given; fp16 activations, fp32 y, softplus. Prints
+ms, % of a measured copy (bytes as benchmarks/cuda_scan_variants.py counts them), the one-lane kernel's warps an SM
+(lane_pairs has twice as many), and how far the lanes kernels' outputs are from the chunked one's.
 
-    PYTHONPATH=. python benchmarks/scan_lanes_kernels.py [batch scale ...]   (default 0.125 0.25 0.5 1)
+    PYTHONPATH=. python benchmarks/scan_lanes_kernels.py [batch scale ...]   (default 0.125 0.25 0.5 1 2 4)
 """
 import os
 import sys
@@ -24,7 +24,7 @@ def _rel(a, b) -> float:
 
 def main() -> int:
     assert cuda_backend.load_extension(), cuda_backend.extension_status()
-    scales = [float(s) for s in sys.argv[1:]] or [0.125, 0.25, 0.5, 1.0]
+    scales = [float(s) for s in sys.argv[1:]] or [0.125, 0.25, 0.5, 1.0, 2.0, 4.0]
     fwd = torch.ops.vmamba_zoo_cuda.selective_scan_fwd
     copy = copy_bandwidth()
     sms = torch.cuda.get_device_properties(0).multi_processor_count

@@ -245,22 +245,27 @@ def _multiprocessors():
     return torch.cuda.get_device_properties(DEVICE).multi_processor_count if DEVICE == "cuda" else 2
 
 
-def test_cuda_auto_picks_lanes_forward_from_two_warps_an_sm(monkeypatch):
-    """Unset or "auto", the forward at d_state 16 runs the lanes kernel from 2 one-warp blocks (32 channels of a
-    group each) an SM, the chunked one below that (selective_scan.cpp, lanes_forward): bit for bit each kernel's
-    output. d_state 8 always takes the chunked kernel, which has no lanes build."""
+def test_cuda_auto_picks_lane_pairs_forward_from_two_warps_an_sm(monkeypatch):
+    """Unset or "auto", the forward at d_state 16 runs the lanes kernel with a pair of lanes a channel from 2 of its
+    one-warp blocks (16 channels of a group each) an SM, the chunked one below that (selective_scan.cpp,
+    lanes_forward): bit for bit each kernel's output. d_state 8 always takes the chunked kernel, which has no lanes
+    build."""
     sms = _multiprocessors()
-    # groups of 40 channels: 2 warps (one with 24 spare lanes) per group and batch
-    for batch, groups, expect in ((1, sms - 1, "chunks"), (1, sms, "lanes"), (2, sms, "lanes")):
+    # groups of 40 channels: 3 pair warps (one with 16 spare lanes) per group and batch; 2 x sms of them from
+    # ceil(2 sms / 3) groups
+    least = -(-2 * sms // 3)
+    for batch, groups, expect in ((1, least - 1, "chunks"), (1, least, "lane_pairs"), (2, least, "lane_pairs")):
         data = {k: None if v is None else v.to(DEVICE, torch.float32)
                 for k, v in _inputs(batch, groups, 40, 16, 40, 3).items()}
         args = [data[k] for k in GRAD_ORDER] + [True, True]
         outputs = {}
-        for kernel in ("chunks", "lanes", "auto"):
+        for kernel in ("chunks", "lanes", "lane_pairs", "auto"):
             monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", kernel)
             outputs[kernel] = cuda_backend.selective_scan_fwd(*args)
         monkeypatch.delenv("VMAMBA_ZOO_CUDA_FWD_KERNEL")
-        assert not torch.equal(outputs["chunks"], outputs["lanes"])  # the two kernels are told apart
+        # the three kernels are told apart
+        assert not torch.equal(outputs["chunks"], outputs["lane_pairs"])
+        assert not torch.equal(outputs["lanes"], outputs["lane_pairs"])
         assert torch.equal(outputs["auto"], outputs[expect]), (batch, groups)
         assert torch.equal(cuda_backend.selective_scan_fwd(*args), outputs[expect]), (batch, groups)
     data = {k: None if v is None else v.to(DEVICE, torch.float32)
@@ -268,8 +273,9 @@ def test_cuda_auto_picks_lanes_forward_from_two_warps_an_sm(monkeypatch):
     args = [data[k] for k in GRAD_ORDER] + [True, True]
     monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "chunks")
     chunks = cuda_backend.selective_scan_fwd(*args)
-    monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", "lanes")
-    assert torch.equal(cuda_backend.selective_scan_fwd(*args), chunks)
+    for kernel in ("lanes", "lane_pairs"):
+        monkeypatch.setenv("VMAMBA_ZOO_CUDA_FWD_KERNEL", kernel)
+        assert torch.equal(cuda_backend.selective_scan_fwd(*args), chunks), kernel
 
 
 @pytest.mark.skipif(os.environ.get("VMAMBA_ZOO_GPU_LARGE") != "1", reason="set VMAMBA_ZOO_GPU_LARGE=1 (several GiB)")

@@ -129,13 +129,14 @@ int bwd_max_warps(int64_t d_state) {
 }
 
 // The forward at d_state kLanesFwdStates (16) has two kernels: "chunks" (selective_scan_fwd_kernel.cuh, a warp along
-// positions) and "lanes" (selective_scan_fwd_lanes_kernel.cuh, one channel a lane, one-warp blocks of kLanesChannels
-// channels). A lane walks its whole row alone, so the lanes kernel needs enough warps to hide that latency: on an H100
-// (benchmarks/cuda_scan_lanes_h100_2026-12-07_session25.txt, length 3136) it took 0.42-0.46 ms from 96 to 384 warps
-// and lost to the chunked one at 1.5 warps an SM (0.42 against 0.36 ms), won at 2.9 (0.46 against 0.72) and at 5.8
-// (0.65 against 1.35). "auto" (or unset) therefore picks it from kLanesMinWarpsPerSm warps an SM;
-// VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks|lanes forces one (lanes still only at d_state 16). "lane_pairs" runs the lanes
-// kernel with a pair of lanes a channel (8 states each; not yet timed, so never auto's pick).
+// positions) and the lanes kernel (selective_scan_fwd_lanes_kernel.cuh, one-warp blocks of kLanesChannels lanes, each
+// channel's 16 states on one lane, "lanes", or on a pair of lanes, "lane_pairs"). A lane walks its whole row alone, so
+// the lanes kernel needs enough warps to hide that latency. nvidia-h200, length 3136
+// (benchmarks/cuda_scan_h200_2026-12-07_session26.txt), ms for chunks / lanes / lane_pairs:
+//   batch 4: 0.19 / 0.43 / 0.27 (lane_pairs: 1.5 warps an SM), 8: 0.36 / 0.43 / 0.28 (2.9), 16: 0.68 / 0.44 / 0.39,
+//   32: 1.31 / 0.64 / 0.64.
+// "auto" (or unset) therefore runs lane_pairs from kLanesMinWarpsPerSm of its warps an SM, the chunked kernel below;
+// VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks|lanes|lane_pairs forces one (the lanes kernels still only at d_state 16).
 constexpr int kLanesMinWarpsPerSm = 2;
 
 // lanes a channel for the lanes forward (1 or 2), or 0 for the chunked one
@@ -148,9 +149,9 @@ int lanes_forward(const SelectiveScanParams& params) {
   if (params.d_state != kLanesFwdStates || choice == "chunks") return 0;
   if (choice == "lanes") return 1;
   if (choice == "lane_pairs") return 2;
-  const int64_t warps =  // one-lane blocks: one warp each
-      static_cast<int64_t>(params.batch) * params.groups * blocks_per_group_for(params.group_size, kLanesChannels);
-  return warps >= int64_t{kLanesMinWarpsPerSm} * multiprocessor_count() ? 1 : 0;
+  const int64_t pair_warps =  // one-warp blocks of kLanesChannels / 2 channels
+      static_cast<int64_t>(params.batch) * params.groups * blocks_per_group_for(params.group_size, kLanesChannels / 2);
+  return pair_warps >= int64_t{kLanesMinWarpsPerSm} * multiprocessor_count() ? 2 : 0;
 }
 
 // the lanes forward's one-warp blocks of kLanesChannels / lanes_per_channel channels

@@ -186,6 +186,14 @@ __device__ __forceinline__ float fast_softplus(float x) {
   return fast_softplus(x, slope);
 }
 
+// dt = 0 past the sequence's end (see delta_to_dt)
+__device__ __forceinline__ void zero_past_end(float (&dt)[kItems], int pos0, int length) {
+  if (pos0 + kItems > length) {  // only a sequence's last chunk, or a spare warp's
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) dt[i] = pos0 + i < length ? dt[i] : 0.f;
+  }
+}
+
 // A lane's dt from its raw delta items: softplus(delta + bias) (or delta + bias), with its slope d dt / d delta, and
 // dt = 0 past the sequence's end (a step that changes nothing: a = 1, b = 0). An unused slope costs nothing (the
 // compiler drops it). The softplus is taken of every item and the end masked after it: choosing per item whether to
@@ -206,10 +214,7 @@ __device__ __forceinline__ void delta_to_dt(float (&dt)[kItems], float (&slope)[
       slope[i] = 1.f;
     }
   }
-  if (pos0 + kItems > length) {  // only a sequence's last chunk, or a spare warp's
-#pragma unroll
-    for (int i = 0; i < kItems; ++i) dt[i] = pos0 + i < length ? dt[i] : 0.f;
-  }
+  zero_past_end(dt, pos0, length);
 }
 
 // Inclusive scan over the warp's lanes of affine maps f_l(h) = a*h + b, lane 0 applied first:

@@ -11,11 +11,11 @@
 //     row of the span into shared memory, and every lane reads them back as float4 broadcasts;
 //   - a training forward stores the 16 states at every chunk start (kChunk positions), as the chunked kernel does.
 // The special-function unit sets its floor: one exp2 per state and element.
-// kLanesPerChannel 2 ("lane_pairs", session 25, not yet timed): a pair of lanes holds a channel, 8 states each, and
-// adds its two halves of y with one shuffle an element. Each lane's walk has half the steps' work, for the regime
-// measured on an H100 where the one-lane kernel's time stayed near 0.43 ms from 0.7 to 2.9 warps an SM (a lane's walk
-// is the latency), at twice the warps. Both lanes of a pair take the softplus of the same dt (about 20% more
-// instructions a channel in all).
+// kLanesPerChannel 2 ("lane_pairs", auto's pick): a pair of lanes holds a channel, 8 states each, and adds its two
+// halves of y with one shuffle an element; the pair splits the softplus of dt. Each lane's walk has half the steps'
+// work at twice the warps: the one-lane kernel's time stays near 0.43 ms from 0.7 to 2.9 warps an SM (a lane's walk
+// is the latency; Nsight on nvidia-h200 at batch 32: 1.5 active warps a scheduler, issuing every 2 cycles), where
+// the pairs took 0.27-0.39 ms (benchmarks/cuda_scan_h200_2026-12-07_session26.txt).
 #pragma once
 
 #include "selective_scan_common.cuh"
@@ -31,6 +31,20 @@ constexpr int kLanesFwdSmemFloats = 2 * kLanesFwdStates * kItems;
 #ifndef VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS
 #define VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS 12
 #endif
+
+// A pair's dt = softplus(delta + bias) over the span: each lane of the pair takes half the items and the two swap
+// them, 4 shuffles a lane where the other half's softplus would take about 70 instructions (2 of them on the
+// special-function unit, which the recurrence's exp2 keeps busy)
+__device__ __forceinline__ void softplus_by_halves(float (&dt)[kItems], float bias, int part) {
+  constexpr int kHalf = kItems / 2;
+#pragma unroll
+  for (int i = 0; i < kHalf; ++i) {
+    const float mine = fast_softplus((part == 0 ? dt[i] : dt[kHalf + i]) + bias);
+    const float theirs = __shfl_xor_sync(kFullMask, mine, 1);
+    dt[i] = part == 0 ? mine : theirs;
+    dt[kHalf + i] = part == 0 ? theirs : mine;
+  }
+}
 
 template <typename input_t, typename output_t, bool kHasZ, bool kWholeSpans, int kLanesPerChannel>
 __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScanParams& p, float* bc) {
@@ -97,8 +111,13 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
 #pragma unroll
       for (int n = 0; n < kOwnStates; n += 4) dst[n / 4] = make_float4(h[n], h[n + 1], h[n + 2], h[n + 3]);
     }
-    float unused_slope[kItems];
-    delta_to_dt(dt, unused_slope, bias, p.delta_softplus, pos0, length);
+    if (kLanesPerChannel == 2 && p.delta_softplus) {
+      softplus_by_halves(dt, bias, c.part);
+      zero_past_end(dt, pos0, length);
+    } else {
+      float unused_slope[kItems];
+      delta_to_dt(dt, unused_slope, bias, p.delta_softplus, pos0, length);
+    }
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
       y[i] = D_value * u[i];

@@ -27,11 +27,12 @@ if [ "$mode" = --ncu-only ]; then
   builds=shipped
   [ -d build/scan_prev ] && builds="shipped prev=build/scan_prev"  # the earlier tree, where it was carried
   timeout 300 bash benchmarks/scan_ncu.sh "$out" $builds
-  # the lanes forward at d_state 16 (auto's pick at the vanilla stage-0 shape, batch 32): its own file
+  # the lanes forward at d_state 16 (auto's pick at the vanilla stage-0 shape, batch 32: lane_pairs): its own file
   env $shipped_env SCAN_NCU_SHAPE=vanilla timeout 90 \
     ncu --clock-control none --kernel-name regex:selective_scan_fwd_lanes --launch-skip 2 --launch-count 1 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
-    --section InstructionStats --section MemoryWorkloadAnalysis python benchmarks/scan_ncu.py \
+    --section InstructionStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    python benchmarks/scan_ncu.py \
     > "$out/ncu_scan_fwd_lanes.txt" 2>&1
   exit 0
 fi

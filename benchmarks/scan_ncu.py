@@ -1,6 +1,7 @@
 """Run the plain selective-scan forward and backward ops a few times each, for Nsight Compute to profile one launch of
 each (benchmarks/scan_ncu.sh): at VMamba-T's stage-0 shape (d_state 1, batch 128), or with SCAN_NCU_SHAPE=vanilla at
-the vanilla stage-0 shape (d_state 16, batch 32, where "auto" runs the lanes forward); fp16 activations, fp32 dout."""
+the vanilla stage-0 shape (d_state 16, batch 32, where "auto" runs the lanes forward with a pair of lanes a channel);
+fp16 activations, fp32 dout."""
 import os
 
 import torch

@@ -83,8 +83,8 @@ def test_emulated_lanes_forward_states_and_switch(suite, monkeypatch):
     suite.test_cuda_lanes_forward_states_and_switch(monkeypatch)
 
 
-def test_emulated_auto_picks_lane_pairs_forward_from_two_warps_an_sm(suite, monkeypatch):
-    suite.test_cuda_auto_picks_lane_pairs_forward_from_two_warps_an_sm(monkeypatch)
+def test_emulated_auto_picks_lanes_forward_by_warps_an_sm(suite, monkeypatch):
+    suite.test_cuda_auto_picks_lanes_forward_by_warps_an_sm(monkeypatch)
 
 
 def test_emulated_backward_is_deterministic(suite):

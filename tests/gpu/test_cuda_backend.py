@@ -245,16 +245,18 @@ def _multiprocessors():
     return torch.cuda.get_device_properties(DEVICE).multi_processor_count if DEVICE == "cuda" else 2
 
 
-def test_cuda_auto_picks_lane_pairs_forward_from_two_warps_an_sm(monkeypatch):
-    """Unset or "auto", the forward at d_state 16 runs the lanes kernel with a pair of lanes a channel from 2 of its
-    one-warp blocks (16 channels of a group each) an SM, the chunked one below that (selective_scan.cpp,
-    lanes_forward): bit for bit each kernel's output. d_state 8 always takes the chunked kernel, which has no lanes
-    build."""
+def test_cuda_auto_picks_lanes_forward_by_warps_an_sm(monkeypatch):
+    """Unset or "auto", the forward at d_state 16 runs the chunked kernel below 2 of lane_pairs' one-warp blocks (16
+    channels of a group each) an SM, lane_pairs from there up to the 12 blocks an SM that fit at once, and the
+    one-lane kernel above (selective_scan.cpp, lanes_forward): bit for bit each kernel's output. d_state 8 always
+    takes the chunked kernel, which has no lanes build."""
     sms = _multiprocessors()
     # groups of 40 channels: 3 pair warps (one with 16 spare lanes) per group and batch; 2 x sms of them from
-    # ceil(2 sms / 3) groups
+    # ceil(2 sms / 3) groups, 12 x sms at 4 sms groups
     least = -(-2 * sms // 3)
-    for batch, groups, expect in ((1, least - 1, "chunks"), (1, least, "lane_pairs"), (2, least, "lane_pairs")):
+    cases = ((1, least - 1, "chunks"), (1, least, "lane_pairs"), (2, least, "lane_pairs"), (1, 4 * sms, "lane_pairs"),
+             (1, 4 * sms + 1, "lanes"))
+    for batch, groups, expect in cases:
         data = {k: None if v is None else v.to(DEVICE, torch.float32)
                 for k, v in _inputs(batch, groups, 40, 16, 40, 3).items()}
         args = [data[k] for k in GRAD_ORDER] + [True, True]
@@ -266,6 +268,7 @@ def test_cuda_auto_picks_lane_pairs_forward_from_two_warps_an_sm(monkeypatch):
         # the three kernels are told apart
         assert not torch.equal(outputs["chunks"], outputs["lane_pairs"])
         assert not torch.equal(outputs["lanes"], outputs["lane_pairs"])
+        assert not torch.equal(outputs["lanes"], outputs["chunks"])
         assert torch.equal(outputs["auto"], outputs[expect]), (batch, groups)
         assert torch.equal(cuda_backend.selective_scan_fwd(*args), outputs[expect]), (batch, groups)
     data = {k: None if v is None else v.to(DEVICE, torch.float32)

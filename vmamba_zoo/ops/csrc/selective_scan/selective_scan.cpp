@@ -131,12 +131,15 @@ int bwd_max_warps(int64_t d_state) {
 // The forward at d_state kLanesFwdStates (16) has two kernels: "chunks" (selective_scan_fwd_kernel.cuh, a warp along
 // positions) and the lanes kernel (selective_scan_fwd_lanes_kernel.cuh, one-warp blocks of kLanesChannels lanes, each
 // channel's 16 states on one lane, "lanes", or on a pair of lanes, "lane_pairs"). A lane walks its whole row alone, so
-// the lanes kernel needs enough warps to hide that latency. nvidia-h200, length 3136
-// (benchmarks/cuda_scan_h200_2026-12-07_session26.txt), ms for chunks / lanes / lane_pairs:
-//   batch 4: 0.19 / 0.43 / 0.27 (lane_pairs: 1.5 warps an SM), 8: 0.36 / 0.43 / 0.28 (2.9), 16: 0.68 / 0.44 / 0.39,
-//   32: 1.31 / 0.64 / 0.64.
-// "auto" (or unset) therefore runs lane_pairs from kLanesMinWarpsPerSm of its warps an SM, the chunked kernel below;
-// VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks|lanes|lane_pairs forces one (the lanes kernels still only at d_state 16).
+// the lanes kernel needs enough warps to hide that latency. nvidia-h200, length 3136 (ms for chunks / lanes /
+// lane_pairs; benchmarks/cuda_scan_h200_2026-12-07_session26.txt, second run):
+//   batch 4: 0.19 / 0.44 / 0.26 (lane_pairs: 1.5 warps an SM), 8: 0.36 / 0.43 / 0.26 (2.9), 16: 0.69 / 0.45 / 0.40,
+//   32: 1.38 / 0.70 / 0.70 (11.6), 64: 2.59 / 0.97 / 1.28 (23.3), 128: 5.10 / 1.91 / 2.55.
+// (lane_pairs before its B/C rows in shared memory were padded against bank conflicts; not timed since.)
+// "auto" (or unset) therefore runs lane_pairs from kLanesMinWarpsPerSm of its warps an SM up to the kLanesFwdBlocksPerSm
+// that fit an SM at once; beyond one such wave the one-lane kernel, whose channels take fewer instructions in all (a
+// pair takes the recurrence's setup and D u twice); the chunked kernel below. VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks|lanes|
+// lane_pairs forces one (the lanes kernels still only at d_state 16).
 constexpr int kLanesMinWarpsPerSm = 2;
 
 // lanes a channel for the lanes forward (1 or 2), or 0 for the chunked one
@@ -151,7 +154,9 @@ int lanes_forward(const SelectiveScanParams& params) {
   if (choice == "lane_pairs") return 2;
   const int64_t pair_warps =  // one-warp blocks of kLanesChannels / 2 channels
       static_cast<int64_t>(params.batch) * params.groups * blocks_per_group_for(params.group_size, kLanesChannels / 2);
-  return pair_warps >= int64_t{kLanesMinWarpsPerSm} * multiprocessor_count() ? 2 : 0;
+  const int64_t sms = multiprocessor_count();
+  if (pair_warps < kLanesMinWarpsPerSm * sms) return 0;
+  return pair_warps <= kLanesFwdBlocksPerSm * sms ? 2 : 1;
 }
 
 // the lanes forward's one-warp blocks of kLanesChannels / lanes_per_channel channels

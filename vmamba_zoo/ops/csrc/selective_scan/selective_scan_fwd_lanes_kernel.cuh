@@ -23,14 +23,13 @@
 namespace vmamba_zoo_cuda {
 namespace {
 
-// B and C of one span: [B or C][state][kItems] floats
-constexpr int kLanesFwdSmemFloats = 2 * kLanesFwdStates * kItems;
-
-// one-warp blocks per SM the registers must allow: 12 gives 167 registers and no spills in the sm_90 build (16 spilled
-// 128 bytes); VMamba's vanilla stage 0 at batch 32 has about 6 warps an SM anyway
-#ifndef VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS
-#define VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS 12
-#endif
+// B and C of one span in shared memory: [B or C][state][kItems] floats, 4 floats of padding after every 8 rows. A
+// pair's two lanes read states n and n + 8 at once; unpadded those sit 256 bytes apart, in the same banks, and every
+// read took two wavefronts (Nsight, nvidia-h200, lane_pairs at the vanilla stage-0 shape, batch 32: L1 at 97% of
+// its peak, short-scoreboard waits the first stall). 16 bytes more put them in other banks.
+constexpr int kBcRowsPerPad = 8, kBcPad = 4;
+__host__ __device__ constexpr int bc_row_offset(int row) { return row * kItems + (row / kBcRowsPerPad) * kBcPad; }
+constexpr int kLanesFwdSmemFloats = bc_row_offset(2 * kLanesFwdStates);
 
 // A pair's dt = softplus(delta + bias) over the span: each lane of the pair takes half the items and the two swap
 // them, 4 shuffles a lane where the other half's softplus would take about 70 instructions (2 of them on the
@@ -65,10 +64,12 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
   // the (B or C, state) row this lane brings into shared memory: lanes 0-15 B's states, 16-31 C's
   const int64_t bc_row = ((static_cast<int64_t>(c.batch) * p.groups + c.group) * N + (lane % N)) * length;
   const input_t* fill_row = static_cast<const input_t*>(lane < N ? p.B : p.C) + bc_row;
-  float* fill_slot = bc + lane * kItems;  // [lane / N][lane % N][kItems]
-  // this lane's states' B and C rows of the span
-  const float4* B_span = reinterpret_cast<const float4*>(bc + first_state * kItems);
-  const float4* C_span = reinterpret_cast<const float4*>(bc + (N + first_state) * kItems);
+  float* fill_slot = bc + bc_row_offset(lane);  // row lane: [lane / N][lane % N]
+  // this lane's states' B and C rows of the span; first_state is a multiple of kBcRowsPerPad, so state first_state + n
+  // sits bc_row_offset(n) past the first
+  static_assert(kOwnStates % kBcRowsPerPad == 0, "a lane's states start a padded group of rows");
+  const float* B_span = bc + bc_row_offset(first_state);
+  const float* C_span = bc + bc_row_offset(N + first_state);
 
   float A_log2e[kOwnStates], h[kOwnStates];
 #pragma unroll
@@ -125,8 +126,9 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
     }
 #pragma unroll
     for (int n = 0; n < kOwnStates; ++n) {
-      const float4 B_lo = B_span[2 * n], B_hi = B_span[2 * n + 1];
-      const float4 C_lo = C_span[2 * n], C_hi = C_span[2 * n + 1];
+      const float4* B_row = reinterpret_cast<const float4*>(B_span + bc_row_offset(n));
+      const float4* C_row = reinterpret_cast<const float4*>(C_span + bc_row_offset(n));
+      const float4 B_lo = B_row[0], B_hi = B_row[1], C_lo = C_row[0], C_hi = C_row[1];
       const float B_vals[kItems] = {B_lo.x, B_lo.y, B_lo.z, B_lo.w, B_hi.x, B_hi.y, B_hi.z, B_hi.w};
       const float C_vals[kItems] = {C_lo.x, C_lo.y, C_lo.z, C_lo.w, C_hi.x, C_hi.y, C_hi.z, C_hi.w};
 #pragma unroll
@@ -150,7 +152,7 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
 }
 
 template <typename input_t, typename output_t, int kLanesPerChannel>
-__global__ void __launch_bounds__(32, VMAMBA_ZOO_CUDA_FWD_LANES_MIN_BLOCKS)
+__global__ void __launch_bounds__(32, kLanesFwdBlocksPerSm)
 selective_scan_fwd_lanes_kernel(const SelectiveScanParams p) {
   float* bc = dynamic_shared_memory();
   by_gate_and_spans(

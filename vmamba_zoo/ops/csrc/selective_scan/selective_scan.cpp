@@ -136,10 +136,10 @@ int bwd_max_warps(int64_t d_state) {
 //   batch 4: 0.19 / 0.44 / 0.26 (lane_pairs: 1.5 warps an SM), 8: 0.36 / 0.43 / 0.26 (2.9), 16: 0.69 / 0.45 / 0.40,
 //   32: 1.38 / 0.70 / 0.70 (11.6), 64: 2.59 / 0.97 / 1.28 (23.3), 128: 5.10 / 1.91 / 2.55.
 // (lane_pairs before its B/C rows in shared memory were padded against bank conflicts; not timed since.)
-// "auto" (or unset) therefore runs lane_pairs from kLanesMinWarpsPerSm of its warps an SM up to the kLanesFwdBlocksPerSm
-// that fit an SM at once; beyond one such wave the one-lane kernel, whose channels take fewer instructions in all (a
-// pair takes the recurrence's setup and D u twice); the chunked kernel below. VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks|lanes|
-// lane_pairs forces one (the lanes kernels still only at d_state 16).
+// "auto" (or unset) therefore runs lane_pairs from kLanesMinWarpsPerSm of its warps an SM up to the
+// kLanesFwdBlocksPerSm that fit an SM at once; beyond one such wave the one-lane kernel, whose channels take fewer
+// instructions in all (a pair takes the recurrence's setup and D u twice); the chunked kernel below.
+// VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks|lanes|lane_pairs forces one (the lanes kernels still only at d_state 16).
 constexpr int kLanesMinWarpsPerSm = 2;
 
 // lanes a channel for the lanes forward (1 or 2), or 0 for the chunked one

@@ -11,11 +11,12 @@
 //     row of the span into shared memory, and every lane reads them back as float4 broadcasts;
 //   - a training forward stores the 16 states at every chunk start (kChunk positions), as the chunked kernel does.
 // The special-function unit sets its floor: one exp2 per state and element.
-// kLanesPerChannel 2 ("lane_pairs", auto's pick): a pair of lanes holds a channel, 8 states each, and adds its two
-// halves of y with one shuffle an element; the pair splits the softplus of dt. Each lane's walk has half the steps'
-// work at twice the warps: the one-lane kernel's time stays near 0.43 ms from 0.7 to 2.9 warps an SM (a lane's walk
-// is the latency; Nsight on nvidia-h200 at batch 32: 1.5 active warps a scheduler, issuing every 2 cycles), where
-// the pairs took 0.27-0.39 ms (benchmarks/cuda_scan_h200_2026-12-07_session26.txt).
+// kLanesPerChannel 2 ("lane_pairs", auto's pick from 2 to 12 of its warps an SM): a pair of lanes holds a channel,
+// 8 states each, and adds its two halves of y with one shuffle an element; the pair splits the softplus of dt. Each
+// lane's walk has half the steps' work at twice the warps: the one-lane kernel's time stays near 0.43 ms from 0.7 to
+// 2.9 warps an SM (a lane's walk is the latency; Nsight on nvidia-h200 at batch 32: 1.5 active warps a scheduler,
+// issuing every 2 cycles), where the pairs took 0.26-0.40 ms (benchmarks/cuda_scan_h200_2026-12-07_session26.txt).
+// Past one wave of warps the one-lane kernel wins again (fewer instructions a channel).
 #pragma once
 
 #include "selective_scan_common.cuh"
@@ -32,7 +33,7 @@ __host__ __device__ constexpr int bc_row_offset(int row) { return row * kItems +
 constexpr int kLanesFwdSmemFloats = bc_row_offset(2 * kLanesFwdStates);
 
 // A pair's dt = softplus(delta + bias) over the span: each lane of the pair takes half the items and the two swap
-// them, 4 shuffles a lane where the other half's softplus would take about 70 instructions (2 of them on the
+// them, 4 shuffles a lane where the other half's softplus would take about 70 instructions (8 of them on the
 // special-function unit, which the recurrence's exp2 keeps busy)
 __device__ __forceinline__ void softplus_by_halves(float (&dt)[kItems], float bias, int part) {
   constexpr int kHalf = kItems / 2;

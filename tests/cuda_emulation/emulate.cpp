@@ -39,8 +39,8 @@ void run_blocks(Kernel kernel, const Params& p, unsigned grid_x, unsigned grid_y
 
 }  // namespace
 
-// as selective_scan_common.cuh's launcher of the lanes kernels: one-warp blocks, grid (groups * slices, batch); before
-// the kernel headers, whose lanes launchers call it
+// as selective_scan_fwd_lanes_kernel.cuh's CUDA launch: one-warp blocks, grid (groups * slices, batch); before the
+// kernel headers, whose lanes launcher calls it
 template <typename Kernel>
 cudaError_t launch_one_warp_blocks(Kernel kernel, const SelectiveScanParams& p, int shared_floats, cudaStream_t) {
   run_blocks(kernel, p, static_cast<unsigned>(p.groups * p.blocks_per_group), static_cast<unsigned>(p.batch), 32,

@@ -296,69 +296,6 @@ cudaError_t launch_by_dtype(ScalarKind input_kind, bool fp32_other, Launch launc
   return cudaErrorInvalidValue;
 }
 
-#ifdef __CUDACC__
-// A launch of the kernels with one channel a lane: blocks of one warp, grid (groups * 32-channel slices, batch). The
-// CPU emulation (tests/cuda_emulation/emulate.cpp) defines its own.
-template <typename Kernel>
-cudaError_t launch_one_warp_blocks(Kernel kernel, const SelectiveScanParams& p, int shared_floats,
-                                   cudaStream_t stream) {
-  kernel<<<dim3(p.groups * p.blocks_per_group, p.batch), 32, sizeof(float) * shared_floats, stream>>>(p);
-  return cudaGetLastError();
-}
-#endif
-
-// launch_one_warp_blocks(kernel_for(in, other), ...) for the launch's dtype pair (TypeTags, as launch_by_dtype): the
-// launchers of the lanes kernels. launch_one_warp_blocks is the CUDA one above or the CPU emulation's.
-template <typename KernelFor>
-cudaError_t launch_lanes_by_dtype(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_other,
-                                  int shared_floats, cudaStream_t stream, KernelFor kernel_for) {
-  return launch_by_dtype(input_kind, fp32_other, [&](auto in, auto other) {
-    return launch_one_warp_blocks(kernel_for(in, other), p, shared_floats, stream);
-  });
-}
-
-// Where a lane's channel sits in the kernels with kLanesPerChannel lanes a channel (1 or 2): blocks of one warp laid
-// out group by group (blockIdx.x = group * blocks_per_group + slice of 32 / kLanesPerChannel channels), blockIdx.y =
-// batch; `part` is the lane's place among its channel's lanes. A spare lane (past its group's end) is not `valid`: its
-// channel is clamped so parameter reads stay in bounds, and its row_length is 0, so fetches from its rows read nothing.
-struct LaneChannel {
-  int lane, part, batch, group, slice, channel, row_length;
-  bool valid;
-  int64_t channel_index, row;  // batch * channels + channel, and the first element of its (batch, K*D, L) rows
-};
-
-template <int kLanesPerChannel = 1>
-__device__ __forceinline__ LaneChannel locate_lane_channel(const SelectiveScanParams& p) {
-  LaneChannel c;
-  c.lane = threadIdx.x & 31;
-  c.part = c.lane % kLanesPerChannel;
-  c.batch = blockIdx.y;
-  c.group = blockIdx.x / p.blocks_per_group;
-  c.slice = blockIdx.x % p.blocks_per_group;
-  const int d = c.slice * (32 / kLanesPerChannel) + c.lane / kLanesPerChannel;
-  c.valid = d < p.group_size;
-  c.channel = c.group * p.group_size + (c.valid ? d : p.group_size - 1);
-  c.row_length = c.valid ? p.length : 0;
-  c.channel_index = static_cast<int64_t>(c.batch) * p.channels + c.channel;
-  c.row = c.channel_index * p.length;
-  return c;
-}
-
-// row(std::bool_constant<kHasZ>{}, std::bool_constant<kWholeSpans>{}) for the launch: whether it has a z gate, and
-// whether whole_aligned_spans holds for the given rows; the same branch in every block (it reads only the launch's
-// pointers).
-template <typename Row, typename... Ptrs>
-__device__ __forceinline__ void by_gate_and_spans(const SelectiveScanParams& p, Row row, Ptrs... rows) {
-  const bool whole = whole_aligned_spans(p.length, p.z, rows...);
-  if (p.z != nullptr) {
-    if (whole) row(std::true_type{}, std::true_type{});
-    else row(std::true_type{}, std::false_type{});
-  } else {
-    if (whole) row(std::false_type{}, std::true_type{});
-    else row(std::false_type{}, std::false_type{});
-  }
-}
-
 // Where a warp's channel sits. Blocks are laid out group by group (blockIdx.x = group * blocks_per_group
 // + block in group), blockIdx.y = batch. A warp past the group's end (the last block of a group may
 // have spare warps) is not `valid`; its channel index is clamped so parameter reads stay in bounds.

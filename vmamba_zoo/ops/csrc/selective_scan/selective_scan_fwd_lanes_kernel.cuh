@@ -24,6 +24,48 @@
 namespace vmamba_zoo_cuda {
 namespace {
 
+// Where a lane's channel sits in the kernels with kLanesPerChannel lanes a channel (1 or 2): blocks of one warp laid
+// out group by group (blockIdx.x = group * blocks_per_group + slice of 32 / kLanesPerChannel channels), blockIdx.y =
+// batch; `part` is the lane's place among its channel's lanes. A spare lane (past its group's end) is not `valid`: its
+// channel is clamped so parameter reads stay in bounds, and its row_length is 0, so fetches from its rows read nothing.
+struct LaneChannel {
+  int lane, part, batch, group, slice, channel, row_length;
+  bool valid;
+  int64_t channel_index, row;  // batch * channels + channel, and the first element of its (batch, K*D, L) rows
+};
+
+template <int kLanesPerChannel = 1>
+__device__ __forceinline__ LaneChannel locate_lane_channel(const SelectiveScanParams& p) {
+  LaneChannel c;
+  c.lane = threadIdx.x & 31;
+  c.part = c.lane % kLanesPerChannel;
+  c.batch = blockIdx.y;
+  c.group = blockIdx.x / p.blocks_per_group;
+  c.slice = blockIdx.x % p.blocks_per_group;
+  const int d = c.slice * (32 / kLanesPerChannel) + c.lane / kLanesPerChannel;
+  c.valid = d < p.group_size;
+  c.channel = c.group * p.group_size + (c.valid ? d : p.group_size - 1);
+  c.row_length = c.valid ? p.length : 0;
+  c.channel_index = static_cast<int64_t>(c.batch) * p.channels + c.channel;
+  c.row = c.channel_index * p.length;
+  return c;
+}
+
+// row(std::bool_constant<kHasZ>{}, std::bool_constant<kWholeSpans>{}) for the launch: whether it has a z gate, and
+// whether whole_aligned_spans holds for the given rows; the same branch in every block (it reads only the launch's
+// pointers).
+template <typename Row, typename... Ptrs>
+__device__ __forceinline__ void by_gate_and_spans(const SelectiveScanParams& p, Row row, Ptrs... rows) {
+  const bool whole = whole_aligned_spans(p.length, p.z, rows...);
+  if (p.z != nullptr) {
+    if (whole) row(std::true_type{}, std::true_type{});
+    else row(std::true_type{}, std::false_type{});
+  } else {
+    if (whole) row(std::false_type{}, std::true_type{});
+    else row(std::false_type{}, std::false_type{});
+  }
+}
+
 // B and C of one span in shared memory: [B or C][state][kItems] floats, 4 floats of padding after every 8 rows. A
 // pair's two lanes read states n and n + 8 at once; unpadded those sit 256 bytes apart, in the same banks, and every
 // read took two wavefronts (Nsight, nvidia-h200, lane_pairs at the vanilla stage-0 shape, batch 32: L1 at 97% of
@@ -167,16 +209,28 @@ selective_scan_fwd_lanes_kernel(const SelectiveScanParams p) {
 
 }  // namespace
 
+#ifdef __CUDACC__
+// A launch of the lanes kernel: blocks of one warp, grid (groups * slices, batch). The CPU emulation
+// (tests/cuda_emulation/emulate.cpp) defines its own before including this header.
+template <typename Kernel>
+cudaError_t launch_one_warp_blocks(Kernel kernel, const SelectiveScanParams& p, int shared_floats,
+                                   cudaStream_t stream) {
+  kernel<<<dim3(p.groups * p.blocks_per_group, p.batch), 32, sizeof(float) * shared_floats, stream>>>(p);
+  return cudaGetLastError();
+}
+#endif
+
 // The launcher (selective_scan.h), here so the CPU emulation runs it too: one translation unit of each library
 // includes this header (selective_scan_fwd.cu; tests/cuda_emulation/emulate.cpp)
 cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& params, ScalarKind input_kind, bool fp32_out,
                                             cudaStream_t stream) {
   const bool pairs = params.lanes_per_channel == 2;
-  return launch_lanes_by_dtype(params, input_kind, fp32_out, kLanesFwdSmemFloats, stream, [pairs](auto in, auto out) {
+  return launch_by_dtype(input_kind, fp32_out, [&](auto in, auto out) {
     using input_t = typename decltype(in)::type;
     using output_t = typename decltype(out)::type;
-    return pairs ? selective_scan_fwd_lanes_kernel<input_t, output_t, 2>
-                 : selective_scan_fwd_lanes_kernel<input_t, output_t, 1>;
+    return launch_one_warp_blocks(pairs ? selective_scan_fwd_lanes_kernel<input_t, output_t, 2>
+                                        : selective_scan_fwd_lanes_kernel<input_t, output_t, 1>,
+                                  params, kLanesFwdSmemFloats, stream);
   });
 }
 

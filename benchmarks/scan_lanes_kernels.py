@@ -12,10 +12,10 @@ import sys
 
 import torch
 
-from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, scan_speed_inputs
+from vmamba_zoo.analysis.benchmark import SCAN_STAGE0_VANILLA, copy_bandwidth, cuda_time, scan_speed_inputs
 from vmamba_zoo.ops import cuda_backend
 
-GROUPS, GROUP_SIZE, D_STATE, LENGTH = 4, 192, 16, 3136
+BATCH, GROUPS, GROUP_SIZE, D_STATE, LENGTH = SCAN_STAGE0_VANILLA
 
 
 def _rel(a, b) -> float:
@@ -34,7 +34,7 @@ def main() -> int:
     print(f"{'batch':>6}{'warps/SM':>10}" + "".join(f"{k:>18}" for k in kernels) + "   lanes, pairs vs chunks y")
     with torch.no_grad():
         for scale in scales:
-            batch = max(1, round(32 * scale))
+            batch = max(1, round(BATCH * scale))
             u, delta, A, B, C, D, bias = [t.detach() for t in scan_speed_inputs(batch, GROUPS, GROUP_SIZE, D_STATE,
                                                                                  LENGTH)]
             nbytes = u.numel() * (2 + 2 + 4) + 2 * B.numel() * B.element_size()

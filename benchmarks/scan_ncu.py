@@ -6,10 +6,10 @@ import os
 
 import torch
 
-from vmamba_zoo.analysis.benchmark import scan_speed_inputs
+from vmamba_zoo.analysis.benchmark import SCAN_STAGE0_T, SCAN_STAGE0_VANILLA, scan_speed_inputs
 from vmamba_zoo.ops import cuda_backend
 
-SHAPES = {"t": (128, 4, 96, 1, 3136), "vanilla": (32, 4, 192, 16, 3136)}
+SHAPES = {"t": SCAN_STAGE0_T, "vanilla": SCAN_STAGE0_VANILLA}
 
 assert cuda_backend.load_extension(), cuda_backend.extension_status()
 u, delta, A, B, C, D, bias = [t.detach() for t in scan_speed_inputs(*SHAPES[os.environ.get("SCAN_NCU_SHAPE", "t")])]

@@ -190,6 +190,11 @@ def scan_speed_inputs(batch: int, groups: int, group_size: int, d_state: int, le
             for k in ("u", "delta", "A", "B", "C", "D", "delta_bias")]
 
 
+# The plain scan's benchmark shapes, (batch, groups, group_size, d_state, length) as scan_speed_inputs takes them:
+# VMamba-T's stage 0 (d_state 1, batch 128) and the vanilla release's (d_state 16, batch 32), both 56x56
+SCAN_STAGE0_T = (128, 4, 96, 1, 3136)
+SCAN_STAGE0_VANILLA = (32, 4, 192, 16, 3136)
+
 # VMamba-T stage shapes at batch 128, 224x224 (d_inner = dim with ssm_ratio 1.0, d_state 1, dt_rank dim/16)
 STAGES_TINY = {"T stage0 56x56": (128, 96, 56, 56), "T stage1 28x28": (128, 192, 28, 28),
                "T stage2 14x14": (128, 384, 14, 14), "T stage3 7x7": (128, 768, 7, 7)}

@@ -73,6 +73,12 @@ __device__ __forceinline__ void by_gate_and_spans(const SelectiveScanParams& p, 
 constexpr int kBcRowsPerPad = 8, kBcPad = 4;
 __host__ __device__ constexpr int bc_row_offset(int row) { return row * kItems + (row / kBcRowsPerPad) * kBcPad; }
 constexpr int kLanesFwdSmemFloats = bc_row_offset(2 * kLanesFwdStates);
+// ... and rows 4-7 of every 8 hold their second half of the span first. A 16-byte store goes out 8 lanes (8 rows, 32
+// bytes apart) at a time; in row order each store's 8 halves hit 4 bank slots twice (Nsight, nvidia-h200, lane_pairs
+// at batch 32: 8.4 wavefronts a store where 4 would do). Swapped, each store fills 8 distinct slots, and the readers,
+// whose states are known at compile time, swap back for free.
+__host__ __device__ constexpr int bc_halves_swapped(int row) { return (row / 4) % 2; }
+static_assert(kItems == 8, "a row is two float4 halves");
 
 // A pair's dt = softplus(delta + bias) over the span: each lane of the pair takes half the items and the two swap
 // them, 4 shuffles a lane where the other half's softplus would take about 70 instructions (8 of them on the
@@ -107,7 +113,10 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
   // the (B or C, state) row this lane brings into shared memory: lanes 0-15 B's states, 16-31 C's
   const int64_t bc_row = ((static_cast<int64_t>(c.batch) * p.groups + c.group) * N + (lane % N)) * length;
   const input_t* fill_row = static_cast<const input_t*>(lane < N ? p.B : p.C) + bc_row;
-  float* fill_slot = bc + bc_row_offset(lane);  // row lane: [lane / N][lane % N]
+  // row lane ([lane / N][lane % N]), its halves where bc_halves_swapped puts them
+  float4* const fill_halves = reinterpret_cast<float4*>(bc + bc_row_offset(lane));
+  float4* const fill_first_half = fill_halves + bc_halves_swapped(lane);
+  float4* const fill_second_half = fill_halves + (1 - bc_halves_swapped(lane));
   // this lane's states' B and C rows of the span; first_state is a multiple of kBcRowsPerPad, so state first_state + n
   // sits bc_row_offset(n) past the first
   static_assert(kOwnStates % kBcRowsPerPad == 0, "a lane's states start a padded group of rows");
@@ -146,8 +155,8 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
     fill_next = fetch_items<kWholeSpans>(fill_row, pos0 + kItems, length);
 
     __syncwarp();  // every lane has read the previous span's B/C
-    reinterpret_cast<float4*>(fill_slot)[0] = make_float4(fill[0], fill[1], fill[2], fill[3]);
-    reinterpret_cast<float4*>(fill_slot)[1] = make_float4(fill[4], fill[5], fill[6], fill[7]);
+    fill_first_half[0] = make_float4(fill[0], fill[1], fill[2], fill[3]);
+    fill_second_half[0] = make_float4(fill[4], fill[5], fill[6], fill[7]);
     __syncwarp();
 
     if (states != nullptr && pos0 % kChunk == 0) {  // the state at every chunk start (0 at the first)
@@ -169,9 +178,11 @@ __device__ __forceinline__ void selective_scan_fwd_lanes_row(const SelectiveScan
     }
 #pragma unroll
     for (int n = 0; n < kOwnStates; ++n) {
+      // rows first_state + n and N + first_state + n: both swapped as n is (first_state is a multiple of 8)
+      const int swapped = bc_halves_swapped(n);
       const float4* B_row = reinterpret_cast<const float4*>(B_span + bc_row_offset(n));
       const float4* C_row = reinterpret_cast<const float4*>(C_span + bc_row_offset(n));
-      const float4 B_lo = B_row[0], B_hi = B_row[1], C_lo = C_row[0], C_hi = C_row[1];
+      const float4 B_lo = B_row[swapped], B_hi = B_row[1 - swapped], C_lo = C_row[swapped], C_hi = C_row[1 - swapped];
       const float B_vals[kItems] = {B_lo.x, B_lo.y, B_lo.z, B_lo.w, B_hi.x, B_hi.y, B_hi.z, B_hi.w};
       const float C_vals[kItems] = {C_lo.x, C_lo.y, C_lo.z, C_lo.w, C_hi.x, C_hi.y, C_hi.z, C_hi.w};
 #pragma unroll

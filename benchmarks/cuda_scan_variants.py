@@ -3,7 +3,8 @@ compare them in one run: forward and gradient errors against the float64 oracle 
 and the forward and backward ops timed at the VMamba-T stage-0 shape (d_state 1) and the vanilla-T one
 (d_state 16), as % of a measured copy, with the chunked kernels (VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks where a build knows
 it); for builds with selective_scan_fwd_states, also the training pair (forward keeping its chunk states, backward
-reading them), and for builds with the lanes forward (one channel a lane, d_state 16) that kernel.
+reading them), and for builds with the lanes forwards (d_state 16: one channel a lane, "lanes", or a pair of lanes,
+"lane_pairs") each of them, forced.
 
     PYTHONPATH=. python benchmarks/cuda_scan_variants.py                 # all variants (builds in parallel)
     PYTHONPATH=. python benchmarks/cuda_scan_variants.py --only shipped  # one
@@ -39,16 +40,19 @@ def _choose_kernels(kind: str) -> None:
     os.environ["VMAMBA_ZOO_CUDA_FWD_KERNEL"] = kind
 
 
-def _has_lanes_kernel(torch) -> bool:
-    """Whether this build knows VMAMBA_ZOO_CUDA_FWD_KERNEL (it refuses an unknown value; older builds ignore it)."""
+def _lanes_kernels(torch) -> list[str]:
+    """The lanes forwards this build knows by VMAMBA_ZOO_CUDA_FWD_KERNEL: its error for an unknown value lists them
+    ('lanes' since session 23, 'lane_pairs' since 25); older builds ignore the variable."""
     u = torch.zeros(1, 1, 8, device="cuda")
     A, B = -torch.ones(1, 1, device="cuda"), torch.zeros(1, 1, 1, 8, device="cuda")
     os.environ["VMAMBA_ZOO_CUDA_FWD_KERNEL"] = "probe"
     try:
         torch.ops.vmamba_zoo_cuda.selective_scan_fwd(u, u, A, B, B, None, None, None, True, True)
-        return False
+        return []
     except RuntimeError as exc:
-        return "VMAMBA_ZOO_CUDA_FWD_KERNEL" in str(exc)
+        message = str(exc)
+        known = "VMAMBA_ZOO_CUDA_FWD_KERNEL" in message
+        return [k for k in ("lanes", "lane_pairs") if known and f"'{k}'" in message]
     finally:
         _choose_kernels("chunks")
 
@@ -64,8 +68,9 @@ def measure(build_only: bool) -> dict:
     from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, scan_speed_inputs
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from cuda_scan_check import check_case  # forward and every gradient against the float64 oracle
-    out = {"errors": {}, "lanes_errors": {}, "ms": {}}
-    lanes = "lanes_errors" if _has_lanes_kernel(torch) else None
+    out = {"errors": {}, "lanes_errors": {}, "ms": {}, "lanes_ms": {}}
+    lanes_kernels = _lanes_kernels(torch)
+    lanes = "lanes_errors" if lanes_kernels else None
     for key in ("errors", lanes) if lanes else ("errors",):
         # lanes_errors: the same checks with the one-channel-a-lane forward (session 23) where it applies (d_state 16)
         _choose_kernels("lanes" if key == lanes else "chunks")
@@ -92,11 +97,11 @@ def measure(build_only: bool) -> dict:
                 tfs = cuda_time(lambda: states_op(u, delta, A, B, C, D, None, bias, True, True), repeats=20)
                 tbs = cuda_time(lambda: bwd_op(dout, u, delta, A, B, C, D, None, bias, True, states), repeats=20)
                 cells += [tfs * 1e3, 100 * fwd_bytes / tfs / 1e9 / copy, tbs * 1e3, 100 * bwd_bytes / tbs / 1e9 / copy]
-                if lanes and shape[3] == 16:  # the lanes forward
-                    _choose_kernels("lanes")
+                for kernel in lanes_kernels if shape[3] == 16 else ():  # the lanes forwards, each forced
+                    _choose_kernels(kernel)
                     tfl = cuda_time(lambda: fwd_op(u, delta, A, B, C, D, None, bias, True, True), repeats=20)
                     _choose_kernels("chunks")
-                    cells += [tfl * 1e3, 100 * fwd_bytes / tfl / 1e9 / copy]
+                    out["lanes_ms"].setdefault(kernel, {})[name] = (tfl * 1e3, 100 * fwd_bytes / tfl / 1e9 / copy)
         out["ms"][name] = cells
         del u, delta, A, B, C, D, bias, dout
         torch.cuda.empty_cache()
@@ -139,14 +144,16 @@ def main() -> int:
                         for t in res["ms"].values() if len(t) > 4)
         if saved:  # the same ops as a training step runs them: forward with states, backward from them
             print(f"{'  + saved states':<20}{saved}", flush=True)
-        # the lanes forward where it applies (d_state 16), else n/a
-        lanes = "".join(f"{f'{t[8]:.3f} ({t[9]:.0f}%)' if len(t) > 8 else 'n/a':>30}{'n/a':>18}"
-                        for t in res["ms"].values())
-        if any(len(t) > 8 for t in res["ms"].values()):
-            worst = [max(v[i] for k, v in res["lanes_errors"].items() if k.endswith(kind)) for kind in
-                     ("float32", "16") for i in (0, 1)]
-            print(f"{'  + lanes forward':<20}{lanes}   {worst[0]:.1e}/{worst[1]:.1e} | {worst[2]:.1e}/{worst[3]:.1e}",
-                  flush=True)
+        # the lanes forwards where they apply (d_state 16), else n/a; errors checked under 'lanes'
+        for kernel, times in res["lanes_ms"].items():
+            cells = "".join(f"{f'{times[c][0]:.3f} ({times[c][1]:.0f}%)' if c in times else 'n/a':>30}{'n/a':>18}"
+                            for c in SPEED_CASES)
+            errors = ""
+            if kernel == "lanes":
+                worst = [max(v[i] for k, v in res["lanes_errors"].items() if k.endswith(kind)) for kind in
+                         ("float32", "16") for i in (0, 1)]
+                errors = f"   {worst[0]:.1e}/{worst[1]:.1e} | {worst[2]:.1e}/{worst[3]:.1e}"
+            print(f"{'  + ' + kernel + ' fwd':<20}{cells}{errors}", flush=True)
     return 0
 
 

@@ -132,10 +132,9 @@ int bwd_max_warps(int64_t d_state) {
 // positions) and the lanes kernel (selective_scan_fwd_lanes_kernel.cuh, one-warp blocks of kLanesChannels lanes, each
 // channel's 16 states on one lane, "lanes", or on a pair of lanes, "lane_pairs"). A lane walks its whole row alone, so
 // the lanes kernel needs enough warps to hide that latency. nvidia-h200, length 3136 (ms for chunks / lanes /
-// lane_pairs; benchmarks/cuda_scan_h200_2026-12-07_session26.txt, second run):
-//   batch 4: 0.19 / 0.44 / 0.26 (lane_pairs: 1.5 warps an SM), 8: 0.36 / 0.43 / 0.26 (2.9), 16: 0.69 / 0.45 / 0.40,
-//   32: 1.38 / 0.70 / 0.70 (11.6), 64: 2.59 / 0.97 / 1.28 (23.3), 128: 5.10 / 1.91 / 2.55.
-// (lane_pairs before its B/C rows in shared memory were padded against bank conflicts; not timed since.)
+// lane_pairs; benchmarks/cuda_scan_h200_2026-12-07_session27.txt, B/C rows padded, stores not yet swizzled):
+//   batch 4: 0.20 / 0.45 / 0.27 (lane_pairs: 1.5 warps an SM), 8: 0.37 / 0.45 / 0.27 (2.9), 16: 0.73 / 0.47 / 0.38,
+//   32: 1.39 / 0.68 / 0.56 (11.6), 64: 2.65 / 0.99 / 1.06 (23.3), 128: 5.14 / 1.87 / 2.07.
 // "auto" (or unset) therefore runs lane_pairs from kLanesMinWarpsPerSm of its warps an SM up to the
 // kLanesFwdBlocksPerSm that fit an SM at once; beyond one such wave the one-lane kernel, whose channels take fewer
 // instructions in all (a pair takes the recurrence's setup and D u twice); the chunked kernel below.

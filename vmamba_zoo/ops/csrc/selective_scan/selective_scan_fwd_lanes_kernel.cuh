@@ -13,10 +13,11 @@
 // The special-function unit sets its floor: one exp2 per state and element.
 // kLanesPerChannel 2 ("lane_pairs", auto's pick from 2 to 12 of its warps an SM): a pair of lanes holds a channel,
 // 8 states each, and adds its two halves of y with one shuffle an element; the pair splits the softplus of dt. Each
-// lane's walk has half the steps' work at twice the warps: the one-lane kernel's time stays near 0.43 ms from 0.7 to
+// lane's walk has half the steps' work at twice the warps: the one-lane kernel's time stays near 0.45 ms from 0.7 to
 // 2.9 warps an SM (a lane's walk is the latency; Nsight on nvidia-h200 at batch 32: 1.5 active warps a scheduler,
-// issuing every 2 cycles), where the pairs took 0.26-0.40 ms (benchmarks/cuda_scan_h200_2026-12-07_session26.txt).
-// Past one wave of warps the one-lane kernel wins again (fewer instructions a channel).
+// issuing every 2 cycles), where the pairs took 0.27-0.38 ms, and 0.56 against 0.68 at 5.8
+// (benchmarks/cuda_scan_h200_2026-12-07_session27.txt). Past one wave of the pairs' warps the one-lane kernel wins
+// again (fewer instructions a channel).
 #pragma once
 
 #include "selective_scan_common.cuh"

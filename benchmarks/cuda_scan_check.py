@@ -22,7 +22,8 @@ import warnings
 
 import torch
 
-from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, environment, scan_inputs, scan_speed_inputs
+from vmamba_zoo.analysis.benchmark import (SCAN_STAGE0_T, SCAN_STAGE0_VANILLA, copy_bandwidth, cuda_time, environment,
+                                           scan_inputs, scan_speed_inputs)
 
 failures: list[str] = []
 DEVICE = "cuda"
@@ -137,7 +138,7 @@ def speed_inputs(batch, groups, group_size, d_state, length, act=torch.float16):
 
 def speed(copy_gbs: float, sweep: bool) -> None:
     from vmamba_zoo.ops import available_backends
-    cases = {"VMamba-T stage0 (N=1)": (128, 4, 96, 1, 3136), "vanilla-T stage0 (N=16)": (32, 4, 192, 16, 3136)}
+    cases = {"VMamba-T stage0 (N=1)": SCAN_STAGE0_T, "vanilla-T stage0 (N=16)": SCAN_STAGE0_VANILLA}
     print(f"\nspeed: fp16 u/delta/B/C, fp32 A/D/bias, softplus, fp32 output; copy bandwidth {copy_gbs:.0f} GB/s")
     print("  bytes counted: fwd reads u, delta (2 B), writes y (4 B) + B, C; bwd reads dout (4), u, delta, "
           "writes du, ddelta (2 each) + 2x B, C")

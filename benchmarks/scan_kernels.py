@@ -7,7 +7,8 @@ import timm
 import torch
 
 import vmamba_zoo  # noqa: F401
-from vmamba_zoo.analysis.benchmark import copy_bandwidth, cuda_time, scan_speed_inputs
+from vmamba_zoo.analysis.benchmark import (SCAN_STAGE0_T, SCAN_STAGE0_VANILLA, copy_bandwidth, cuda_time,
+                                           scan_speed_inputs)
 from vmamba_zoo.analysis.throughput import measure_throughput
 from vmamba_zoo.ops import available_backends, selective_scan
 
@@ -17,8 +18,8 @@ def scan_case(batch, groups, group_size, d_state, length, act_dtype=torch.float1
 
 
 def bench_scan(copy_gbs):
-    cases = {"VMamba-T stage0": (128, 4, 96, 1, 3136), "VMamba-T stage2": (128, 4, 384, 1, 196),
-             "VMamba-S stage0": (128, 4, 192, 1, 3136), "vanilla-T stage0 (N=16)": (32, 4, 192, 16, 3136)}
+    cases = {"VMamba-T stage0": SCAN_STAGE0_T, "VMamba-T stage2": (128, 4, 384, 1, 196),
+             "VMamba-S stage0": (128, 4, 192, 1, 3136), "vanilla-T stage0 (N=16)": SCAN_STAGE0_VANILLA}
     print(f"\nselective scan, fp16 activations, fp32 output; copy bandwidth {copy_gbs:.0f} GB/s")
     print(f"{'case':<26}{'backend':<11}{'fwd ms':>9}{'fwd GB/s':>10}{'% copy':>8}{'bwd ms':>9}{'bwd GB/s':>10}{'% copy':>8}")
     for name, shape in cases.items():
@@ -73,7 +74,7 @@ def tune(copy_gbs):
     """Sweep the Triton tile (rows = BLOCK_D*N, BLOCK_L, num_warps) on two scan shapes."""
     from vmamba_zoo.ops.kernels import triton_selective_scan as kern
     default = dict(kern.TILE)
-    cases = {"T stage0 N=1": (128, 4, 96, 1, 3136), "vanilla stage0 N=16": (32, 4, 192, 16, 3136)}
+    cases = {"T stage0 N=1": SCAN_STAGE0_T, "vanilla stage0 N=16": SCAN_STAGE0_VANILLA}
     print(f"\ntile sweep (fwd / bwd ms), copy bandwidth {copy_gbs:.0f} GB/s")
     for rows in (16, 32, 64, 128):
         for block_l in (32, 64, 128, 256):

@@ -106,7 +106,7 @@ cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& p, ScalarKind i
 
 cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, ScalarKind input_kind, bool fp32_dout,
                                       cudaStream_t) {
-  const size_t shared = bwd_smem_floats(p.warps_per_block, p.d_state, bwd_single_state(p));
+  const size_t shared = bwd_smem_floats(p);
   return launch_by_dtype(input_kind, fp32_dout, [&](auto in, auto dout) {
     using I = typename decltype(in)::type;
     using O = typename decltype(dout)::type;

@@ -100,8 +100,8 @@ cudaError_t launch_selective_scan_fwd_lanes(const SelectiveScanParams& params, S
                                             cudaStream_t stream);
 constexpr int kLanesChannels = 32;  // lanes a warp of the lanes kernel, a channel each (or a pair a channel)
 constexpr int kLanesFwdStates = 16;
-// one-warp blocks of the lanes forward an SM that its registers allow (its launch bound): 12 gives 167 registers and
-// no spills in the sm_90 build (16 spilled 128 bytes)
+// one-warp blocks of the lanes forward an SM that its registers allow (its launch bound): 12 gives the one-lane build
+// 168 registers and lane_pairs 155, neither spilling in the fp16 sm_90 build (16 spilled 128 bytes one lane a channel)
 constexpr int kLanesFwdBlocksPerSm = 12;
 
 // Whether the current device can run these kernels (the build holds code for its architecture).

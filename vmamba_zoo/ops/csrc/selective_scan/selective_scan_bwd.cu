@@ -8,10 +8,9 @@ template <typename input_t, typename dout_t>
 cudaError_t launch(const SelectiveScanParams& p, cudaStream_t stream) {
   const dim3 grid(p.groups * p.blocks_per_group, p.batch);
   const dim3 block(p.warps_per_block * 32);
-  const bool single_state = bwd_single_state(p);
-  const size_t smem = sizeof(float) * bwd_smem_floats(p.warps_per_block, p.d_state, single_state);
-  auto kernel = single_state ? selective_scan_bwd_kernel<input_t, dout_t, true>
-                             : selective_scan_bwd_kernel<input_t, dout_t>;
+  const size_t smem = sizeof(float) * bwd_smem_floats(p);
+  auto kernel = bwd_single_state(p) ? selective_scan_bwd_kernel<input_t, dout_t, true>
+                                    : selective_scan_bwd_kernel<input_t, dout_t>;
   if (smem > 48 * 1024) {  // above the default limit a kernel must opt in
     const cudaError_t status =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));

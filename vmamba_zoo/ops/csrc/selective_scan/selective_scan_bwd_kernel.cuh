@@ -34,9 +34,6 @@ namespace {
 constexpr int kReductionStride = 32 * (kItems + 1);
 __host__ __device__ constexpr int reduction_pairs(bool single_state) { return single_state ? 2 : 1; }
 
-__host__ __device__ constexpr size_t bwd_smem_floats(int warps, int d_state, bool single_state) {
-  return static_cast<size_t>(warps) * (3 * d_state + reduction_pairs(single_state) * 2 * kReductionStride);
-}
 
 // kSingleState: a build for d_state 1 (VMamba's) in blocks of at most kMaxWarpsBwdSingle warps, whose one-row
 // loops the compiler can flatten; registers capped for VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS such blocks per SM.
@@ -50,6 +47,12 @@ constexpr int kMaxWarpsBwdSingle = 8;
 // d_state 1 runs its own build, unless VMAMBA_ZOO_CUDA_BWD_WARPS asked for wider blocks than it allows
 inline bool bwd_single_state(const SelectiveScanParams& p) {
   return p.d_state == 1 && p.warps_per_block <= kMaxWarpsBwdSingle;
+}
+
+// the launch's shared memory, in floats (as laid out above, for the build that bwd_single_state picks)
+inline size_t bwd_smem_floats(const SelectiveScanParams& p) {
+  return static_cast<size_t>(p.warps_per_block) *
+         (3 * p.d_state + reduction_pairs(bwd_single_state(p)) * 2 * kReductionStride);
 }
 
 // threadIdx.x, read where it is used: the compiler does not keep what is derived from it in registers across the
@@ -126,7 +129,7 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
   float* g_carry = shared + (warps + warp) * d_state;
   float* dA_sum = shared + (2 * warps + warp) * d_state;
   // [reduction_pairs][B or C][warp][kReductionStride]: pair k's buffers sit k * reduction_pair floats on
-  float* const reduce_B = shared + 3 * warps * d_state;
+  float* const reductions = shared + 3 * warps * d_state;
   const int reduction_pair = 2 * warps * kReductionStride;
   const int my_reduce_offset = warp * kReductionStride + lane * (kItems + 1);
 
@@ -253,7 +256,7 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
 
     for (int n = 0; n < d_state; ++n) {
       // this (chunk, state row)'s pair of reduction buffers: by chunk in the d_state-1 build, the one otherwise
-      float* const pair_B = reduce_B + (reduction_pairs(kSingleState) == 2 ? chunk & 1 : 0) * reduction_pair;
+      float* const pair_B = reductions + (reduction_pairs(kSingleState) == 2 ? chunk & 1 : 0) * reduction_pair;
       float* const pair_C = pair_B + warps * kReductionStride;
       float* const my_reduce_B = pair_B + my_reduce_offset;
       float* const my_reduce_C = pair_C + my_reduce_offset;

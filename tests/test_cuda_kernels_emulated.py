@@ -38,8 +38,8 @@ def _rel(a, b):
 # last block of a group (group_size 20: backward blocks of 7 warps), several blocks per group (40). Lengths
 # that are multiples of 8 (1000, 264, 128) take the kernels' whole-span loads (whole_aligned_spans), the rest the
 # per-lane tested ones. Full backward blocks take their own dB/dC sum: 8 warps at d_state 1 (group_size 8 and
-# 40), 16 above d_state 4 (group_size 32, two blocks). The d_state-1 build takes its two pairs of dB/dC buffers in
-# turn by chunk: four chunks of a full block (8 x 777) reuse each.
+# 40), 16 above d_state 4 (group_size 32, two blocks), and a full d_state-1 block over four chunks (8 x 777) rewrites
+# its dB/dC buffers chunk after chunk.
 SHAPES = [(1, 1, 1, 1, 1), (2, 2, 3, 4, 33), (2, 4, 8, 1, 257), (1, 2, 20, 2, 100), (1, 1, 40, 1, 70),
           (1, 2, 3, 16, 300), (1, 1, 1, 64, 260), (1, 1, 2, 1, 1000), (1, 1, 3, 2, 513), (1, 2, 20, 4, 264),
           (2, 2, 3, 16, 128), (1, 1, 32, 5, 264), (1, 1, 8, 1, 777)]

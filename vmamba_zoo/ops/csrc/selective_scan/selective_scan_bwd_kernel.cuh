@@ -24,16 +24,13 @@ namespace vmamba_zoo_cuda {
 namespace {
 
 // Shared memory per block, in floats: three per-warp arrays of d_state (chunk-start state carry of
-// pass 1, adjoint carry of pass 2, dA sum) and reduction buffers (dB, dC) of one padded chunk per warp, one pair of
-// them or, in the d_state-1 build, two. A lane's kItems values sit at lane * (kItems + 1): the pad spreads a store
-// of item i by the 32 lanes over distinct banks.
-// With two pairs the chunks take them in turn, and one block barrier a chunk orders the sums: a warp writes a pair
-// only after the barrier of the chunk before, which every warp reaches after its last read of that pair (two chunks
-// ago). With one, a second barrier waits for the reads before the next state row rewrites it. (The general build
-// keeps one pair: two would take 16 warps to 123 KB at d_state 256, over sm_86/sm_89's 99 KB.)
+// pass 1, adjoint carry of pass 2, dA sum) and two reduction buffers (dB, dC) of one padded chunk per
+// warp. A lane's kItems values sit at lane * (kItems + 1): the pad spreads a store of item i by the 32
+// lanes over distinct banks.
+// (Tried, session 27: two pairs of buffers in the d_state-1 build, taken in turn by chunk, for one block barrier a
+// chunk instead of two. It moved the register allocation, 2 more local loads a chunk, and ran 5% slower on an H100:
+// benchmarks/cuda_scan_h100_2026-12-07_session28.txt.)
 constexpr int kReductionStride = 32 * (kItems + 1);
-__host__ __device__ constexpr int reduction_pairs(bool single_state) { return single_state ? 2 : 1; }
-
 
 // kSingleState: a build for d_state 1 (VMamba's) in blocks of at most kMaxWarpsBwdSingle warps, whose one-row
 // loops the compiler can flatten; registers capped for VMAMBA_ZOO_CUDA_BWD_SINGLE_MIN_BLOCKS such blocks per SM.
@@ -49,10 +46,9 @@ inline bool bwd_single_state(const SelectiveScanParams& p) {
   return p.d_state == 1 && p.warps_per_block <= kMaxWarpsBwdSingle;
 }
 
-// the launch's shared memory, in floats (as laid out above, for the build that bwd_single_state picks)
+// the launch's shared memory, in floats (as laid out above)
 inline size_t bwd_smem_floats(const SelectiveScanParams& p) {
-  return static_cast<size_t>(p.warps_per_block) *
-         (3 * p.d_state + reduction_pairs(bwd_single_state(p)) * 2 * kReductionStride);
+  return static_cast<size_t>(p.warps_per_block) * (3 * p.d_state + 2 * kReductionStride);
 }
 
 // threadIdx.x, read where it is used: the compiler does not keep what is derived from it in registers across the
@@ -128,10 +124,10 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
   float* h_carry = shared + warp * d_state;
   float* g_carry = shared + (warps + warp) * d_state;
   float* dA_sum = shared + (2 * warps + warp) * d_state;
-  // [reduction_pairs][B or C][warp][kReductionStride]: pair k's buffers sit k * reduction_pair floats on
-  float* const reductions = shared + 3 * warps * d_state;
-  const int reduction_pair = 2 * warps * kReductionStride;
-  const int my_reduce_offset = warp * kReductionStride + lane * (kItems + 1);
+  float* reduce_B = shared + 3 * warps * d_state;  // [warp][kReductionStride]
+  float* reduce_C = reduce_B + warps * kReductionStride;
+  float* my_reduce_B = reduce_B + warp * kReductionStride + lane * (kItems + 1);
+  float* my_reduce_C = reduce_C + warp * kReductionStride + lane * (kItems + 1);
 
   const int64_t row = (static_cast<int64_t>(w.batch) * p.channels + w.channel) * length;
   const input_t* u_row = static_cast<const input_t*>(p.u) + row;
@@ -255,11 +251,6 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
     }
 
     for (int n = 0; n < d_state; ++n) {
-      // this (chunk, state row)'s pair of reduction buffers: by chunk in the d_state-1 build, the one otherwise
-      float* const pair_B = reductions + (reduction_pairs(kSingleState) == 2 ? chunk & 1 : 0) * reduction_pair;
-      float* const pair_C = pair_B + warps * kReductionStride;
-      float* const my_reduce_B = pair_B + my_reduce_offset;
-      float* const my_reduce_C = pair_C + my_reduce_offset;
       float B_vals[kItems], C_vals[kItems];
       to_floats(B_next, B_vals);
       to_floats(C_next, C_vals);
@@ -327,9 +318,9 @@ __device__ __forceinline__ void selective_scan_bwd_row(const SelectiveScanParams
 
       // dB/dC over the block's channels: every warp has stored its values; add them in warp order
       __syncthreads();
-      sum_block_partials<kSingleState>(pair_B, pair_C, dB_slice + static_cast<int64_t>(n) * length,
+      sum_block_partials<kSingleState>(reduce_B, reduce_C, dB_slice + static_cast<int64_t>(n) * length,
                                         dC_slice + static_cast<int64_t>(n) * length, chunk * kChunk, length, warps);
-      if (reduction_pairs(kSingleState) == 1) __syncthreads();  // the buffers are rewritten for the next state row
+      __syncthreads();  // the buffers are rewritten for the next state row
     }
 
     float dz_vals[kItems];

@@ -77,7 +77,8 @@ constexpr int kLanesFwdSmemFloats = bc_row_offset(2 * kLanesFwdStates);
 // ... and rows 4-7 of every 8 hold their second half of the span first. A 16-byte store goes out 8 lanes (8 rows, 32
 // bytes apart) at a time; in row order each store's 8 halves hit 4 bank slots twice (Nsight, nvidia-h200, lane_pairs
 // at batch 32: 8.4 wavefronts a store where 4 would do). Swapped, each store fills 8 distinct slots, and the readers,
-// whose states are known at compile time, swap back for free.
+// whose states are known at compile time, swap back for free. (nvidia-h100, session 28: lane_pairs 0.539 ms against
+// 0.540 unswapped, the one-lane kernel 0.631 against 0.644; benchmarks/cuda_scan_h100_2026-12-07_session28.txt)
 __host__ __device__ constexpr int bc_halves_swapped(int row) { return (row / 4) % 2; }
 static_assert(kItems == 8, "a row is two float4 halves");
 

@@ -4,7 +4,7 @@ and the forward and backward ops timed at the VMamba-T stage-0 shape (d_state 1)
 (d_state 16), as % of a measured copy, with the chunked kernels (VMAMBA_ZOO_CUDA_FWD_KERNEL=chunks where a build knows
 it); for builds with selective_scan_fwd_states, also the training pair (forward keeping its chunk states, backward
 reading them), and for builds with the lanes forwards (d_state 16: one channel a lane, "lanes", or a pair of lanes,
-"lane_pairs") each of them, forced.
+"lane_pairs") each of them, forced, and its errors checked the same way.
 
     PYTHONPATH=. python benchmarks/cuda_scan_variants.py                 # all variants (builds in parallel)
     PYTHONPATH=. python benchmarks/cuda_scan_variants.py --only shipped  # one
@@ -70,13 +70,13 @@ def measure(build_only: bool) -> dict:
     from cuda_scan_check import check_case  # forward and every gradient against the float64 oracle
     out = {"errors": {}, "lanes_errors": {}, "ms": {}, "lanes_ms": {}}
     lanes_kernels = _lanes_kernels(torch)
-    lanes = "lanes_errors" if lanes_kernels else None
-    for key in ("errors", lanes) if lanes else ("errors",):
-        # lanes_errors: the same checks with the one-channel-a-lane forward (session 23) where it applies (d_state 16)
-        _choose_kernels("lanes" if key == lanes else "chunks")
+    # the checks with the chunked forward, then with each lanes forward forced (it runs where it applies, d_state 16)
+    for kernel in ("chunks", *lanes_kernels):
+        _choose_kernels(kernel)
+        errors = out["errors"] if kernel == "chunks" else out["lanes_errors"].setdefault(kernel, {})
         for shape, dtype_name, with_z in CHECK_CASES:
             fwd, grad, _, deterministic = check_case(shape, getattr(torch, dtype_name), with_z)
-            out[key][f"{'x'.join(map(str, shape))} {dtype_name}"] = (fwd, grad if deterministic else float("nan"))
+            errors[f"{'x'.join(map(str, shape))} {dtype_name}"] = (fwd, grad if deterministic else float("nan"))
     _choose_kernels("chunks")
     copy = copy_bandwidth()
     out["copy_gbs"] = copy
@@ -144,14 +144,15 @@ def main() -> int:
                         for t in res["ms"].values() if len(t) > 4)
         if saved:  # the same ops as a training step runs them: forward with states, backward from them
             print(f"{'  + saved states':<20}{saved}", flush=True)
-        # the lanes forwards where they apply (d_state 16), else n/a; errors checked under 'lanes'
+        # the lanes forwards where they apply (d_state 16), else n/a, with the checks' worst errors under each
         for kernel, times in res["lanes_ms"].items():
             cells = "".join(f"{f'{times[c][0]:.3f} ({times[c][1]:.0f}%)' if c in times else 'n/a':>30}{'n/a':>18}"
                             for c in SPEED_CASES)
+            checked = res["lanes_errors"].get(kernel, {})
             errors = ""
-            if kernel == "lanes":
-                worst = [max(v[i] for k, v in res["lanes_errors"].items() if k.endswith(kind)) for kind in
-                         ("float32", "16") for i in (0, 1)]
+            if checked:
+                worst = [max(v[i] for k, v in checked.items() if k.endswith(kind)) for kind in ("float32", "16")
+                         for i in (0, 1)]
                 errors = f"   {worst[0]:.1e}/{worst[1]:.1e} | {worst[2]:.1e}/{worst[3]:.1e}"
             print(f"{'  + ' + kernel + ' fwd':<20}{cells}{errors}", flush=True)
     return 0

@@ -4,7 +4,9 @@ Python side (backend registration, build cache keys, fallbacks) behaves.
 With nvcc and a CUDA build of torch the whole extension is built just in time for one architecture (sm_80)
 and loaded (its kernels cannot run here, but the ops must register); with a CPU-only torch the .cu files
 are compiled alone (nvcc -c). Both are cached under ~/.cache/vmamba_zoo by source hash, so a rerun is
-instant. Without nvcc the compile test is skipped, or fails when VMAMBA_ZOO_REQUIRE_NVCC=1.
+instant. Without nvcc the compile test is skipped, or fails when VMAMBA_ZOO_REQUIRE_NVCC=1 (as .ci/run sets).
+The .cu files are also compiled with CUDA 12.4 (scripts/fetch_cuda12.sh unpacks Debian's toolkit) for sm_80 and
+sm_90.
 """
 import hashlib
 import os
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -43,27 +46,34 @@ def nvcc():
 
 
 # ------------------------------------------------------------------------------------------ compile
-def _compile_objects(nvcc: str) -> None:
-    """nvcc -c every .cu for one architecture (CPU-only torch: no full extension build possible)."""
+def _compile_objects(nvcc: str, archs: tuple[str, ...] = (COMPILE_ARCH,)) -> Path:
+    """nvcc -c every .cu for the given architectures, two files at a time (the device code alone, where no full
+    extension build is possible). Returns the folder of the objects, cached by nvcc version, archs and sources."""
     from torch.utils.cpp_extension import include_paths
     digest = hashlib.sha256(subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.encode())
+    digest.update(",".join(archs).encode())
     for path in sorted(cuda_backend.SOURCE_DIR.iterdir()):
         digest.update(path.name.encode() + path.read_bytes())
     out = Path.home() / ".cache" / "vmamba_zoo" / "cuda_compile_check" / digest.hexdigest()[:16]
     out.mkdir(parents=True, exist_ok=True)
-    arch = COMPILE_ARCH.replace(".", "")
-    for source in (p for p in cuda_backend.source_files() if p.suffix == ".cu"):
+    gencodes = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in (arch.replace(".", "") for arch in archs)]
+
+    def compile_one(source: Path) -> None:
         obj = out / (source.stem + ".o")
         if obj.exists():
-            continue
-        cmd = [nvcc, "-c", str(source), "-o", str(obj) + ".tmp", "-std=c++20", "-O3",
-               f"-gencode=arch=compute_{arch},code=sm_{arch}", "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
+            return
+        cmd = [nvcc, "-c", str(source), "-o", str(obj) + ".tmp", "-std=c++20", "-O3", *gencodes,
+               "-Xcompiler", "-fPIC", "--expt-relaxed-constexpr",
                "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
                "-D__CUDA_NO_HALF2_OPERATORS__", f"-I{cuda_backend.SOURCE_DIR}"]
         cmd += [f"-I{p}" for p in include_paths()]
         result = subprocess.run(cmd, capture_output=True, text=True)
-        assert result.returncode == 0, f"nvcc failed on {source.name}:\n{result.stderr[-4000:]}"
+        assert result.returncode == 0, f"{nvcc} failed on {source.name}:\n{result.stderr[-4000:]}"
         os.replace(str(obj) + ".tmp", obj)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(compile_one, [p for p in cuda_backend.source_files() if p.suffix == ".cu"]))
+    return out
 
 
 _BUILD_SCRIPT = textwrap.dedent("""
@@ -103,6 +113,39 @@ def test_cuda_sources_compile(nvcc, tmp_path):
     for op in ("ss2d_projected", "layer_norm_fwd", "layer_norm_eager"):  # the eager paths' C++ nodes, the LayerNorm
         assert f"vmamba_zoo_cuda.{op}" in result.stdout, output[-3000:]
     assert "CPU CALL REFUSED" in result.stdout, output[-3000:]
+
+
+def _fetch_cuda12() -> str:
+    """nvcc of CUDA 12.4 from scripts/fetch_cuda12.sh (Debian's toolkit, unpacked under ~/.cache/vmamba_zoo)."""
+    result = subprocess.run(["bash", str(REPO / "scripts" / "fetch_cuda12.sh")], capture_output=True, text=True,
+                            timeout=1800)
+    if result.returncode == 3:  # not a Debian-like machine: nothing to fetch with
+        if os.environ.get("VMAMBA_ZOO_REQUIRE_NVCC") == "1":
+            pytest.fail(f"VMAMBA_ZOO_REQUIRE_NVCC=1 but no CUDA 12 nvcc could be fetched: {result.stderr.strip()}")
+        pytest.skip(f"no CUDA 12 nvcc: {result.stderr.strip()} (set VMAMBA_ZOO_REQUIRE_NVCC=1 to fail)")
+    assert result.returncode == 0, f"scripts/fetch_cuda12.sh failed:\n{result.stderr[-3000:]}"
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_cuda_sources_compile_with_cuda12():
+    """Issue #3: the kernels build with CUDA 12.x as well as 13.x. Every .cu compiles with CUDA 12.4's nvcc for
+    sm_80 and sm_90, and each object holds both architectures' code for the scan, SS2D and LayerNorm kernels."""
+    nvcc = _fetch_cuda12()
+    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    assert "release 12." in version, version
+    out = _compile_objects(nvcc, archs=("8.0", "9.0"))
+    cuobjdump = Path(nvcc).parents[3] / "bin" / "cuobjdump"
+    expected = {"selective_scan_fwd": ["selective_scan_fwd_kernel", "selective_scan_fwd_lanes_kernel"],
+                "selective_scan_bwd": ["selective_scan_bwd_kernel"], "ss2d": ["ss2d"], "layer_norm": ["layer_norm"]}
+    for stem, kernels in expected.items():
+        listing = subprocess.run([str(cuobjdump), "--dump-resource-usage", str(out / f"{stem}.o")],
+                                 capture_output=True, text=True)
+        assert listing.returncode == 0, listing.stderr
+        for arch in ("sm_80", "sm_90"):
+            section = listing.stdout.split(f"arch = {arch}")
+            assert len(section) > 1, f"{stem}.o has no {arch} code:\n{listing.stdout[:2000]}"
+            for kernel in kernels:
+                assert kernel in section[1].split("arch = ")[0], f"{stem}.o lacks {kernel} for {arch}"
 
 
 def test_sources_avoid_apis_removed_in_cuda13():

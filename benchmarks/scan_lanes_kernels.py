@@ -1,11 +1,12 @@
 """The CUDA selective scan's forward at d_state 16: the lanes kernel (one channel a lane, and "lane_pairs": a pair of
 lanes a channel, 8 states each) against the chunked one and against what "auto" picks (selective_scan.cpp,
 lanes_forward: lane_pairs from 2 of its one-warp blocks an SM), in one process and one build, at the vanilla stage-0
-shape (4 x 192 channels, length 3136) and batches 32 x each scale given; fp16 activations, fp32 y, softplus. Prints
+shape (4 x 192 channels, length 3136) and batches 32 x each scale given; fp16 activations (bf16 with --bf16: its
+one-lane build keeps about 100 bytes of stack where fp16's keeps none), fp32 y, softplus. Prints
 ms, % of a measured copy (bytes as benchmarks/cuda_scan_variants.py counts them), the one-lane kernel's warps an SM
 (lane_pairs has twice as many), and how far the lanes kernels' outputs are from the chunked one's.
 
-    PYTHONPATH=. python benchmarks/scan_lanes_kernels.py [batch scale ...]   (default 0.125 0.25 0.5 1 2 4)
+    PYTHONPATH=. python benchmarks/scan_lanes_kernels.py [--bf16] [batch scale ...]   (default 0.125 0.25 0.5 1 2 4)
 """
 import os
 import sys
@@ -24,19 +25,21 @@ def _rel(a, b) -> float:
 
 def main() -> int:
     assert cuda_backend.load_extension(), cuda_backend.extension_status()
-    scales = [float(s) for s in sys.argv[1:]] or [0.125, 0.25, 0.5, 1.0, 2.0, 4.0]
+    args = sys.argv[1:]
+    act_dtype, dtype_name = (torch.bfloat16, "bf16") if "--bf16" in args else (torch.float16, "fp16")
+    scales = [float(s) for s in args if s != "--bf16"] or [0.125, 0.25, 0.5, 1.0, 2.0, 4.0]
     fwd = torch.ops.vmamba_zoo_cuda.selective_scan_fwd
     copy = copy_bandwidth()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  copy {copy:.0f} GB/s  {sms} SMs")
-    print("forward, d_state 16, fp16 in, fp32 y: ms (% of copy)")
+    print(f"forward, d_state 16, {dtype_name} in, fp32 y: ms (% of copy)")
     kernels = ("chunks", "lanes", "lane_pairs", "auto")
     print(f"{'batch':>6}{'warps/SM':>10}" + "".join(f"{k:>18}" for k in kernels) + "   lanes, pairs vs chunks y")
     with torch.no_grad():
         for scale in scales:
             batch = max(1, round(BATCH * scale))
             u, delta, A, B, C, D, bias = [t.detach() for t in scan_speed_inputs(batch, GROUPS, GROUP_SIZE, D_STATE,
-                                                                                 LENGTH)]
+                                                                                 LENGTH, act_dtype)]
             nbytes = u.numel() * (2 + 2 + 4) + 2 * B.numel() * B.element_size()
             cells, ys = "", {}
             for kernel in kernels:

@@ -88,6 +88,20 @@ __device__ __forceinline__ void to_floats(const RawItems<T>& items, float (&out)
   for (int i = 0; i < kItems; ++i) out[i] = to_float(items.v[i]);
 }
 
+// bf16 is the upper half of a float: each packed pair of the load converts in place, its first item by a shift and
+// its second by a mask, where c10's conversion unpacks each item first
+__device__ __forceinline__ void to_floats(const RawItems<c10::BFloat16>& items, float (&out)[kItems]) {
+  static_assert(sizeof(c10::BFloat16) == 2 && kItems % 2 == 0, "items come in 32-bit pairs");
+#pragma unroll
+  for (int i = 0; i < kItems; i += 2) {
+    uint32_t pair;
+    memcpy(&pair, &items.v[i], sizeof(pair));
+    const uint32_t first = pair << 16, second = pair & 0xffff0000u;  // little-endian: item i is the low half
+    memcpy(&out[i], &first, sizeof(float));
+    memcpy(&out[i + 1], &second, sizeof(float));
+  }
+}
+
 // Write positions [pos0, pos0 + kItems) of a row, skipping those past the end (kWholeSpans: as fetch_items).
 template <bool kWholeSpans = false, typename T>
 __device__ __forceinline__ void store_items(T* row, int pos0, int length, const float (&in)[kItems]) {

@@ -58,7 +58,7 @@ fi
 # the lanes forward (d_state 16) against the chunked one and "auto" at 1/8 to 4x the batch (its weak side: few warps);
 # with --quick this builds the extension first (60-90 s)
 env $shipped_env timeout 200 python benchmarks/scan_lanes_kernels.py 2>&1 | tee "$out/scan_lanes_kernels.txt"
-# bf16 from the shape's batch up, where auto runs the one-lane kernel (its bf16 build keeps ~100 bytes of stack)
+# bf16 from the shape's batch up, where auto runs the one-lane kernel (its bf16 build spilled until session 29)
 env $shipped_env timeout 100 python benchmarks/scan_lanes_kernels.py --bf16 1 2 4 2>&1 | tee -a "$out/scan_lanes_kernels.txt"
 # bad shapes raise, not crash (session 23's fix; six subprocesses that each load torch), then the GPU suite (its whole log: a crash shows in full)
 env $shipped_env timeout 120 python benchmarks/gpu_error_probe.py 2>&1 | tee "$out/gpu_tests.txt"

@@ -1,8 +1,8 @@
 """The CUDA selective scan's forward at d_state 16: the lanes kernel (one channel a lane, and "lane_pairs": a pair of
 lanes a channel, 8 states each) against the chunked one and against what "auto" picks (selective_scan.cpp,
 lanes_forward: lane_pairs from 2 of its one-warp blocks an SM), in one process and one build, at the vanilla stage-0
-shape (4 x 192 channels, length 3136) and batches 32 x each scale given; fp16 activations (bf16 with --bf16: its
-one-lane build keeps about 100 bytes of stack where fp16's keeps none), fp32 y, softplus. Prints
+shape (4 x 192 channels, length 3136) and batches 32 x each scale given; fp16 activations (bf16 with --bf16: until
+session 29 its one-lane build kept about 100 bytes of stack where fp16's kept none), fp32 y, softplus. Prints
 ms, % of a measured copy (bytes as benchmarks/cuda_scan_variants.py counts them), the one-lane kernel's warps an SM
 (lane_pairs has twice as many), and how far the lanes kernels' outputs are from the chunked one's.
 

@@ -25,14 +25,17 @@ done
 
 rm -rf "$root/toolkit" "$root/apt"
 mkdir -p "$root/apt/lists/partial" "$root/apt/cache/archives/partial" "$root/apt/debs" "$root/toolkit"
-echo "deb http://deb.debian.org/debian trixie main non-free" > "$root/apt/sources.list"
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg  # Debian's archive keys (package debian-archive-keyring)
+signed_by=""; [ -f "$keyring" ] && signed_by="[signed-by=$keyring] "
+echo "deb ${signed_by}http://deb.debian.org/debian trixie main non-free" > "$root/apt/sources.list"
 # an apt of its own: this machine's sources, lists and installed packages are neither read nor changed
 apt_opts=(-o "Dir::Etc::SourceList=$root/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
           -o "Dir::State::Lists=$root/apt/lists" -o "Dir::Cache=$root/apt/cache"
           -o Debug::NoLocking=1 -o APT::Sandbox::User="$(id -un)")
 echo "fetch_cuda12: reading Debian trixie's package lists" >&2
 apt-get "${apt_opts[@]}" -q update >&2 || {
-  echo "fetch_cuda12: apt-get update of deb.debian.org trixie failed (no network?)" >&2; exit 1; }
+  echo "fetch_cuda12: apt-get update of deb.debian.org trixie failed (no network, or Debian's archive keys missing:" \
+       "apt-get install debian-archive-keyring)" >&2; exit 1; }
 echo "fetch_cuda12: downloading nvidia-cuda-toolkit, nvidia-cuda-dev and libcu++-dev (about 1 GB)" >&2
 (cd "$root/apt/debs" && apt-get "${apt_opts[@]}" -q download nvidia-cuda-toolkit nvidia-cuda-dev libcu++-dev >&2) || {
   echo "fetch_cuda12: apt-get download failed" >&2; exit 1; }

@@ -31,7 +31,7 @@ echo "deb ${signed_by}http://deb.debian.org/debian trixie main non-free" > "$roo
 # an apt of its own: this machine's sources, lists and installed packages are neither read nor changed
 apt_opts=(-o "Dir::Etc::SourceList=$root/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
           -o "Dir::State::Lists=$root/apt/lists" -o "Dir::Cache=$root/apt/cache"
-          -o Debug::NoLocking=1 -o APT::Sandbox::User="$(id -un)")
+          -o Debug::NoLocking=1 -o APT::Sandbox::User="$(id -un)" -o Acquire::Retries=3)
 echo "fetch_cuda12: reading Debian trixie's package lists" >&2
 apt-get "${apt_opts[@]}" -q update >&2 || {
   echo "fetch_cuda12: apt-get update of deb.debian.org trixie failed (no network, or Debian's archive keys missing:" \

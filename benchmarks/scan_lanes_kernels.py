@@ -8,6 +8,7 @@ ms, % of a measured copy (bytes as benchmarks/cuda_scan_variants.py counts them)
 
     PYTHONPATH=. python benchmarks/scan_lanes_kernels.py [--bf16] [batch scale ...]   (default 0.125 0.25 0.5 1 2 4)
 """
+import argparse
 import os
 import sys
 
@@ -24,10 +25,14 @@ def _rel(a, b) -> float:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scales", nargs="*", type=float, default=[0.125, 0.25, 0.5, 1.0, 2.0, 4.0],
+                        help="batch = 32 x each scale")
+    parser.add_argument("--bf16", action="store_true", help="bf16 activations instead of fp16")
+    args = parser.parse_args()
+    act_dtype, dtype_name = (torch.bfloat16, "bf16") if args.bf16 else (torch.float16, "fp16")
+    scales = args.scales
     assert cuda_backend.load_extension(), cuda_backend.extension_status()
-    args = sys.argv[1:]
-    act_dtype, dtype_name = (torch.bfloat16, "bf16") if "--bf16" in args else (torch.float16, "fp16")
-    scales = [float(s) for s in args if s != "--bf16"] or [0.125, 0.25, 0.5, 1.0, 2.0, 4.0]
     fwd = torch.ops.vmamba_zoo_cuda.selective_scan_fwd
     copy = copy_bandwidth()
     sms = torch.cuda.get_device_properties(0).multi_processor_count

@@ -35,13 +35,18 @@ def _nvcc():
     return shutil.which("nvcc")
 
 
+def _no_compiler(why: str, hint: str) -> None:
+    """A compiler this machine lacks: the test fails under VMAMBA_ZOO_REQUIRE_NVCC=1 (as .ci/run sets), else skips."""
+    if os.environ.get("VMAMBA_ZOO_REQUIRE_NVCC") == "1":
+        pytest.fail(f"{why} but VMAMBA_ZOO_REQUIRE_NVCC=1 ({hint})")
+    pytest.skip(f"{why}: the CUDA sources were not compiled with it (set VMAMBA_ZOO_REQUIRE_NVCC=1 to fail)")
+
+
 @pytest.fixture
 def nvcc():
     path = _nvcc()
     if path is None:
-        if os.environ.get("VMAMBA_ZOO_REQUIRE_NVCC") == "1":
-            pytest.fail("nvcc not found but VMAMBA_ZOO_REQUIRE_NVCC=1 (set CUDA_HOME or put nvcc on PATH)")
-        pytest.skip("nvcc not found: the CUDA sources were not compiled (set VMAMBA_ZOO_REQUIRE_NVCC=1 to fail)")
+        _no_compiler("nvcc not found", "set CUDA_HOME or put nvcc on PATH")
     return path
 
 
@@ -120,9 +125,7 @@ def _fetch_cuda12() -> str:
     result = subprocess.run(["bash", str(REPO / "scripts" / "fetch_cuda12.sh")], capture_output=True, text=True,
                             timeout=1800)
     if result.returncode == 3:  # not a Debian-like machine: nothing to fetch with
-        if os.environ.get("VMAMBA_ZOO_REQUIRE_NVCC") == "1":
-            pytest.fail(f"VMAMBA_ZOO_REQUIRE_NVCC=1 but no CUDA 12 nvcc could be fetched: {result.stderr.strip()}")
-        pytest.skip(f"no CUDA 12 nvcc: {result.stderr.strip()} (set VMAMBA_ZOO_REQUIRE_NVCC=1 to fail)")
+        _no_compiler("no CUDA 12 nvcc could be fetched", result.stderr.strip())
     assert result.returncode == 0, f"scripts/fetch_cuda12.sh failed:\n{result.stderr[-3000:]}"
     return result.stdout.strip().splitlines()[-1]
 
